@@ -1,0 +1,25 @@
+-- The Ring echo bot: greets, echoes every text and binary message in kind,
+-- and closes on "exit". Plain HTTP gets a note on how to connect.
+local ws = require "luaws"
+
+return function(request)
+  if not ws.upgrade_request(request) then
+    return {
+      status = 200,
+      headers = { ["content-type"] = "text/plain; charset=utf-8" },
+      body = "luaws echo bot: open a WebSocket to ws://" .. (request.headers.host or "this server")
+        .. request.uri .. "\n(for example: /usr/bin/python3 -m websockets ws://"
+        .. (request.headers.host or "127.0.0.1:8080") .. "/)\n",
+    }
+  end
+  return {
+    listener = {
+      on_open = function(socket)
+        socket:send("I will echo your messages")
+      end,
+      on_message = function(socket, message)
+        if message == "exit" then socket:close() else socket:send(message) end
+      end,
+    },
+  }
+end

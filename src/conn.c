@@ -1,0 +1,423 @@
+/* conn.c — a connection's transport and lifetime: reading, the HTTP phase,
+ * the write queue, the lingering close, and freeing. The WebSocket protocol
+ * itself is in ws.c, the Lua side in lua_api.c. */
+#include "server.h"
+#include "lua_api.h"
+#include "log.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define LUA_NOREF_ (-2)   /* same value as lauxlib's LUA_NOREF */
+
+/* A queued write owns a copy of its bytes, right behind the request. */
+typedef struct wreq {
+    uv_write_t req;
+    conn *c;
+    int ok_ref, fail_ref;
+    size_t len;
+    uint8_t data[];
+} wreq;
+
+static void on_closed(uv_handle_t *h);
+static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
+static size_t feed(conn *c, uint8_t *buf, size_t len);
+static void handle_request(conn *c);
+
+static void *xmalloc(size_t n)
+{
+    void *p = malloc(n ? n : 1);
+    if (!p) abort();
+    return p;
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    conn *c = h->data;
+    buf->base = c->srv->readbuf;
+    buf->len = sizeof c->srv->readbuf;
+}
+
+static void start_reading(conn *c)
+{
+    if (c->state != CONN_DEAD && !uv_is_active((uv_handle_t *)&c->tcp))
+        uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+}
+
+static void format_peer(conn *c)
+{
+    struct sockaddr_storage ss;
+    int len = sizeof ss;
+    char ip[INET6_ADDRSTRLEN] = "?";
+    int port = 0;
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0) {
+        if (ss.ss_family == AF_INET6) {
+            uv_ip6_name((struct sockaddr_in6 *)&ss, ip, sizeof ip);
+            port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+        } else {
+            uv_ip4_name((struct sockaddr_in *)&ss, ip, sizeof ip);
+            port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+        }
+    }
+    snprintf(c->peer, sizeof c->peer, "%s:%d", ip, port);
+}
+
+void conn_accept(server *s)
+{
+    conn *c = calloc(1, sizeof *c);
+    if (!c) abort();
+    c->srv = s;
+    c->socket_ref = LUA_NOREF_;
+    uv_tcp_init(s->loop, &c->tcp);
+    c->tcp.data = c;
+    c->id = ++s->next_id;
+    c->next = s->conns;
+    if (s->conns) s->conns->prev = c;
+    s->conns = c;
+    s->nconns++;
+    if (uv_accept((uv_stream_t *)&s->listener, (uv_stream_t *)&c->tcp) != 0) {
+        conn_close_now(c);
+        return;
+    }
+    uv_tcp_nodelay(&c->tcp, 1);
+    format_peer(c);
+    c->http = xmalloc(sizeof *c->http);
+    http_reader_init(c->http, s->cfg->max_header, s->cfg->max_body);
+    log_debug("conn %llu connected from %s", (unsigned long long)c->id, c->peer);
+    start_reading(c);
+}
+
+/* Keeps bytes that could not be consumed because an event is suspended. */
+static void keep_pending(conn *c, const uint8_t *buf, size_t len)
+{
+    if (len == 0) return;
+    if (c->pending && buf >= c->pending && buf < c->pending + c->pending_len) {
+        c->pending_off = (size_t)(buf - c->pending);
+        return;
+    }
+    uint8_t *p = xmalloc(c->pending_len - c->pending_off + len);
+    size_t old = c->pending_len - c->pending_off;
+    if (old) memcpy(p, c->pending + c->pending_off, old);
+    memcpy(p + old, buf, len);
+    free(c->pending);
+    c->pending = p;
+    c->pending_len = old + len;
+    c->pending_off = 0;
+}
+
+static void drop_pending(conn *c)
+{
+    free(c->pending);
+    c->pending = NULL;
+    c->pending_len = c->pending_off = 0;
+}
+
+static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
+{
+    conn *c = st->data;
+    if (nread == 0) return;
+    if (nread < 0) {
+        if (nread != UV_EOF && nread != UV_ECONNRESET)
+            log_debug("conn %llu read error: %s", (unsigned long long)c->id, uv_strerror((int)nread));
+        if (c->state == CONN_WS || c->state == CONN_WS_CLOSING) ws_on_disconnect(c);
+        conn_close_now(c);
+        return;
+    }
+    uint8_t *data = (uint8_t *)buf->base;
+    size_t used = feed(c, data, (size_t)nread);
+    if (used < (size_t)nread && c->state < CONN_LINGER) keep_pending(c, data + used, (size_t)nread - used);
+}
+
+void conn_pause(conn *c)
+{
+    c->paused = true;
+    if (c->state < CONN_LINGER) uv_read_stop((uv_stream_t *)&c->tcp);
+}
+
+void conn_resume(conn *c)
+{
+    if (!c->paused) return;
+    c->paused = false;
+    if (c->state >= CONN_DEAD) return;
+    if (c->pending) {
+        size_t n = c->pending_len - c->pending_off;
+        size_t used = feed(c, c->pending + c->pending_off, n);
+        if (used == n || c->state >= CONN_LINGER) drop_pending(c);
+        else c->pending_off += used;
+    }
+    if (!c->paused) start_reading(c);
+}
+
+/* Runs the bytes through whichever protocol the connection speaks now.
+ * Returns how many were consumed: fewer than len only when paused. */
+static size_t feed(conn *c, uint8_t *buf, size_t len)
+{
+    size_t off = 0;
+    while (off < len && !c->paused) {
+        enum conn_state before = c->state;
+        size_t n;
+        switch (c->state) {
+        case CONN_HTTP: {
+            enum http_read_status st = http_reader_feed(c->http, (char *)buf + off, len - off, &n);
+            if (st == HTTP_FAILED) {
+                int status = c->http->error_status;
+                log_warn("conn %llu: bad HTTP request from %s, answering %d", (unsigned long long)c->id,
+                         c->peer, status);
+                conn_respond(c, status, NULL, 0, http_reason(status), strlen(http_reason(status)), false);
+                return len;
+            }
+            off += n;
+            if (st == HTTP_DONE) handle_request(c);
+            break;
+        }
+        case CONN_WS:
+        case CONN_WS_CLOSING:
+            n = ws_consume(c, buf + off, len - off);
+            off += n;
+            break;
+        default:
+            return len;   /* lingering or dead: input is discarded */
+        }
+        if (n == 0 && c->state == before && !c->paused) break;
+    }
+    return off;
+}
+
+static void respond_refusal(conn *c, int status, const char *why)
+{
+    char head[128] = "";
+    size_t hlen = 0;
+    if (status == 426) hlen = (size_t)snprintf(head, sizeof head, "Sec-WebSocket-Version: 13\r\n");
+    char body[256];
+    int blen = snprintf(body, sizeof body, "%d %s: %s\n", status, http_reason(status), why);
+    conn_respond(c, status, head, hlen, body, (size_t)blen, false);
+}
+
+/* A whole request was read: refuse a broken handshake, else ask Lua. */
+static void handle_request(conn *c)
+{
+    http_request *req = &c->http->req;
+    const char *up = http_header_get(req, "upgrade");
+    bool wants_ws = up && http_token_list_has(up, "websocket");
+    if (wants_ws) {
+        const char *why = "";
+        int status = ws_handshake_check(req, &why);
+        if (status) {
+            log_warn("conn %llu: refused WebSocket handshake from %s: %s (%d)", (unsigned long long)c->id,
+                     c->peer, why, status);
+            respond_refusal(c, status, why);
+            return;
+        }
+    } else if (req->upgrade) {
+        /* Another protocol (h2c, CONNECT): answer, then close, since what
+         * follows on the wire is not HTTP/1.1. */
+        req->keep_alive = false;
+    }
+    lh_request(c->srv->lua, c, req);
+    if (c->state == CONN_HTTP) {
+        if (!c->close_after_write) http_reader_reset(c->http);
+    } else if (c->http) {
+        http_reader_free(c->http);
+        free(c->http);
+        c->http = NULL;
+    }
+}
+
+void conn_respond(conn *c, int status, const char *head, size_t head_len,
+                  const char *body, size_t body_len, bool keep_alive)
+{
+    if (c->state != CONN_HTTP) return;
+    char line[256];
+    bool is_head = c->http && c->http->req.method && strcmp(c->http->req.method, "HEAD") == 0;
+    int n = snprintf(line, sizeof line, "HTTP/1.1 %d %s\r\n", status, http_reason(status));
+    char tail[128];
+    int m = snprintf(tail, sizeof tail, "Content-Length: %zu\r\n%s\r\n", body_len,
+                     keep_alive ? "" : "Connection: close\r\n");
+    size_t total = (size_t)n + head_len + (size_t)m + (is_head ? 0 : body_len);
+    uint8_t *out = xmalloc(total), *p = out;
+    memcpy(p, line, (size_t)n); p += n;
+    if (head_len) { memcpy(p, head, head_len); p += head_len; }
+    memcpy(p, tail, (size_t)m); p += m;
+    if (!is_head && body_len) memcpy(p, body, body_len);
+    conn_write(c, out, total, NULL, 0, LUA_NOREF_, LUA_NOREF_);
+    free(out);
+    log_info("conn %llu %s %s -> %d", (unsigned long long)c->id,
+             c->http && c->http->req.method ? c->http->req.method : "-",
+             c->http && c->http->req.url ? c->http->req.url : "-", status);
+    if (!keep_alive) {
+        c->close_after_write = true;
+        conn_linger(c);
+    }
+}
+
+void conn_upgrade(conn *c, const http_request *req, const char *protocol,
+                  const char *head, size_t head_len)
+{
+    char accept[29];
+    ws_accept_key(http_header_get(req, "sec-websocket-key"), accept);
+    char line[512];
+    int n = snprintf(line, sizeof line,
+                     "HTTP/1.1 101 Switching Protocols\r\n"
+                     "Upgrade: websocket\r\n"
+                     "Connection: Upgrade\r\n"
+                     "Sec-WebSocket-Accept: %s\r\n"
+                     "%s%s%s",
+                     accept, protocol ? "Sec-WebSocket-Protocol: " : "", protocol ? protocol : "",
+                     protocol ? "\r\n" : "");
+    if (n >= (int)sizeof line) n = (int)sizeof line - 1;
+    conn_write(c, (const uint8_t *)line, (size_t)n, (const uint8_t *)head, head_len, LUA_NOREF_, LUA_NOREF_);
+    conn_write(c, (const uint8_t *)"\r\n", 2, NULL, 0, LUA_NOREF_, LUA_NOREF_);
+    log_info("conn %llu open %s %s%s%s", (unsigned long long)c->id, c->peer, req->url,
+             protocol ? " protocol " : "", protocol ? protocol : "");
+    ws_start(c, NULL, 0);
+}
+
+/* ---- writing ---- */
+
+static void on_write(uv_write_t *req, int status)
+{
+    wreq *w = (wreq *)req;
+    conn *c = w->c;
+    c->queued -= w->len;
+    if (w->ok_ref != LUA_NOREF_ || w->fail_ref != LUA_NOREF_)
+        lh_send_done(c->srv->lua, w->ok_ref, w->fail_ref, status ? uv_strerror(status) : NULL);
+    free(w);
+    if (status < 0 && status != UV_ECANCELED && c->state != CONN_DEAD) {
+        log_debug("conn %llu write error: %s", (unsigned long long)c->id, uv_strerror(status));
+        if (c->state == CONN_WS || c->state == CONN_WS_CLOSING) ws_on_disconnect(c);
+        conn_close_now(c);
+        return;
+    }
+    if (c->waiters && c->queued < c->srv->cfg->write_high_water) lh_wake_writers(c);
+}
+
+int conn_write(conn *c, const uint8_t *hdr, size_t hlen, const uint8_t *data, size_t len,
+               int ok_ref, int fail_ref)
+{
+    if (c->state == CONN_DEAD) return UV_EPIPE;
+    size_t skip = 0;
+    /* Nothing queued and nobody to tell: try the kernel first, and only
+     * copy what it did not take. */
+    if (c->queued == 0 && ok_ref == LUA_NOREF_ && fail_ref == LUA_NOREF_) {
+        uv_buf_t bufs[2] = {uv_buf_init((char *)hdr, (unsigned)hlen), uv_buf_init((char *)data, (unsigned)len)};
+        int r = uv_try_write((uv_stream_t *)&c->tcp, bufs, len ? 2 : 1);
+        if (r > 0) skip = (size_t)r;
+        if (skip == hlen + len) return 0;
+    }
+    size_t rest = hlen + len - skip;
+    wreq *w = xmalloc(sizeof *w + rest);
+    w->c = c;
+    w->ok_ref = ok_ref;
+    w->fail_ref = fail_ref;
+    w->len = rest;
+    uint8_t *p = w->data;
+    if (skip < hlen) {
+        memcpy(p, hdr + skip, hlen - skip);
+        p += hlen - skip;
+        memcpy(p, data, len);
+    } else {
+        memcpy(p, data + (skip - hlen), len - (skip - hlen));
+    }
+    uv_buf_t b = uv_buf_init((char *)w->data, (unsigned)rest);
+    int r = uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_write);
+    if (r < 0) {
+        free(w);
+        return r;
+    }
+    c->queued += rest;
+    return 0;
+}
+
+bool conn_writable(const conn *c) { return c->state != CONN_DEAD; }
+
+/* ---- closing ---- */
+
+static void on_timer_closed(uv_handle_t *h) { free(h); }
+
+static void stop_timer(conn *c)
+{
+    if (c->timer) {
+        uv_close((uv_handle_t *)c->timer, on_timer_closed);
+        c->timer = NULL;
+    }
+}
+
+static void on_timeout(uv_timer_t *t)
+{
+    conn *c = t->data;
+    if (c->state == CONN_WS_CLOSING) {
+        log_info("conn %llu: no close frame from the peer in time", (unsigned long long)c->id);
+        ws_on_disconnect(c);
+    }
+    conn_close_now(c);
+}
+
+void conn_set_timer(conn *c, unsigned ms)
+{
+    if (!c->timer) {
+        c->timer = xmalloc(sizeof *c->timer);
+        uv_timer_init(c->srv->loop, c->timer);
+        c->timer->data = c;
+    }
+    uv_timer_start(c->timer, on_timeout, ms, 0);
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status)
+{
+    conn *c = req->data;
+    free(req);
+    if (status < 0 && c->state != CONN_DEAD) conn_close_now(c);
+}
+
+/* The WebSocket (or HTTP exchange) is over: send our FIN once the queue is
+ * written, then wait for the peer's, so that we close the TCP connection
+ * first (RFC 6455 7.1.1) without resetting it under unread data. */
+void conn_linger(conn *c)
+{
+    if (c->state >= CONN_LINGER) return;
+    c->state = CONN_LINGER;
+    free(c->msg);
+    c->msg = NULL;
+    c->msg_len = c->msg_cap = 0;
+    drop_pending(c);
+    uv_shutdown_t *req = xmalloc(sizeof *req);
+    req->data = c;
+    if (uv_shutdown(req, (uv_stream_t *)&c->tcp, on_shutdown) < 0) {
+        free(req);
+        conn_close_now(c);
+        return;
+    }
+    conn_set_timer(c, c->srv->cfg->close_timeout_ms);
+    c->paused = false;
+    start_reading(c);
+}
+
+void conn_close_now(conn *c)
+{
+    if (c->state == CONN_DEAD) return;
+    c->state = CONN_DEAD;
+    stop_timer(c);
+    uv_close((uv_handle_t *)&c->tcp, on_closed);
+}
+
+/* The one place a connection is freed. */
+static void on_closed(uv_handle_t *h)
+{
+    conn *c = h->data;
+    server *s = c->srv;
+    lh_conn_gone(c);
+    if (c->prev) c->prev->next = c->next;
+    else s->conns = c->next;
+    if (c->next) c->next->prev = c->prev;
+    s->nconns--;
+    if (c->http) {
+        http_reader_free(c->http);
+        free(c->http);
+    }
+    free(c->pending);
+    free(c->msg);
+    free(c->close_reason);
+    log_debug("conn %llu freed", (unsigned long long)c->id);
+    free(c);
+    if (s->stopping && s->nconns == 0) server_stop(s);
+}

@@ -1,0 +1,45 @@
+/* log.c — plain line logging to stderr; see log.h. */
+#include "log.h"
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <sys/time.h>
+
+/* Set once from the command line before the loop starts. */
+static enum log_level min_level = LOG_INFO;
+
+static const char *const names[] = {"DEBUG", "INFO", "WARN", "ERROR"};
+
+void log_set_level(enum log_level level) { min_level = level; }
+
+int log_level_parse(const char *name)
+{
+    static const char *const lower[] = {"debug", "info", "warn", "error"};
+    for (int i = 0; i < 4; i++)
+        if (strcmp(name, lower[i]) == 0) return i;
+    return -1;
+}
+
+void log_msg(enum log_level level, const char *fmt, ...)
+{
+    if (level < min_level) return;
+    char line[4096];
+    struct timeval tv;
+    struct tm tm;
+    gettimeofday(&tv, NULL);
+    localtime_r(&tv.tv_sec, &tm);
+    int n = (int)strftime(line, sizeof line, "%Y-%m-%d %H:%M:%S", &tm);
+    n += snprintf(line + n, sizeof line - (size_t)n, ".%03d %-5s ", (int)(tv.tv_usec / 1000), names[level]);
+    va_list ap;
+    va_start(ap, fmt);
+    int m = vsnprintf(line + n, sizeof line - (size_t)n - 1, fmt, ap);
+    va_end(ap);
+    if (m < 0) m = 0;
+    n += m;
+    if (n > (int)sizeof line - 2) n = (int)sizeof line - 2;
+    line[n++] = '\n';
+    /* One write per line keeps lines whole when several processes share stderr. */
+    fwrite(line, 1, (size_t)n, stderr);
+    fflush(stderr);
+}

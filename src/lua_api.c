@@ -1,0 +1,878 @@
+/* lua_api.c — the worker's Lua state: script, handler, request tables,
+ * socket and buffer objects, and listener events run in coroutines.
+ * See lua_api.h; the Lua half of the module is lua/luaws.lua. */
+#include "lua_api.h"
+#include "log.h"
+#include "version.h"
+#include <lua.h>
+#include <lauxlib.h>
+#include <lualib.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define SOCKET_MT "luaws.socket"
+#define BUFFER_MT "luaws.buffer"
+#define TASK_POOL_MAX 64
+
+/* A listener event running in its own coroutine. While it is suspended in
+ * a synchronous send, it sits in the waiters list of the connection it
+ * sends to, and its owner (the connection whose event it is) reads no input. */
+struct task {
+    lua_State *co;
+    int ref;                 /* registry ref keeping co alive */
+    lua_host *h;
+    conn *owner;
+    conn *waiting_on;
+    task *next;              /* in waiting_on->waiters, or the free list */
+    const char *event;
+    bool woke_closed;        /* the socket it waited on closed */
+};
+
+struct lua_host {
+    lua_State *L;
+    server *srv;
+    int handler_ref;
+    bool listener_only;      /* the script returned a listener table */
+    int traceback_ref;
+    task *free_tasks;
+    int nfree;
+};
+
+typedef struct lsocket {
+    conn *c;                 /* NULL once the connection is gone */
+} lsocket;
+
+/* ---- buffers ---- */
+
+static void push_buffer(lua_State *L, const void *data, size_t len)
+{
+    void *p = lua_newuserdatauv(L, len, 0);
+    if (len) memcpy(p, data, len);
+    luaL_setmetatable(L, BUFFER_MT);
+}
+
+static int l_buffer_new(lua_State *L)
+{
+    size_t len;
+    const char *s;
+    if (luaL_testudata(L, 1, BUFFER_MT)) {
+        s = lua_touserdata(L, 1);
+        len = lua_rawlen(L, 1);
+    } else {
+        s = luaL_checklstring(L, 1, &len);
+    }
+    push_buffer(L, s, len);
+    return 1;
+}
+
+static int l_buffer_string(lua_State *L)
+{
+    luaL_checkudata(L, 1, BUFFER_MT);
+    lua_pushlstring(L, lua_touserdata(L, 1), lua_rawlen(L, 1));
+    return 1;
+}
+
+static int l_buffer_len(lua_State *L)
+{
+    luaL_checkudata(L, 1, BUFFER_MT);
+    lua_pushinteger(L, (lua_Integer)lua_rawlen(L, 1));
+    return 1;
+}
+
+static int l_buffer_eq(lua_State *L)
+{
+    void *a = luaL_checkudata(L, 1, BUFFER_MT), *b = luaL_checkudata(L, 2, BUFFER_MT);
+    size_t n = lua_rawlen(L, 1);
+    lua_pushboolean(L, n == lua_rawlen(L, 2) && memcmp(a, b, n) == 0);
+    return 1;
+}
+
+static int l_buffer_tostring(lua_State *L)
+{
+    luaL_checkudata(L, 1, BUFFER_MT);
+    lua_pushfstring(L, "luaws.buffer(%d bytes)", (int)lua_rawlen(L, 1));
+    return 1;
+}
+
+/* Text for a string, binary for a buffer; anything else is an error. */
+static const uint8_t *check_payload(lua_State *L, int idx, size_t *len, uint8_t *opcode)
+{
+    if (lua_type(L, idx) == LUA_TSTRING) {
+        *opcode = WS_OP_TEXT;
+        return (const uint8_t *)lua_tolstring(L, idx, len);
+    }
+    if (luaL_testudata(L, idx, BUFFER_MT)) {
+        *opcode = WS_OP_BINARY;
+        *len = lua_rawlen(L, idx);
+        return lua_touserdata(L, idx);
+    }
+    luaL_typeerror(L, idx, "string or luaws.buffer");
+    return NULL;
+}
+
+/* ---- tasks (coroutines running events) ---- */
+
+static task **task_slot(lua_State *co) { return (task **)lua_getextraspace(co); }
+
+static task *task_get(lua_host *h)
+{
+    task *t = h->free_tasks;
+    if (t) {
+        h->free_tasks = t->next;
+        h->nfree--;
+    } else {
+        t = calloc(1, sizeof *t);
+        if (!t) abort();
+        t->h = h;
+        t->co = lua_newthread(h->L);
+        t->ref = luaL_ref(h->L, LUA_REGISTRYINDEX);
+        *task_slot(t->co) = t;
+    }
+    t->next = NULL;
+    t->owner = t->waiting_on = NULL;
+    t->woke_closed = false;
+    return t;
+}
+
+/* A coroutine that finished cleanly is kept for the next event. */
+static void task_put(task *t, bool reusable)
+{
+    lua_host *h = t->h;
+    if (reusable && h->nfree < TASK_POOL_MAX) {
+        lua_settop(t->co, 0);
+        t->next = h->free_tasks;
+        h->free_tasks = t;
+        h->nfree++;
+        return;
+    }
+    luaL_unref(h->L, LUA_REGISTRYINDEX, t->ref);
+    free(t);
+}
+
+static void push_socket(lua_host *h, conn *c) { lua_rawgeti(h->L, LUA_REGISTRYINDEX, c->socket_ref); }
+
+/* Pushes listener[name] and the socket; false (nothing pushed) if absent. */
+static bool push_event(lua_host *h, conn *c, const char *name)
+{
+    lua_State *L = h->L;
+    if (c->socket_ref == LUA_NOREF) return false;
+    push_socket(h, c);
+    lua_getiuservalue(L, -1, 2);            /* socket, listener */
+    if (lua_getfield(L, -1, name) == LUA_TNIL) {
+        lua_pop(L, 3);
+        return false;
+    }
+    lua_replace(L, -2);                     /* socket, fn */
+    lua_insert(L, -2);                      /* fn, socket */
+    return true;
+}
+
+static void on_task_error(task *t, lua_State *co, int status);
+static void task_finished(task *t);
+
+static void resume(task *t, int nargs)
+{
+    lua_State *co = t->co;
+    int nres;
+    int status = lua_resume(co, t->h->L, nargs, &nres);
+    if (status == LUA_YIELD) {
+        if (t->waiting_on) {
+            if (t->owner && !t->owner->running) {
+                t->owner->running = t;
+                conn_pause(t->owner);
+            }
+            return;
+        }
+        lua_pushliteral(co, "attempt to yield from a listener event");
+        status = LUA_ERRRUN;
+    }
+    if (status != LUA_OK) on_task_error(t, co, status);
+    else lua_settop(co, 0);
+    bool ok = status == LUA_OK;
+    task_finished(t);
+    task_put(t, ok);
+}
+
+/* Runs fn(args...) from the top of the main stack as an event of c. */
+static void run_event(lua_host *h, conn *c, const char *event, int nargs)
+{
+    task *t = task_get(h);
+    t->owner = c;
+    t->event = event;
+    lua_xmove(h->L, t->co, nargs + 1);
+    resume(t, nargs);
+}
+
+static void task_finished(task *t)
+{
+    conn *c = t->owner;
+    t->owner = NULL;
+    if (!c) return;
+    if (c->running == t) {
+        c->running = NULL;
+        if (c->close_deferred) {
+            c->close_deferred = false;
+            lh_on_close(c);
+        }
+        if (!c->running) conn_resume(c);
+    }
+}
+
+static void on_task_error(task *t, lua_State *co, int status)
+{
+    lua_host *h = t->h;
+    conn *c = t->owner;
+    const char *msg = lua_tostring(co, -1);
+    if (!msg) msg = "(error object is not a string)";
+    luaL_traceback(h->L, co, msg, 0);
+    const char *trace = lua_tostring(h->L, -1);
+    log_error("conn %llu: error in %s: %s", c ? (unsigned long long)c->id : 0ULL, t->event, trace);
+    lua_pop(h->L, 1);
+    if (!c) return;
+    bool after_open = strcmp(t->event, "on_error") != 0 && strcmp(t->event, "on_close") != 0;
+    if (after_open) {
+        /* The error message, without the traceback, is what on_error sees. */
+        lua_pushstring(h->L, msg);
+        if (push_event(h, c, "on_error")) {
+            lua_rotate(h->L, -3, -1);  /* fn, socket, msg */
+            run_event(h, c, "on_error", 2);
+        } else {
+            lua_pop(h->L, 1);
+        }
+    }
+    static const char internal[] = "internal error";
+    ws_close(c, WS_CLOSE_INTERNAL, internal, sizeof internal - 1);
+}
+
+void lh_wake_writers(conn *c)
+{
+    task *t = c->waiters;
+    c->waiters = NULL;
+    bool closed = c->state != CONN_WS && c->state != CONN_WS_CLOSING;
+    while (t) {
+        task *next = t->next;
+        t->next = NULL;
+        t->waiting_on = NULL;
+        t->woke_closed = closed;
+        resume(t, 0);
+        t = next;
+    }
+}
+
+/* ---- socket methods ---- */
+
+static lsocket *check_socket(lua_State *L) { return luaL_checkudata(L, 1, SOCKET_MT); }
+
+static int send_k(lua_State *L, int status, lua_KContext ctx)
+{
+    task *t = *task_slot(L);
+    if (t && t->woke_closed) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "closed");
+        return 2;
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int closed_result(lua_State *L)
+{
+    lua_pushnil(L);
+    lua_pushliteral(L, "closed");
+    return 2;
+}
+
+static int l_socket_send(lua_State *L)
+{
+    lsocket *s = check_socket(L);
+    size_t len;
+    uint8_t opcode;
+    const uint8_t *data = check_payload(L, 2, &len, &opcode);
+    if (opcode == WS_OP_TEXT && !utf8_valid(data, len))
+        return luaL_error(L, "send: text message is not valid UTF-8 (send a luaws.buffer for binary)");
+    bool async = !lua_isnoneornil(L, 3) || !lua_isnoneornil(L, 4);
+    if (async) {
+        if (!lua_isnoneornil(L, 3)) luaL_checktype(L, 3, LUA_TFUNCTION);
+        if (!lua_isnoneornil(L, 4)) luaL_checktype(L, 4, LUA_TFUNCTION);
+    }
+    conn *c = s->c;
+    if (!c || !ws_is_open(c)) {
+        if (async && !lua_isnoneornil(L, 4)) {
+            lua_pushvalue(L, 4);
+            lua_pushliteral(L, "closed");
+            lua_call(L, 1, 0);
+        }
+        return closed_result(L);
+    }
+    if (async) {
+        lua_settop(L, 4);
+        int fail_ref = lua_isnil(L, 4) ? LUA_NOREF : luaL_ref(L, LUA_REGISTRYINDEX);
+        int ok_ref = lua_isnil(L, 3) ? LUA_NOREF : luaL_ref(L, LUA_REGISTRYINDEX);
+        /* Without callbacks there is nothing to tell; with one, conn_write
+         * keeps the refs until libuv reports the write. */
+        if (ok_ref == LUA_NOREF && fail_ref == LUA_NOREF) ok_ref = LUA_REFNIL;
+        if (ws_send(c, opcode, data, len, ok_ref, fail_ref) < 0) {
+            lh_send_done(c->srv->lua, ok_ref, fail_ref, "closed");
+            return closed_result(L);
+        }
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    if (ws_send(c, opcode, data, len, LUA_NOREF, LUA_NOREF) < 0) return closed_result(L);
+    task *t = *task_slot(L);
+    if (c->queued >= c->srv->cfg->write_high_water && t && t->co == L && lua_isyieldable(L)) {
+        t->waiting_on = c;
+        t->next = c->waiters;
+        c->waiters = t;
+        return lua_yieldk(L, 0, 0, send_k);
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int send_control(lua_State *L, uint8_t opcode)
+{
+    lsocket *s = check_socket(L);
+    size_t len = 0;
+    const uint8_t *data = (const uint8_t *)"";
+    if (!lua_isnoneornil(L, 2)) {
+        uint8_t ignored;
+        data = check_payload(L, 2, &len, &ignored);
+    }
+    if (len > WS_MAX_CONTROL_PAYLOAD) return luaL_argerror(L, 2, "control frame payload over 125 bytes");
+    if (!s->c || !ws_is_open(s->c) || ws_send(s->c, opcode, data, len, LUA_NOREF, LUA_NOREF) < 0)
+        return closed_result(L);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int l_socket_ping(lua_State *L) { return send_control(L, WS_OP_PING); }
+static int l_socket_pong(lua_State *L) { return send_control(L, WS_OP_PONG); }
+
+static int l_socket_close(lua_State *L)
+{
+    lsocket *s = check_socket(L);
+    lua_Integer code = luaL_optinteger(L, 2, WS_CLOSE_NORMAL);
+    size_t rlen = 0;
+    const char *reason = luaL_optlstring(L, 3, "", &rlen);
+    if (code < 0 || code > 65535 || !ws_close_code_valid((unsigned)code))
+        return luaL_argerror(L, 2, "not a close code an endpoint may send (1000-1003, 1007-1014, 3000-4999)");
+    if (rlen > WS_MAX_CONTROL_PAYLOAD - 2) return luaL_argerror(L, 3, "close reason over 123 bytes");
+    if (!utf8_valid((const uint8_t *)reason, rlen)) return luaL_argerror(L, 3, "close reason is not valid UTF-8");
+    if (!s->c || !ws_is_open(s->c)) return closed_result(L);
+    ws_close(s->c, (uint16_t)code, reason, rlen);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int l_socket_is_open(lua_State *L)
+{
+    lsocket *s = check_socket(L);
+    lua_pushboolean(L, s->c && ws_is_open(s->c));
+    return 1;
+}
+
+static int l_socket_index(lua_State *L)
+{
+    check_socket(L);
+    lua_pushvalue(L, 2);
+    if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) return 1;   /* a method */
+    lua_getiuservalue(L, 1, 1);
+    lua_pushvalue(L, 2);
+    lua_rawget(L, -2);
+    return 1;
+}
+
+static int l_socket_newindex(lua_State *L)
+{
+    check_socket(L);
+    lua_getiuservalue(L, 1, 1);
+    lua_pushvalue(L, 2);
+    lua_pushvalue(L, 3);
+    lua_rawset(L, -3);
+    return 0;
+}
+
+static int l_socket_tostring(lua_State *L)
+{
+    lsocket *s = check_socket(L);
+    lua_getiuservalue(L, 1, 1);
+    lua_getfield(L, -1, "id");
+    lua_pushfstring(L, "luaws.socket(%s%s)", lua_tostring(L, -1), s->c && ws_is_open(s->c) ? "" : ", closed");
+    return 1;
+}
+
+static int l_log(lua_State *L)
+{
+    int level = log_level_parse(luaL_checkstring(L, 1));
+    if (level < 0) return luaL_argerror(L, 1, "debug, info, warn or error");
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    for (int i = 2; i <= lua_gettop(L); i++) {
+        if (i > 2) luaL_addchar(&b, ' ');
+        luaL_tolstring(L, i, NULL);
+        luaL_addvalue(&b);
+    }
+    luaL_pushresult(&b);
+    log_msg((enum log_level)level, "%s", lua_tostring(L, -1));
+    return 0;
+}
+
+static int luaopen_core(lua_State *L)
+{
+    static const luaL_Reg fns[] = {
+        {"buffer", l_buffer_new},
+        {"log", l_log},
+        {NULL, NULL},
+    };
+    luaL_newlib(L, fns);
+    lua_pushliteral(L, LUAWS_VERSION);
+    lua_setfield(L, -2, "version");
+    return 1;
+}
+
+static void create_metatables(lua_State *L)
+{
+    static const luaL_Reg buffer_methods[] = {
+        {"string", l_buffer_string},
+        {NULL, NULL},
+    };
+    luaL_newmetatable(L, BUFFER_MT);
+    luaL_newlib(L, buffer_methods);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, l_buffer_len);
+    lua_setfield(L, -2, "__len");
+    lua_pushcfunction(L, l_buffer_eq);
+    lua_setfield(L, -2, "__eq");
+    lua_pushcfunction(L, l_buffer_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_pop(L, 1);
+
+    static const luaL_Reg socket_methods[] = {
+        {"send", l_socket_send},
+        {"ping", l_socket_ping},
+        {"pong", l_socket_pong},
+        {"close", l_socket_close},
+        {"is_open", l_socket_is_open},
+        {NULL, NULL},
+    };
+    luaL_newmetatable(L, SOCKET_MT);
+    luaL_newlib(L, socket_methods);
+    lua_pushcclosure(L, l_socket_index, 1);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, l_socket_newindex);
+    lua_setfield(L, -2, "__newindex");
+    lua_pushcfunction(L, l_socket_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_pop(L, 1);
+}
+
+/* ---- the state and the script ---- */
+
+static int traceback(lua_State *L)
+{
+    const char *msg = lua_tostring(L, 1);
+    if (!msg) msg = luaL_tolstring(L, 1, NULL);
+    luaL_traceback(L, L, msg, 1);
+    return 1;
+}
+
+/* Lua modules live in lua/ beside the binary (a source tree) or in
+ * ../share/luaws/lua (an installed tree); scripts may require their
+ * neighbours. */
+static void set_package_path(lua_State *L, const char *script)
+{
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n < 0) n = 0;
+    exe[n] = '\0';
+    char *slash = strrchr(exe, '/');
+    if (slash) *slash = '\0';
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s", script);
+    slash = strrchr(dir, '/');
+    if (slash) *slash = '\0';
+    else snprintf(dir, sizeof dir, ".");
+
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "path");
+    lua_pushfstring(L, "%s/lua/?.lua;%s/../share/luaws/lua/?.lua;%s/?.lua;%s", exe, exe, dir, lua_tostring(L, -1));
+    lua_setfield(L, -3, "path");
+    lua_pop(L, 2);
+}
+
+static char *dup_error(const char *msg)
+{
+    char *s = strdup(msg ? msg : "unknown error");
+    if (!s) abort();
+    return s;
+}
+
+lua_host *lh_new(server *srv, const char *script, char **err)
+{
+    lua_host *h = calloc(1, sizeof *h);
+    if (!h) abort();
+    h->srv = srv;
+    lua_State *L = h->L = luaL_newstate();
+    if (!L) abort();
+    *task_slot(L) = NULL;
+    luaL_openlibs(L);
+    create_metatables(L);
+    luaL_requiref(L, "luaws.core", luaopen_core, 0);
+    lua_pop(L, 1);
+    set_package_path(L, script);
+
+    lua_pushcfunction(L, traceback);
+    h->traceback_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+
+    lua_rawgeti(L, LUA_REGISTRYINDEX, h->traceback_ref);
+    if (luaL_loadfile(L, script) != LUA_OK || lua_pcall(L, 0, 1, -2) != LUA_OK) {
+        *err = dup_error(lua_tostring(L, -1));
+        lh_free(h);
+        return NULL;
+    }
+    int t = lua_type(L, -1);
+    if (t != LUA_TFUNCTION && t != LUA_TTABLE) {
+        lua_pushfstring(L, "%s: the script must return a handler function or a listener table, not %s",
+                        script, luaL_typename(L, -1));
+        *err = dup_error(lua_tostring(L, -1));
+        lh_free(h);
+        return NULL;
+    }
+    h->listener_only = t == LUA_TTABLE;
+    h->handler_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_pop(L, 1);
+    return h;
+}
+
+void lh_free(lua_host *h)
+{
+    if (!h) return;
+    lua_close(h->L);
+    while (h->free_tasks) {
+        task *t = h->free_tasks;
+        h->free_tasks = t->next;
+        free(t);
+    }
+    free(h);
+}
+
+/* ---- requests ---- */
+
+static void set_str(lua_State *L, const char *k, const char *v, size_t n)
+{
+    lua_pushlstring(L, v, n);
+    lua_setfield(L, -2, k);
+}
+
+static void push_request(lua_host *h, conn *c, const http_request *req, bool upgrade)
+{
+    lua_State *L = h->L;
+    server *s = h->srv;
+    lua_createtable(L, 0, 12);
+    lua_pushstring(L, req->method);
+    lua_setfield(L, -2, "method");
+    const char *q = memchr(req->url, '?', req->url_len);
+    size_t plen = q ? (size_t)(q - req->url) : req->url_len;
+    set_str(L, "uri", req->url, plen);
+    if (q) set_str(L, "query_string", q + 1, req->url_len - plen - 1);
+    lua_pushfstring(L, "HTTP/%d.%d", req->http_major, req->http_minor);
+    lua_setfield(L, -2, "protocol");
+    lua_pushstring(L, upgrade ? "ws" : "http");
+    lua_setfield(L, -2, "scheme");
+    lua_createtable(L, 0, (int)req->nheaders);
+    for (size_t i = 0; i < req->nheaders; i++) {
+        lua_pushstring(L, req->headers[i].value);
+        lua_setfield(L, -2, req->headers[i].name);
+    }
+    lua_setfield(L, -2, "headers");
+    /* remote_addr without the port, as Ring has it */
+    const char *colon = strrchr(c->peer, ':');
+    set_str(L, "remote_addr", c->peer, colon ? (size_t)(colon - c->peer) : strlen(c->peer));
+    const char *host = http_header_get(req, "host");
+    if (host && *host) {
+        const char *end = host[0] == '[' ? strchr(host, ']') : strchr(host, ':');
+        size_t n = end ? (size_t)(end - host) + (host[0] == '[') : strlen(host);
+        set_str(L, "server_name", host, n);
+    } else {
+        lua_pushstring(L, s->bound_host);
+        lua_setfield(L, -2, "server_name");
+    }
+    lua_pushinteger(L, s->bound_port);
+    lua_setfield(L, -2, "server_port");
+    if (req->body) {
+        set_str(L, "body", req->body, req->body_len);
+    }
+}
+
+/* Header lines from a Lua table; returns false (message on stack) on a bad value. */
+static bool add_headers(lua_State *L, int idx, luaL_Buffer *b, bool *has_type)
+{
+    if (lua_isnil(L, idx)) return true;
+    if (!lua_istable(L, idx)) {
+        lua_pushliteral(L, "response headers must be a table");
+        return false;
+    }
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        if (lua_type(L, -2) != LUA_TSTRING || !(lua_type(L, -1) == LUA_TSTRING || lua_type(L, -1) == LUA_TNUMBER)) {
+            lua_pop(L, 2);
+            lua_pushliteral(L, "response header names and values must be strings");
+            return false;
+        }
+        const char *k = lua_tostring(L, -2), *v = lua_tostring(L, -1);
+        if (strpbrk(k, "\r\n:") || strpbrk(v, "\r\n") || !*k) {
+            lua_pop(L, 2);
+            lua_pushfstring(L, "response header %s has a forbidden character", k);
+            return false;
+        }
+        if (strcasecmp(k, "content-length") == 0) {  /* we compute it */
+            lua_pop(L, 1);
+            continue;
+        }
+        if (strcasecmp(k, "content-type") == 0) *has_type = true;
+        luaL_addstring(b, k);
+        luaL_addstring(b, ": ");
+        luaL_addstring(b, v);
+        luaL_addstring(b, "\r\n");
+        lua_pop(L, 1);
+    }
+    return true;
+}
+
+static void respond_500(conn *c, const char *why)
+{
+    static const char body[] = "500 Internal Server Error\n";
+    log_error("conn %llu: handler error: %s", (unsigned long long)c->id, why);
+    conn_respond(c, 500, "Content-Type: text/plain; charset=utf-8\r\n", 41, body, sizeof body - 1, false);
+}
+
+static bool protocol_offered(const http_request *req, const char *proto)
+{
+    const char *offered = http_header_get(req, "sec-websocket-protocol");
+    return offered && http_token_list_has(offered, proto);
+}
+
+/* Upgrades c with the listener on top of the stack and the request below it. */
+static void upgrade(lua_host *h, conn *c, const http_request *req, const char *protocol,
+                    const char *head, size_t head_len)
+{
+    lua_State *L = h->L;                      /* request, listener */
+    conn_upgrade(c, req, protocol, head, head_len);
+    lsocket *s = lua_newuserdatauv(L, sizeof *s, 2);
+    s->c = c;
+    luaL_setmetatable(L, SOCKET_MT);
+    lua_insert(L, -2);                        /* request, socket, listener */
+    lua_setiuservalue(L, -2, 2);
+    lua_createtable(L, 0, 3);                 /* request, socket, fields */
+    lua_pushinteger(L, (lua_Integer)c->id);
+    lua_setfield(L, -2, "id");
+    lua_newtable(L);
+    lua_setfield(L, -2, "data");
+    lua_rotate(L, -3, -1);                    /* socket, fields, request */
+    lua_setfield(L, -2, "request");
+    lua_setiuservalue(L, -2, 1);
+    c->socket_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    if (push_event(h, c, "on_open")) run_event(h, c, "on_open", 1);
+}
+
+void lh_request(lua_host *h, conn *c, const http_request *req)
+{
+    lua_State *L = h->L;
+    const char *up = http_header_get(req, "upgrade");
+    bool is_ws = up && http_token_list_has(up, "websocket");
+    int base = lua_gettop(L);
+
+    if (h->listener_only) {
+        if (!is_ws) {
+            static const char body[] = "426 Upgrade Required: this endpoint speaks WebSocket\n";
+            conn_respond(c, 426, "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n", 47,
+                         body, sizeof body - 1, req->keep_alive);
+            return;
+        }
+        push_request(h, c, req, true);
+        lua_rawgeti(L, LUA_REGISTRYINDEX, h->handler_ref);
+        upgrade(h, c, req, NULL, NULL, 0);
+        lua_settop(L, base);
+        return;
+    }
+
+    lua_rawgeti(L, LUA_REGISTRYINDEX, h->traceback_ref);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, h->handler_ref);
+    push_request(h, c, req, is_ws);
+    lua_pushvalue(L, -1);
+    lua_insert(L, base + 1);                  /* request, traceback, handler, request */
+    if (lua_pcall(L, 1, 1, base + 2) != LUA_OK) {
+        respond_500(c, lua_tostring(L, -1));
+        lua_settop(L, base);
+        return;
+    }
+    int resp = lua_gettop(L);
+    if (!lua_istable(L, resp)) {
+        lua_pushfstring(L, "the handler returned %s, not a response table", luaL_typename(L, resp));
+        respond_500(c, lua_tostring(L, -1));
+        lua_settop(L, base);
+        return;
+    }
+    luaL_Buffer b;
+    bool has_type = false;
+    lua_getfield(L, resp, "headers");
+    int hidx = lua_gettop(L);
+    luaL_buffinit(L, &b);
+    if (!add_headers(L, hidx, &b, &has_type)) {
+        respond_500(c, lua_tostring(L, -1));
+        lua_settop(L, base);
+        return;
+    }
+    if (lua_getfield(L, resp, "listener") != LUA_TNIL) {
+        if (!lua_istable(L, -1)) {
+            respond_500(c, "listener must be a table of event functions");
+        } else if (!is_ws) {
+            static const char body[] = "426 Upgrade Required: this endpoint speaks WebSocket\n";
+            log_warn("conn %llu: handler returned a listener for a plain HTTP request", (unsigned long long)c->id);
+            conn_respond(c, 426, "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n", 47,
+                         body, sizeof body - 1, req->keep_alive);
+        } else {
+            int lidx = lua_gettop(L);
+            lua_getfield(L, resp, "protocol");
+            const char *protocol = lua_tostring(L, -1);
+            if (protocol && !protocol_offered(req, protocol)) {
+                lua_pushfstring(L, "the handler chose subprotocol '%s', which the client did not offer", protocol);
+                respond_500(c, lua_tostring(L, -1));
+            } else {
+                luaL_pushresult(&b);          /* header block */
+                size_t head_len;
+                const char *head = lua_tolstring(L, -1, &head_len);
+                lua_pushvalue(L, base + 1);   /* request */
+                lua_pushvalue(L, lidx);       /* listener */
+                upgrade(h, c, req, protocol, head, head_len);
+            }
+        }
+        lua_settop(L, base);
+        return;
+    }
+    lua_pop(L, 1);
+    lua_Integer status = 200;
+    if (lua_getfield(L, resp, "status") != LUA_TNIL) {
+        int isnum;
+        status = lua_tointegerx(L, -1, &isnum);
+        if (!isnum || status < 100 || status > 999 || status == 101) {
+            respond_500(c, "response status must be an integer from 100 to 999 (and not 101)");
+            lua_settop(L, base);
+            return;
+        }
+    }
+    lua_pop(L, 1);
+    size_t body_len = 0;
+    const char *body = "";
+    lua_getfield(L, resp, "body");
+    if (lua_type(L, -1) == LUA_TSTRING) {
+        body = lua_tolstring(L, -1, &body_len);
+    } else if (luaL_testudata(L, -1, BUFFER_MT)) {
+        body = lua_touserdata(L, -1);
+        body_len = lua_rawlen(L, -1);
+    } else if (!lua_isnil(L, -1)) {
+        respond_500(c, "response body must be a string or a luaws.buffer");
+        lua_settop(L, base);
+        return;
+    }
+    int body_idx = lua_gettop(L);
+    if (!has_type && body_len) luaL_addstring(&b, "Content-Type: text/plain; charset=utf-8\r\n");
+    lua_pushvalue(L, body_idx);               /* keep the body reachable */
+    luaL_pushresult(&b);
+    size_t head_len;
+    const char *head = lua_tolstring(L, -1, &head_len);
+    conn_respond(c, (int)status, head, head_len, body, body_len, req->keep_alive);
+    lua_settop(L, base);
+}
+
+/* ---- events ---- */
+
+void lh_on_message(conn *c, uint8_t opcode, const uint8_t *data, size_t len)
+{
+    lua_host *h = c->srv->lua;
+    if (!push_event(h, c, "on_message")) return;
+    if (opcode == WS_OP_TEXT) lua_pushlstring(h->L, (const char *)data, len);
+    else push_buffer(h->L, data, len);
+    run_event(h, c, "on_message", 2);
+}
+
+static void control_event(conn *c, const char *name, const uint8_t *data, size_t len)
+{
+    lua_host *h = c->srv->lua;
+    if (!push_event(h, c, name)) return;
+    push_buffer(h->L, data, len);
+    run_event(h, c, name, 2);
+}
+
+void lh_on_ping(conn *c, const uint8_t *data, size_t len) { control_event(c, "on_ping", data, len); }
+void lh_on_pong(conn *c, const uint8_t *data, size_t len) { control_event(c, "on_pong", data, len); }
+
+void lh_on_error(conn *c, const char *err)
+{
+    lua_host *h = c->srv->lua;
+    if (!push_event(h, c, "on_error")) return;
+    lua_pushstring(h->L, err);
+    run_event(h, c, "on_error", 2);
+}
+
+bool lh_has_ping_handler(conn *c)
+{
+    lua_host *h = c->srv->lua;
+    if (!push_event(h, c, "on_ping")) return false;
+    lua_pop(h->L, 2);
+    return true;
+}
+
+void lh_on_close(conn *c)
+{
+    if (c->closed_event_done || c->socket_ref == LUA_NOREF) return;
+    if (c->running) {
+        c->close_deferred = true;
+        return;
+    }
+    c->closed_event_done = true;
+    lua_host *h = c->srv->lua;
+    if (!push_event(h, c, "on_close")) return;
+    lua_pushinteger(h->L, c->close_code);
+    lua_pushstring(h->L, c->close_reason ? c->close_reason : "");
+    run_event(h, c, "on_close", 3);
+}
+
+void lh_conn_gone(conn *c)
+{
+    lua_host *h = c->srv->lua;
+    lh_wake_writers(c);
+    if (c->running) {
+        c->running->owner = NULL;
+        c->running = NULL;
+    }
+    if (c->socket_ref != LUA_NOREF) {
+        if (!c->closed_event_done) {
+            c->close_deferred = false;
+            if (!c->close_code) c->close_code = WS_CLOSE_ABNORMAL;
+            lh_on_close(c);
+        }
+        push_socket(h, c);
+        lsocket *s = lua_touserdata(h->L, -1);
+        s->c = NULL;
+        lua_pop(h->L, 1);
+        luaL_unref(h->L, LUA_REGISTRYINDEX, c->socket_ref);
+        c->socket_ref = LUA_NOREF;
+    }
+}
+
+void lh_send_done(lua_host *h, int ok_ref, int fail_ref, const char *err)
+{
+    lua_State *L = h->L;
+    int ref = err ? fail_ref : ok_ref;
+    if (ref >= 0) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+        if (err) lua_pushstring(L, err);
+        run_event(h, NULL, err ? "send fail callback" : "send succeed callback", err ? 1 : 0);
+    }
+    if (ok_ref >= 0) luaL_unref(L, LUA_REGISTRYINDEX, ok_ref);
+    if (fail_ref >= 0) luaL_unref(L, LUA_REGISTRYINDEX, fail_ref);
+}

@@ -1,0 +1,148 @@
+/* main.c — command line, startup and exit codes. */
+#include "server.h"
+#include "lua_api.h"
+#include "log.h"
+#include "version.h"
+#include <lua.h>
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+enum exit_code { EXIT_OK = 0, EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+        "usage: luaws [options] SCRIPT\n"
+        "\n"
+        "Serves WebSockets with a Lua script: SCRIPT returns a handler function\n"
+        "(request -> response) or a listener table. See README.md.\n"
+        "\n"
+        "options:\n"
+        "  --host HOST            address to listen on (default 127.0.0.1; 0.0.0.0 or :: for all)\n"
+        "  --port PORT            TCP port (default 8080; 0 picks a free one, shown at startup)\n"
+        "  --max-message BYTES    largest message accepted; bigger ones close with 1009 (default 16777216)\n"
+        "  --max-header BYTES     largest request line + headers; 431 beyond (default 16384)\n"
+        "  --max-body BYTES       largest plain HTTP request body; 413 beyond (default 1048576)\n"
+        "  --high-water BYTES     queued bytes above which a synchronous send waits (default 262144)\n"
+        "  --close-timeout MS     wait for the peer's close frame / FIN this long (default 5000)\n"
+        "  --log-level LEVEL      debug, info, warn or error (default info)\n"
+        "  -h, --help             show this help\n"
+        "  -v, --version          show the version\n");
+}
+
+static bool parse_size(const char *s, size_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || end == s || *end || s[0] == '-') return false;
+    *out = (size_t)v;
+    return true;
+}
+
+int main(int argc, char **argv)
+{
+    config cfg = {
+        .host = "127.0.0.1",
+        .port = 8080,
+        .max_message = 16u << 20,
+        .max_header = 16 * 1024,
+        .max_body = 1u << 20,
+        .write_high_water = 256 * 1024,
+        .close_timeout_ms = 5000,
+        .log_level = LOG_INFO,
+    };
+    enum { OPT_HOST = 256, OPT_PORT, OPT_MAX_MESSAGE, OPT_MAX_HEADER, OPT_MAX_BODY, OPT_HIGH_WATER,
+           OPT_CLOSE_TIMEOUT, OPT_LOG_LEVEL };
+    static const struct option opts[] = {
+        {"host", required_argument, NULL, OPT_HOST},
+        {"port", required_argument, NULL, OPT_PORT},
+        {"max-message", required_argument, NULL, OPT_MAX_MESSAGE},
+        {"max-header", required_argument, NULL, OPT_MAX_HEADER},
+        {"max-body", required_argument, NULL, OPT_MAX_BODY},
+        {"high-water", required_argument, NULL, OPT_HIGH_WATER},
+        {"close-timeout", required_argument, NULL, OPT_CLOSE_TIMEOUT},
+        {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'v'},
+        {NULL, 0, NULL, 0},
+    };
+    int opt;
+    size_t n;
+    while ((opt = getopt_long(argc, argv, "hv", opts, NULL)) != -1) {
+        switch (opt) {
+        case OPT_HOST: cfg.host = optarg; break;
+        case OPT_PORT:
+            if (!parse_size(optarg, &n) || n > 65535) {
+                fprintf(stderr, "luaws: --port must be 0-65535, not '%s'\n", optarg);
+                return EXIT_USAGE;
+            }
+            cfg.port = (int)n;
+            break;
+        case OPT_MAX_MESSAGE:
+        case OPT_MAX_HEADER:
+        case OPT_MAX_BODY:
+        case OPT_HIGH_WATER:
+        case OPT_CLOSE_TIMEOUT:
+            if (!parse_size(optarg, &n) || n == 0) {
+                fprintf(stderr, "luaws: %s needs a positive number, not '%s'\n", argv[optind - 2], optarg);
+                return EXIT_USAGE;
+            }
+            if (opt == OPT_MAX_MESSAGE) cfg.max_message = n;
+            else if (opt == OPT_MAX_HEADER) cfg.max_header = n;
+            else if (opt == OPT_MAX_BODY) cfg.max_body = n;
+            else if (opt == OPT_HIGH_WATER) cfg.write_high_water = n;
+            else cfg.close_timeout_ms = (unsigned)n;
+            break;
+        case OPT_LOG_LEVEL:
+            cfg.log_level = log_level_parse(optarg);
+            if (cfg.log_level < 0) {
+                fprintf(stderr, "luaws: --log-level must be debug, info, warn or error\n");
+                return EXIT_USAGE;
+            }
+            break;
+        case 'h': usage(stdout); return EXIT_OK;
+        case 'v': printf("luaws %s (%s, libuv %s)\n", LUAWS_VERSION, LUA_RELEASE, uv_version_string()); return EXIT_OK;
+        default: usage(stderr); return EXIT_USAGE;
+        }
+    }
+    if (optind != argc - 1) {
+        fprintf(stderr, optind == argc ? "luaws: no script given\n" : "luaws: one script only\n");
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    cfg.script = argv[optind];
+    log_set_level((enum log_level)cfg.log_level);
+    if (access(cfg.script, R_OK) != 0) {
+        fprintf(stderr, "luaws: cannot read script %s: %s\n", cfg.script, strerror(errno));
+        return EXIT_RUNTIME;
+    }
+    /* A peer that vanishes must not kill us on write. */
+    signal(SIGPIPE, SIG_IGN);
+
+    static server srv;   /* big read buffer: keep it off the stack */
+    char *err = NULL;
+    lua_host *lua = lh_new(&srv, cfg.script, &err);
+    if (!lua) {
+        fprintf(stderr, "luaws: cannot load %s: %s\n", cfg.script, err);
+        free(err);
+        return EXIT_RUNTIME;
+    }
+    uv_loop_t *loop = uv_default_loop();
+    if (server_start(&srv, loop, &cfg, lua) != 0) {
+        lh_free(lua);
+        uv_run(loop, UV_RUN_NOWAIT);
+        uv_loop_close(loop);
+        return EXIT_RUNTIME;
+    }
+    uv_run(loop, UV_RUN_DEFAULT);
+    lh_free(lua);
+    uv_loop_close(loop);
+    log_info("luaws stopped");
+    return EXIT_OK;
+}

@@ -1,0 +1,127 @@
+/* server.h — the loop, the listener, and the connections it owns.
+ *
+ * A connection goes through: HTTP (reading requests, answering plain ones),
+ * then, after an upgrade, WebSocket (ws.c speaks the protocol), then a
+ * lingering close (our FIN first, then wait for the peer's), then it is freed
+ * in exactly one place: the close callback of its handle. */
+#ifndef LUAWS_SERVER_H
+#define LUAWS_SERVER_H
+
+#include <uv.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "frame.h"
+#include "http.h"
+#include "utf8.h"
+
+typedef struct config {
+    const char *host;
+    int port;
+    const char *script;
+    size_t max_message;       /* bytes; 1009 beyond */
+    size_t max_header;        /* request line + headers; 431 beyond */
+    size_t max_body;          /* plain HTTP request body; 413 beyond */
+    size_t write_high_water;  /* sync send yields while more is queued */
+    unsigned close_timeout_ms;
+    int log_level;
+} config;
+
+typedef struct conn conn;
+typedef struct lua_host lua_host;
+typedef struct task task;
+
+typedef struct server {
+    uv_loop_t *loop;
+    uv_tcp_t listener;
+    uv_signal_t sig_term, sig_int;
+    const config *cfg;
+    lua_host *lua;
+    conn *conns;              /* every live connection, for shutdown */
+    size_t nconns;
+    uint64_t next_id;
+    char bound_host[64];
+    int bound_port;
+    bool stopping;
+    /* One read buffer serves every connection: libuv calls alloc and read
+     * back to back, and a connection that cannot consume all it read keeps
+     * the rest in its own pending buffer. Idle connections own no buffer. */
+    char readbuf[64 * 1024];
+} server;
+
+enum conn_state {
+    CONN_HTTP,        /* reading HTTP requests */
+    CONN_WS,          /* WebSocket open */
+    CONN_WS_CLOSING,  /* we sent a close frame, waiting for the peer's */
+    CONN_LINGER,      /* closed at the WebSocket level; shutting TCP down */
+    CONN_DEAD,        /* uv_close called */
+};
+
+struct conn {
+    uv_tcp_t tcp;
+    server *srv;
+    conn *prev, *next;
+    uint64_t id;
+    enum conn_state state;
+    char peer[64];
+
+    /* Input that could not be consumed yet (an event is suspended). */
+    uint8_t *pending;
+    size_t pending_len, pending_off;
+    bool paused;              /* input stopped while an event is suspended */
+    bool processing;          /* inside conn_process: no reentry */
+
+    /* HTTP phase. */
+    http_reader *http;
+    bool close_after_write;   /* plain response with Connection: close */
+
+    /* WebSocket phase. */
+    ws_parser parser;
+    uint8_t msg_opcode;       /* text or binary of the message being read */
+    uint8_t *msg;             /* fragments of the current message */
+    size_t msg_len, msg_cap;
+    utf8_state utf8;
+    uint8_t ctl[WS_MAX_CONTROL_PAYLOAD];
+    size_t ctl_len;
+    bool close_sent, close_received, closed_event_done, open_event_done;
+    uint16_t close_code;      /* what on_close reports */
+    char *close_reason;
+    uv_timer_t *timer;        /* close / linger timeout, only while closing */
+
+    /* Writing. */
+    size_t queued;            /* bytes handed to libuv, not yet written */
+    task *waiters;            /* suspended events waiting for queued to fall */
+
+    /* Lua. */
+    int socket_ref;           /* registry ref to the Lua socket object */
+    task *running;            /* this connection's suspended event, if any */
+    bool close_deferred;      /* on_close waits for the running event */
+};
+
+int server_start(server *s, uv_loop_t *loop, const config *cfg, lua_host *lua);
+void server_stop(server *s);
+
+/* conn.c: transport and lifetime */
+void conn_accept(server *s);
+void conn_process(conn *c);
+void conn_pause(conn *c);
+void conn_resume(conn *c);
+/* Queues bytes for writing; the data is copied. ok/fail refs are Lua
+ * registry refs of async send callbacks, or LUA_NOREF (-2). */
+int conn_write(conn *c, const uint8_t *hdr, size_t hlen, const uint8_t *data, size_t len,
+               int ok_ref, int fail_ref);
+void conn_linger(conn *c);
+void conn_set_timer(conn *c, unsigned ms);
+void conn_close_now(conn *c);
+bool conn_writable(const conn *c);
+
+/* ws.c: the WebSocket protocol over a connection */
+void ws_start(conn *c, const uint8_t *rest, size_t rest_len);
+size_t ws_consume(conn *c, uint8_t *buf, size_t len);
+int ws_send(conn *c, uint8_t opcode, const uint8_t *data, size_t len, int ok_ref, int fail_ref);
+void ws_close(conn *c, uint16_t code, const char *reason, size_t reason_len);
+void ws_fail(conn *c, uint16_t code, const char *why);
+void ws_on_disconnect(conn *c);
+bool ws_is_open(const conn *c);
+
+#endif

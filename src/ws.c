@@ -1,0 +1,253 @@
+/* ws.c — the WebSocket protocol over a connection (RFC 6455): message
+ * assembly, UTF-8 and size checks, control frames and the close handshake.
+ * Frames are parsed by frame.c; events go to Lua through lua_api.c. */
+#include "server.h"
+#include "lua_api.h"
+#include "log.h"
+#include <stdlib.h>
+#include <string.h>
+
+#define NOREF (-2)
+/* A message buffer larger than this is not kept between messages, so an
+ * idle connection holds no big allocation. */
+#define KEEP_MSG_BUFFER (16 * 1024)
+
+void ws_start(conn *c, const uint8_t *rest, size_t rest_len)
+{
+    c->state = CONN_WS;
+    ws_parser_init(&c->parser, WS_ROLE_SERVER);
+    utf8_init(&c->utf8);
+    c->open_event_done = true;
+}
+
+bool ws_is_open(const conn *c) { return c->state == CONN_WS && !c->close_sent; }
+
+static const char *op_name(uint8_t op)
+{
+    switch (op) {
+    case WS_OP_TEXT: return "text";
+    case WS_OP_BINARY: return "binary";
+    case WS_OP_CLOSE: return "close";
+    case WS_OP_PING: return "ping";
+    case WS_OP_PONG: return "pong";
+    default: return "continuation";
+    }
+}
+
+int ws_send(conn *c, uint8_t opcode, const uint8_t *data, size_t len, int ok_ref, int fail_ref)
+{
+    if (c->state != CONN_WS && c->state != CONN_WS_CLOSING) return UV_EPIPE;
+    if (c->close_sent) return UV_EPIPE;
+    uint8_t hdr[WS_MAX_HEADER];
+    size_t hlen = ws_frame_header(hdr, true, false, opcode, len, NULL);
+    log_debug("conn %llu send %s %zu bytes", (unsigned long long)c->id, op_name(opcode), len);
+    return conn_write(c, hdr, hlen, data, len, ok_ref, fail_ref);
+}
+
+static void send_close_frame(conn *c, uint16_t code, const char *reason, size_t reason_len)
+{
+    uint8_t payload[WS_MAX_CONTROL_PAYLOAD];
+    size_t n = 0;
+    if (code != WS_CLOSE_NO_STATUS) {
+        if (reason_len > WS_MAX_CONTROL_PAYLOAD - 2) reason_len = WS_MAX_CONTROL_PAYLOAD - 2;
+        payload[0] = (uint8_t)(code >> 8);
+        payload[1] = (uint8_t)code;
+        memcpy(payload + 2, reason, reason_len);
+        n = 2 + reason_len;
+    }
+    ws_send(c, WS_OP_CLOSE, payload, n, NOREF, NOREF);
+    c->close_sent = true;
+}
+
+static void record_close(conn *c, uint16_t code, const char *reason, size_t reason_len)
+{
+    c->close_code = code;
+    free(c->close_reason);
+    c->close_reason = malloc(reason_len + 1);
+    if (!c->close_reason) abort();
+    memcpy(c->close_reason, reason, reason_len);
+    c->close_reason[reason_len] = '\0';
+}
+
+/* The WebSocket is closed: tell Lua once, then shut TCP down. */
+static void finish(conn *c)
+{
+    log_info("conn %llu closed code %u%s%s", (unsigned long long)c->id, c->close_code,
+             c->close_reason && *c->close_reason ? " reason " : "", c->close_reason ? c->close_reason : "");
+    lh_on_close(c);
+    conn_linger(c);
+}
+
+void ws_close(conn *c, uint16_t code, const char *reason, size_t reason_len)
+{
+    if (!ws_is_open(c)) return;
+    record_close(c, code, reason, reason_len);
+    send_close_frame(c, code, reason, reason_len);
+    c->state = CONN_WS_CLOSING;
+    conn_set_timer(c, c->srv->cfg->close_timeout_ms);
+}
+
+void ws_fail(conn *c, uint16_t code, const char *why)
+{
+    if (c->state != CONN_WS && c->state != CONN_WS_CLOSING) return;
+    log_warn("conn %llu: %s, closing with %u", (unsigned long long)c->id, why, code);
+    if (!c->close_sent) {
+        record_close(c, code, why, strlen(why));
+        send_close_frame(c, code, why, strlen(why));
+    }
+    c->state = CONN_WS_CLOSING;
+    lh_on_error(c, why);
+    finish(c);
+}
+
+void ws_on_disconnect(conn *c)
+{
+    if (!c->close_received) record_close(c, WS_CLOSE_ABNORMAL, "", 0);
+    if (c->state == CONN_WS || c->state == CONN_WS_CLOSING) {
+        log_info("conn %llu closed code %u (connection lost)", (unsigned long long)c->id, c->close_code);
+        c->state = CONN_WS_CLOSING;
+        lh_on_close(c);
+    }
+}
+
+static void on_close_frame(conn *c)
+{
+    uint16_t code;
+    const char *reason;
+    size_t reason_len;
+    uint16_t bad = ws_close_payload_parse(c->ctl, c->ctl_len, &code, &reason, &reason_len);
+    if (bad) {
+        ws_fail(c, bad, bad == WS_CLOSE_INVALID_DATA ? "close reason is not valid UTF-8" : "invalid close frame");
+        return;
+    }
+    c->close_received = true;
+    if (!c->close_sent) {
+        record_close(c, code, reason, reason_len);
+        /* Echo the status code (RFC 6455 5.5.1). */
+        send_close_frame(c, code, "", 0);
+    }
+    finish(c);
+}
+
+static void on_control(conn *c, uint8_t opcode)
+{
+    switch (opcode) {
+    case WS_OP_CLOSE:
+        on_close_frame(c);
+        break;
+    case WS_OP_PING:
+        if (c->close_sent) break;
+        if (lh_has_ping_handler(c)) lh_on_ping(c, c->ctl, c->ctl_len);
+        else ws_send(c, WS_OP_PONG, c->ctl, c->ctl_len, NOREF, NOREF);
+        break;
+    case WS_OP_PONG:
+        if (!c->close_sent) lh_on_pong(c, c->ctl, c->ctl_len);
+        break;
+    }
+}
+
+static void deliver(conn *c, const uint8_t *data, size_t len)
+{
+    if (c->msg_opcode == WS_OP_TEXT && !utf8_complete(&c->utf8)) {
+        ws_fail(c, WS_CLOSE_INVALID_DATA, "text message is not valid UTF-8");
+        return;
+    }
+    /* After we started closing, messages are read (to find the peer's
+     * close) but no longer delivered. */
+    if (!c->close_sent) lh_on_message(c, c->msg_opcode, data, len);
+}
+
+static void reset_message(conn *c)
+{
+    c->msg_len = 0;
+    if (c->msg_cap > KEEP_MSG_BUFFER) {
+        free(c->msg);
+        c->msg = NULL;
+        c->msg_cap = 0;
+    }
+}
+
+static bool append_message(conn *c, const uint8_t *data, size_t len)
+{
+    if (c->msg_len + len > c->msg_cap) {
+        size_t cap = c->msg_cap ? c->msg_cap : 1024;
+        while (cap < c->msg_len + len) cap *= 2;
+        if (cap > c->srv->cfg->max_message && c->msg_len + len <= c->srv->cfg->max_message)
+            cap = c->srv->cfg->max_message;
+        uint8_t *p = realloc(c->msg, cap);
+        if (!p) return false;
+        c->msg = p;
+        c->msg_cap = cap;
+    }
+    memcpy(c->msg + c->msg_len, data, len);
+    c->msg_len += len;
+    return true;
+}
+
+size_t ws_consume(conn *c, uint8_t *buf, size_t len)
+{
+    ws_parser *p = &c->parser;
+    size_t off = 0;
+    ws_event ev;
+
+    while (!c->paused && (c->state == CONN_WS || c->state == CONN_WS_CLOSING)) {
+        off += ws_parse(p, buf + off, len - off, &ev);
+        const ws_frame *f = &p->frame;
+        bool control = f->opcode & 0x8;
+        switch (ev.type) {
+        case WS_EV_NEED_MORE:
+            return off;
+        case WS_EV_ERROR:
+            ws_fail(c, ev.close_code, ev.reason);
+            return len;
+        case WS_EV_FRAME:
+            if (control) {
+                c->ctl_len = 0;
+                break;
+            }
+            if (f->opcode != WS_OP_CONT) {
+                c->msg_opcode = f->opcode;
+                c->msg_len = 0;
+                utf8_init(&c->utf8);
+            }
+            if (f->length > c->srv->cfg->max_message - c->msg_len) {
+                ws_fail(c, WS_CLOSE_TOO_BIG, "message over the size limit");
+                return len;
+            }
+            break;
+        case WS_EV_PAYLOAD:
+            if (control) {
+                memcpy(c->ctl + c->ctl_len, ev.data, ev.len);
+                c->ctl_len += ev.len;
+                break;
+            }
+            if (c->msg_opcode == WS_OP_TEXT && !utf8_feed(&c->utf8, ev.data, ev.len)) {
+                ws_fail(c, WS_CLOSE_INVALID_DATA, "text message is not valid UTF-8");
+                return len;
+            }
+            /* A whole single-frame message in this read: hand it to Lua
+             * straight from the read buffer, without another copy. */
+            if (f->fin && f->opcode != WS_OP_CONT && ev.len == f->length) {
+                deliver(c, ev.data, ev.len);
+                c->msg_len = SIZE_MAX;  /* delivered; FRAME_END must not deliver again */
+                break;
+            }
+            if (!append_message(c, ev.data, ev.len)) {
+                ws_fail(c, WS_CLOSE_TOO_BIG, "out of memory for message");
+                return len;
+            }
+            break;
+        case WS_EV_FRAME_END:
+            if (control) {
+                on_control(c, f->opcode);
+                break;
+            }
+            if (!f->fin) break;
+            if (c->msg_len == SIZE_MAX) c->msg_len = 0;
+            else deliver(c, c->msg ? c->msg : (const uint8_t *)"", c->msg_len);
+            reset_message(c);
+            break;
+        }
+    }
+    return off;
+}
