@@ -255,21 +255,26 @@ void conn_upgrade(conn *c, const http_request *req, const char *protocol,
 {
     char accept[29];
     ws_accept_key(http_header_get(req, "sec-websocket-key"), accept);
-    char line[512];
+    pmd_params params;
+    char ext[256] = "";
+    bool deflate = pmd_negotiate(http_header_get(req, "sec-websocket-extensions"), c->srv->cfg->deflate,
+                                 &params, ext, sizeof ext);
+    char line[768];
     int n = snprintf(line, sizeof line,
                      "HTTP/1.1 101 Switching Protocols\r\n"
                      "Upgrade: websocket\r\n"
                      "Connection: Upgrade\r\n"
                      "Sec-WebSocket-Accept: %s\r\n"
-                     "%s%s%s",
+                     "%s%s%s%s%s%s",
                      accept, protocol ? "Sec-WebSocket-Protocol: " : "", protocol ? protocol : "",
-                     protocol ? "\r\n" : "");
+                     protocol ? "\r\n" : "", deflate ? "Sec-WebSocket-Extensions: " : "", ext,
+                     deflate ? "\r\n" : "");
     if (n >= (int)sizeof line) n = (int)sizeof line - 1;
     conn_write(c, (const uint8_t *)line, (size_t)n, (const uint8_t *)head, head_len, LUA_NOREF_, LUA_NOREF_);
     conn_write(c, (const uint8_t *)"\r\n", 2, NULL, 0, LUA_NOREF_, LUA_NOREF_);
-    log_info("conn %llu open %s %s%s%s", (unsigned long long)c->id, c->peer, req->url,
-             protocol ? " protocol " : "", protocol ? protocol : "");
-    ws_start(c, NULL, 0);
+    log_info("conn %llu open %s %s%s%s%s%s", (unsigned long long)c->id, c->peer, req->url,
+             protocol ? " protocol " : "", protocol ? protocol : "", deflate ? " " : "", ext);
+    ws_start(c, deflate ? &params : NULL);
 }
 
 /* ---- writing ---- */
@@ -376,9 +381,13 @@ void conn_linger(conn *c)
 {
     if (c->state >= CONN_LINGER) return;
     c->state = CONN_LINGER;
-    free(c->msg);
-    c->msg = NULL;
-    c->msg_len = c->msg_cap = 0;
+    free(c->msg.data);
+    memset(&c->msg, 0, sizeof c->msg);
+    if (c->pmd) {
+        pmd_conn_free(&c->srv->pmd, c->pmd);
+        free(c->pmd);
+        c->pmd = NULL;
+    }
     drop_pending(c);
     uv_shutdown_t *req = xmalloc(sizeof *req);
     req->data = c;
@@ -415,7 +424,11 @@ static void on_closed(uv_handle_t *h)
         free(c->http);
     }
     free(c->pending);
-    free(c->msg);
+    free(c->msg.data);
+    if (c->pmd) {
+        pmd_conn_free(&s->pmd, c->pmd);
+        free(c->pmd);
+    }
     free(c->close_reason);
     log_debug("conn %llu freed", (unsigned long long)c->id);
     free(c);

@@ -56,6 +56,7 @@ int server_start(server *s, uv_loop_t *loop, const config *cfg, lua_host *lua)
     s->loop = loop;
     s->cfg = cfg;
     s->lua = lua;
+    pmd_worker_init(&s->pmd, cfg->deflate, cfg->deflate_level, cfg->deflate_min);
     if (strchr(cfg->host, ':')) r = uv_ip6_addr(cfg->host, cfg->port, (struct sockaddr_in6 *)&addr);
     else r = uv_ip4_addr(cfg->host, cfg->port, (struct sockaddr_in *)&addr);
     if (r < 0) {

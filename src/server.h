@@ -14,6 +14,7 @@
 #include "frame.h"
 #include "http.h"
 #include "utf8.h"
+#include "deflate.h"
 
 typedef struct config {
     const char *host;
@@ -25,6 +26,9 @@ typedef struct config {
     size_t write_high_water;  /* sync send yields while more is queued */
     unsigned close_timeout_ms;
     int log_level;
+    enum deflate_mode deflate;
+    int deflate_level;
+    size_t deflate_min;       /* messages shorter than this go uncompressed */
 } config;
 
 typedef struct conn conn;
@@ -43,6 +47,7 @@ typedef struct server {
     char bound_host[64];
     int bound_port;
     bool stopping;
+    pmd_worker pmd;
     /* One read buffer serves every connection: libuv calls alloc and read
      * back to back, and a connection that cannot consume all it read keeps
      * the rest in its own pending buffer. Idle connections own no buffer. */
@@ -78,8 +83,10 @@ struct conn {
     /* WebSocket phase. */
     ws_parser parser;
     uint8_t msg_opcode;       /* text or binary of the message being read */
-    uint8_t *msg;             /* fragments of the current message */
-    size_t msg_len, msg_cap;
+    bool msg_compressed;      /* RSV1 on its first frame */
+    bool msg_delivered;       /* handed to Lua straight from the read buffer */
+    bytes msg;                /* the current message (inflated) */
+    pmd_conn *pmd;            /* permessage-deflate, when negotiated */
     utf8_state utf8;
     uint8_t ctl[WS_MAX_CONTROL_PAYLOAD];
     size_t ctl_len;
@@ -116,7 +123,7 @@ void conn_close_now(conn *c);
 bool conn_writable(const conn *c);
 
 /* ws.c: the WebSocket protocol over a connection */
-void ws_start(conn *c, const uint8_t *rest, size_t rest_len);
+void ws_start(conn *c, const pmd_params *deflate);
 size_t ws_consume(conn *c, uint8_t *buf, size_t len);
 int ws_send(conn *c, uint8_t opcode, const uint8_t *data, size_t len, int ok_ref, int fail_ref);
 void ws_close(conn *c, uint16_t code, const char *reason, size_t reason_len);

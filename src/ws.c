@@ -12,12 +12,18 @@
  * idle connection holds no big allocation. */
 #define KEEP_MSG_BUFFER (16 * 1024)
 
-void ws_start(conn *c, const uint8_t *rest, size_t rest_len)
+void ws_start(conn *c, const pmd_params *deflate)
 {
     c->state = CONN_WS;
     ws_parser_init(&c->parser, WS_ROLE_SERVER);
     utf8_init(&c->utf8);
     c->open_event_done = true;
+    if (deflate) {
+        c->pmd = calloc(1, sizeof *c->pmd);
+        if (!c->pmd) abort();
+        c->pmd->params = *deflate;
+        c->parser.allow_rsv1 = true;
+    }
 }
 
 bool ws_is_open(const conn *c) { return c->state == CONN_WS && !c->close_sent; }
@@ -39,8 +45,15 @@ int ws_send(conn *c, uint8_t opcode, const uint8_t *data, size_t len, int ok_ref
     if (c->state != CONN_WS && c->state != CONN_WS_CLOSING) return UV_EPIPE;
     if (c->close_sent) return UV_EPIPE;
     uint8_t hdr[WS_MAX_HEADER];
-    size_t hlen = ws_frame_header(hdr, true, false, opcode, len, NULL);
-    log_debug("conn %llu send %s %zu bytes", (unsigned long long)c->id, op_name(opcode), len);
+    bool compress = c->pmd && !(opcode & 0x8) && len >= c->srv->cfg->deflate_min;
+    if (compress) {
+        if (!pmd_compress(&c->srv->pmd, c->pmd, data, len)) return UV_ENOMEM;
+        data = c->srv->pmd.out.data;
+        len = c->srv->pmd.out.len;
+    }
+    size_t hlen = ws_frame_header(hdr, true, compress, opcode, len, NULL);
+    log_debug("conn %llu send %s %zu bytes%s", (unsigned long long)c->id, op_name(opcode), len,
+              compress ? " compressed" : "");
     return conn_write(c, hdr, hlen, data, len, ok_ref, fail_ref);
 }
 
@@ -159,28 +172,49 @@ static void deliver(conn *c, const uint8_t *data, size_t len)
 
 static void reset_message(conn *c)
 {
-    c->msg_len = 0;
-    if (c->msg_cap > KEEP_MSG_BUFFER) {
-        free(c->msg);
-        c->msg = NULL;
-        c->msg_cap = 0;
+    c->msg.len = 0;
+    c->msg_delivered = false;
+    if (c->msg.cap > KEEP_MSG_BUFFER) {
+        free(c->msg.data);
+        memset(&c->msg, 0, sizeof c->msg);
     }
+    if (c->msg_compressed && c->pmd) pmd_message_done(&c->srv->pmd, c->pmd);
+    c->msg_compressed = false;
 }
 
 static bool append_message(conn *c, const uint8_t *data, size_t len)
 {
-    if (c->msg_len + len > c->msg_cap) {
-        size_t cap = c->msg_cap ? c->msg_cap : 1024;
-        while (cap < c->msg_len + len) cap *= 2;
-        if (cap > c->srv->cfg->max_message && c->msg_len + len <= c->srv->cfg->max_message)
+    bytes *m = &c->msg;
+    if (m->len + len > m->cap) {
+        size_t cap = m->cap ? m->cap : 1024;
+        while (cap < m->len + len) cap *= 2;
+        if (cap > c->srv->cfg->max_message && m->len + len <= c->srv->cfg->max_message)
             cap = c->srv->cfg->max_message;
-        uint8_t *p = realloc(c->msg, cap);
+        uint8_t *p = realloc(m->data, cap);
         if (!p) return false;
-        c->msg = p;
-        c->msg_cap = cap;
+        m->data = p;
+        m->cap = cap;
     }
-    memcpy(c->msg + c->msg_len, data, len);
-    c->msg_len += len;
+    memcpy(m->data + m->len, data, len);
+    m->len += len;
+    return true;
+}
+
+/* Inflates a chunk of a compressed message into c->msg, checking the
+ * size limit on the inflated bytes and UTF-8 as they come out. */
+static bool inflate_chunk(conn *c, const uint8_t *data, size_t len, bool final)
+{
+    size_t before = c->msg.len;
+    int code = pmd_inflate(&c->srv->pmd, c->pmd, data, len, final, &c->msg, c->srv->cfg->max_message);
+    if (code) {
+        ws_fail(c, (uint16_t)code, code == WS_CLOSE_TOO_BIG ? "inflated message over the size limit"
+                                                           : "invalid compressed data");
+        return false;
+    }
+    if (c->msg_opcode == WS_OP_TEXT && !utf8_feed(&c->utf8, c->msg.data + before, c->msg.len - before)) {
+        ws_fail(c, WS_CLOSE_INVALID_DATA, "text message is not valid UTF-8");
+        return false;
+    }
     return true;
 }
 
@@ -207,10 +241,12 @@ size_t ws_consume(conn *c, uint8_t *buf, size_t len)
             }
             if (f->opcode != WS_OP_CONT) {
                 c->msg_opcode = f->opcode;
-                c->msg_len = 0;
+                c->msg_compressed = f->rsv1;
+                c->msg.len = 0;
                 utf8_init(&c->utf8);
             }
-            if (f->length > c->srv->cfg->max_message - c->msg_len) {
+            /* Compressed frames are judged by their inflated size. */
+            if (!c->msg_compressed && f->length > c->srv->cfg->max_message - c->msg.len) {
                 ws_fail(c, WS_CLOSE_TOO_BIG, "message over the size limit");
                 return len;
             }
@@ -221,6 +257,10 @@ size_t ws_consume(conn *c, uint8_t *buf, size_t len)
                 c->ctl_len += ev.len;
                 break;
             }
+            if (c->msg_compressed) {
+                if (!inflate_chunk(c, ev.data, ev.len, false)) return len;
+                break;
+            }
             if (c->msg_opcode == WS_OP_TEXT && !utf8_feed(&c->utf8, ev.data, ev.len)) {
                 ws_fail(c, WS_CLOSE_INVALID_DATA, "text message is not valid UTF-8");
                 return len;
@@ -228,8 +268,8 @@ size_t ws_consume(conn *c, uint8_t *buf, size_t len)
             /* A whole single-frame message in this read: hand it to Lua
              * straight from the read buffer, without another copy. */
             if (f->fin && f->opcode != WS_OP_CONT && ev.len == f->length) {
+                c->msg_delivered = true;
                 deliver(c, ev.data, ev.len);
-                c->msg_len = SIZE_MAX;  /* delivered; FRAME_END must not deliver again */
                 break;
             }
             if (!append_message(c, ev.data, ev.len)) {
@@ -243,8 +283,8 @@ size_t ws_consume(conn *c, uint8_t *buf, size_t len)
                 break;
             }
             if (!f->fin) break;
-            if (c->msg_len == SIZE_MAX) c->msg_len = 0;
-            else deliver(c, c->msg ? c->msg : (const uint8_t *)"", c->msg_len);
+            if (c->msg_compressed && !inflate_chunk(c, NULL, 0, true)) return len;
+            if (!c->msg_delivered) deliver(c, c->msg.data ? c->msg.data : (const uint8_t *)"", c->msg.len);
             reset_message(c);
             break;
         }
