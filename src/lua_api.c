@@ -36,6 +36,8 @@ struct lua_host {
     int handler_ref;
     bool listener_only;      /* the script returned a listener table */
     int traceback_ref;
+    int loader_ref;          /* the luaws.loader module */
+    char *script;
     task *free_tasks;
     int nfree;
 };
@@ -480,9 +482,9 @@ static int traceback(lua_State *L)
 }
 
 /* Lua modules live in lua/ beside the binary (a source tree) or in
- * ../share/luaws/lua (an installed tree); scripts may require their
- * neighbours. */
-static void set_package_path(lua_State *L, const char *script)
+ * ../share/luaws/lua (an installed tree). A script's neighbours are found
+ * by luaws.loader, which tracks them for hot reload. */
+static void set_package_path(lua_State *L)
 {
     char exe[PATH_MAX];
     ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
@@ -490,15 +492,9 @@ static void set_package_path(lua_State *L, const char *script)
     exe[n] = '\0';
     char *slash = strrchr(exe, '/');
     if (slash) *slash = '\0';
-    char dir[PATH_MAX];
-    snprintf(dir, sizeof dir, "%s", script);
-    slash = strrchr(dir, '/');
-    if (slash) *slash = '\0';
-    else snprintf(dir, sizeof dir, ".");
-
     lua_getglobal(L, "package");
     lua_getfield(L, -1, "path");
-    lua_pushfstring(L, "%s/lua/?.lua;%s/../share/luaws/lua/?.lua;%s/?.lua;%s", exe, exe, dir, lua_tostring(L, -1));
+    lua_pushfstring(L, "%s/lua/?.lua;%s/../share/luaws/lua/?.lua;%s", exe, exe, lua_tostring(L, -1));
     lua_setfield(L, -3, "path");
     lua_pop(L, 2);
 }
@@ -510,47 +506,195 @@ static char *dup_error(const char *msg)
     return s;
 }
 
+/* Calls luaws.loader.FN(script) with n results; false (message on the
+ * stack) if it raised an error. */
+static bool call_loader(lua_host *h, const char *fn, int nresults)
+{
+    lua_State *L = h->L;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, h->traceback_ref);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, h->loader_ref);
+    lua_getfield(L, -1, fn);
+    lua_replace(L, -2);
+    lua_pushstring(L, h->script);
+    if (lua_pcall(L, 1, nresults, -3) != LUA_OK) {
+        lua_remove(L, -2);
+        return false;
+    }
+    lua_remove(L, -nresults - 1);
+    return true;
+}
+
+/* Loads the script; on success stores its handler, else leaves the old one
+ * and returns a malloc'd message. */
+static char *load_script(lua_host *h)
+{
+    lua_State *L = h->L;
+    if (!call_loader(h, "load", 2)) {
+        char *err = dup_error(lua_tostring(L, -1));
+        lua_pop(L, 1);
+        return err;
+    }
+    if (lua_isnil(L, -2)) {
+        char *err = dup_error(lua_tostring(L, -1));
+        lua_pop(L, 2);
+        return err;
+    }
+    lua_pop(L, 1);
+    h->listener_only = lua_istable(L, -1);
+    if (h->handler_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, h->handler_ref);
+    h->handler_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    return NULL;
+}
+
 lua_host *lh_new(server *srv, const char *script, char **err)
 {
     lua_host *h = calloc(1, sizeof *h);
     if (!h) abort();
     h->srv = srv;
+    h->handler_ref = LUA_NOREF;
+    h->script = strdup(script);
     lua_State *L = h->L = luaL_newstate();
-    if (!L) abort();
+    if (!L || !h->script) abort();
     *task_slot(L) = NULL;
     luaL_openlibs(L);
     create_metatables(L);
     luaL_requiref(L, "luaws.core", luaopen_core, 0);
     lua_pop(L, 1);
-    set_package_path(L, script);
+    set_package_path(L);
 
     lua_pushcfunction(L, traceback);
     h->traceback_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-
     lua_rawgeti(L, LUA_REGISTRYINDEX, h->traceback_ref);
-    if (luaL_loadfile(L, script) != LUA_OK || lua_pcall(L, 0, 1, -2) != LUA_OK) {
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "luaws.loader");
+    if (lua_pcall(L, 1, 1, -3) != LUA_OK) {
         *err = dup_error(lua_tostring(L, -1));
         lh_free(h);
         return NULL;
     }
-    int t = lua_type(L, -1);
-    if (t != LUA_TFUNCTION && t != LUA_TTABLE) {
-        lua_pushfstring(L, "%s: the script must return a handler function or a listener table, not %s",
-                        script, luaL_typename(L, -1));
-        *err = dup_error(lua_tostring(L, -1));
-        lh_free(h);
-        return NULL;
-    }
-    h->listener_only = t == LUA_TTABLE;
-    h->handler_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_getfield(L, -1, "setup");
+    lua_pushstring(L, script);
+    lua_call(L, 1, 0);
+    h->loader_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_pop(L, 1);
+
+    if ((*err = load_script(h))) {
+        lh_free(h);
+        return NULL;
+    }
     return h;
+}
+
+char **lh_watched_files(lua_host *h, size_t *n)
+{
+    lua_State *L = h->L;
+    *n = 0;
+    if (!call_loader(h, "files", 1)) {
+        lua_pop(L, 1);
+        return NULL;
+    }
+    size_t len = lua_rawlen(L, -1);
+    char **files = calloc(len + 1, sizeof *files);
+    if (!files) abort();
+    for (size_t i = 0; i < len; i++) {
+        lua_rawgeti(L, -1, (lua_Integer)i + 1);
+        files[i] = dup_error(lua_tostring(L, -1));
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    *n = len;
+    return files;
+}
+
+/* Asks the current handler for c's listener, given c's original request.
+ * Pushes it and returns true, or logs why and returns false. */
+static bool new_listener(lua_host *h, conn *c)
+{
+    lua_State *L = h->L;
+    if (h->listener_only) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, h->handler_ref);
+        return true;
+    }
+    lua_rawgeti(L, LUA_REGISTRYINDEX, h->traceback_ref);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, h->handler_ref);
+    push_socket(h, c);
+    lua_getiuservalue(L, -1, 1);
+    lua_getfield(L, -1, "request");
+    lua_replace(L, -3);
+    lua_pop(L, 1);                            /* traceback, handler, request */
+    if (lua_pcall(L, 1, 1, -3) != LUA_OK) {
+        log_warn("conn %llu keeps its old listener: the new handler failed: %s", (unsigned long long)c->id,
+                 lua_tostring(L, -1));
+        lua_pop(L, 2);
+        return false;
+    }
+    lua_remove(L, -2);
+    if (lua_istable(L, -1)) {
+        lua_getfield(L, -1, "listener");
+        lua_remove(L, -2);
+    }
+    if (!lua_istable(L, -1)) {
+        log_warn("conn %llu keeps its old listener: the new handler returned no listener",
+                 (unsigned long long)c->id);
+        lua_pop(L, 1);
+        return false;
+    }
+    return true;
+}
+
+int lh_reload(lua_host *h, const char *why)
+{
+    uint64_t start = uv_hrtime();
+    char *err = load_script(h);
+    if (err) {
+        log_error("reload (%s) failed, the old code keeps serving: %s", why, err);
+        free(err);
+        return -1;
+    }
+    lua_State *L = h->L;
+    size_t moved = 0, kept = 0;
+    /* First give every open socket its new listener, then run on_reload,
+     * so that handlers of on_reload see every socket already moved. */
+    for (conn *c = h->srv->conns; c; c = c->next) {
+        if (c->state != CONN_WS || c->socket_ref == LUA_NOREF) continue;
+        if (!new_listener(h, c)) {
+            kept++;
+            continue;
+        }
+        push_socket(h, c);
+        lua_insert(L, -2);
+        lua_setiuservalue(L, -2, 2);
+        lua_pop(L, 1);
+        c->reloaded = true;
+        moved++;
+    }
+    for (conn *c = h->srv->conns, *next; c; c = next) {
+        next = c->next;
+        if (!c->reloaded) continue;
+        c->reloaded = false;
+        if (c->state == CONN_WS && push_event(h, c, "on_reload")) run_event(h, c, "on_reload", 1);
+    }
+    double ms = (double)(uv_hrtime() - start) / 1e6;
+    size_t nfiles = 0;
+    char **files = lh_watched_files(h, &nfiles);
+    char list[1024] = "";
+    size_t used = 0;
+    for (size_t i = 0; i < nfiles; i++) {
+        int w = snprintf(list + used, sizeof list - used, "%s%s", i ? ", " : "", files[i]);
+        if (w > 0 && (size_t)w < sizeof list - used) used += (size_t)w;
+        free(files[i]);
+    }
+    free(files);
+    log_info("reloaded (%s) %s in %.1f ms: %zu connections moved, %zu kept their old listener", why, list, ms,
+             moved, kept);
+    return 0;
 }
 
 void lh_free(lua_host *h)
 {
     if (!h) return;
     lua_close(h->L);
+    free(h->script);
     while (h->free_tasks) {
         task *t = h->free_tasks;
         h->free_tasks = t->next;

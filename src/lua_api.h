@@ -13,6 +13,13 @@
 lua_host *lh_new(server *s, const char *script, char **err);
 void lh_free(lua_host *h);
 
+/* Loads the script again; open sockets move to the listener the new
+ * handler returns for their original request. Returns -1 (and logs
+ * file:line) if the new code fails to load: the old code keeps serving. */
+int lh_reload(lua_host *h, const char *why);
+/* The script and the modules it required from its directory (malloc'd). */
+char **lh_watched_files(lua_host *h, size_t *n);
+
 /* Runs the handler for a complete request and answers it: a plain response
  * through conn_respond, or an upgrade through conn_upgrade then on_open. */
 void lh_request(lua_host *h, conn *c, const http_request *req);

@@ -2,6 +2,7 @@
 #include "server.h"
 #include "lua_api.h"
 #include "log.h"
+#include "reload.h"
 #include "version.h"
 #include <lua.h>
 #include <errno.h>
@@ -36,6 +37,9 @@ static void usage(FILE *out)
         "                         per connection (best ratio, ~300 KiB per connection)\n"
         "  --deflate-level N      zlib level 1-9 (default 1: fastest)\n"
         "  --deflate-min BYTES    send messages shorter than this uncompressed (default 64)\n"
+        "  --no-watch             do not reload when the script or its modules change\n"
+        "                         (SIGHUP still reloads)\n"
+        "  --check                load the script, report errors, and exit without serving\n"
         "  --log-level LEVEL      debug, info, warn or error (default info)\n"
         "  -h, --help             show this help\n"
         "  -v, --version          show the version\n");
@@ -67,7 +71,7 @@ int main(int argc, char **argv)
         .deflate_min = 64,
     };
     enum { OPT_HOST = 256, OPT_PORT, OPT_MAX_MESSAGE, OPT_MAX_HEADER, OPT_MAX_BODY, OPT_HIGH_WATER,
-           OPT_CLOSE_TIMEOUT, OPT_LOG_LEVEL, OPT_DEFLATE, OPT_DEFLATE_LEVEL, OPT_DEFLATE_MIN };
+           OPT_CLOSE_TIMEOUT, OPT_LOG_LEVEL, OPT_DEFLATE, OPT_DEFLATE_LEVEL, OPT_DEFLATE_MIN, OPT_NO_WATCH, OPT_CHECK };
     static const struct option opts[] = {
         {"host", required_argument, NULL, OPT_HOST},
         {"port", required_argument, NULL, OPT_PORT},
@@ -80,12 +84,15 @@ int main(int argc, char **argv)
         {"deflate", required_argument, NULL, OPT_DEFLATE},
         {"deflate-level", required_argument, NULL, OPT_DEFLATE_LEVEL},
         {"deflate-min", required_argument, NULL, OPT_DEFLATE_MIN},
+        {"no-watch", no_argument, NULL, OPT_NO_WATCH},
+        {"check", no_argument, NULL, OPT_CHECK},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'v'},
         {NULL, 0, NULL, 0},
     };
     int opt;
     size_t n;
+    bool watch = true, check = false;
     while ((opt = getopt_long(argc, argv, "hv", opts, NULL)) != -1) {
         switch (opt) {
         case OPT_HOST: cfg.host = optarg; break;
@@ -141,6 +148,8 @@ int main(int argc, char **argv)
             }
             cfg.deflate_min = n;
             break;
+        case OPT_NO_WATCH: watch = false; break;
+        case OPT_CHECK: check = true; break;
         case 'h': usage(stdout); return EXIT_OK;
         case 'v': printf("luaws %s (%s, libuv %s)\n", LUAWS_VERSION, LUA_RELEASE, uv_version_string()); return EXIT_OK;
         default: usage(stderr); return EXIT_USAGE;
@@ -168,6 +177,11 @@ int main(int argc, char **argv)
         free(err);
         return EXIT_RUNTIME;
     }
+    if (check) {
+        printf("luaws: %s OK\n", cfg.script);
+        lh_free(lua);
+        return EXIT_OK;
+    }
     uv_loop_t *loop = uv_default_loop();
     if (server_start(&srv, loop, &cfg, lua) != 0) {
         lh_free(lua);
@@ -175,6 +189,7 @@ int main(int argc, char **argv)
         uv_loop_close(loop);
         return EXIT_RUNTIME;
     }
+    srv.reloader = reloader_start(&srv, watch);
     uv_run(loop, UV_RUN_DEFAULT);
     lh_free(lua);
     pmd_worker_free(&srv.pmd);

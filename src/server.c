@@ -2,6 +2,7 @@
 #include "server.h"
 #include "lua_api.h"
 #include "log.h"
+#include "reload.h"
 #include <stdio.h>
 #include <string.h>
 
@@ -42,6 +43,8 @@ static void on_signal(uv_signal_t *sig, int signum)
 /* Closes the last handles so uv_run returns. */
 void server_stop(server *s)
 {
+    reloader_stop(s->reloader);
+    s->reloader = NULL;
     if (!uv_is_closing((uv_handle_t *)&s->sig_term)) {
         uv_close((uv_handle_t *)&s->sig_term, on_handle_closed);
         uv_close((uv_handle_t *)&s->sig_int, on_handle_closed);

@@ -48,6 +48,7 @@ typedef struct server {
     int bound_port;
     bool stopping;
     pmd_worker pmd;
+    struct reloader *reloader;
     /* One read buffer serves every connection: libuv calls alloc and read
      * back to back, and a connection that cannot consume all it read keeps
      * the rest in its own pending buffer. Idle connections own no buffer. */
@@ -103,6 +104,7 @@ struct conn {
     int socket_ref;           /* registry ref to the Lua socket object */
     task *running;            /* this connection's suspended event, if any */
     bool close_deferred;      /* on_close waits for the running event */
+    bool reloaded;            /* moved by the reload in progress */
 };
 
 int server_start(server *s, uv_loop_t *loop, const config *cfg, lua_host *lua);

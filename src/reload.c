@@ -1,0 +1,176 @@
+/* reload.c — file watching for hot reload.
+ *
+ * Editors save in place or by writing a new file and renaming it over the
+ * old one (vim, VS Code, sed -i), which replaces the inode: so we watch the
+ * directories that hold the files, not the files. Events within a short
+ * window are coalesced, and a reload happens only if a file's identity,
+ * size or mtime really changed. */
+#include "reload.h"
+#include "lua_api.h"
+#include "log.h"
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define COALESCE_MS 20
+#define MAX_DIRS 32
+
+typedef struct watched_file {
+    char *path;
+    char *base;              /* points into path: the name within its directory */
+    struct stat st;
+    bool exists;
+} watched_file;
+
+struct reloader {
+    server *srv;
+    bool watch;
+    uv_signal_t sighup;
+    uv_timer_t timer;
+    uv_fs_event_t *dirs[MAX_DIRS];
+    int closing;             /* handles still closing at stop */
+    char *dir_names[MAX_DIRS];
+    int ndirs;
+    watched_file *files;
+    size_t nfiles;
+};
+
+static bool same_stat(const struct stat *a, const struct stat *b)
+{
+    return a->st_ino == b->st_ino && a->st_dev == b->st_dev && a->st_size == b->st_size &&
+           a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec;
+}
+
+static void on_dir_closed(uv_handle_t *h)
+{
+    free(h);
+}
+
+static void free_watch(reloader *r)
+{
+    for (int i = 0; i < r->ndirs; i++) {
+        uv_close((uv_handle_t *)r->dirs[i], on_dir_closed);
+        free(r->dir_names[i]);
+    }
+    r->ndirs = 0;
+    for (size_t i = 0; i < r->nfiles; i++) free(r->files[i].path);
+    free(r->files);
+    r->files = NULL;
+    r->nfiles = 0;
+}
+
+static void on_fs_event(uv_fs_event_t *h, const char *filename, int events, int status);
+
+static void watch_dir(reloader *r, const char *dir)
+{
+    for (int i = 0; i < r->ndirs; i++)
+        if (strcmp(r->dir_names[i], dir) == 0) return;
+    if (r->ndirs == MAX_DIRS) return;
+    uv_fs_event_t *h = malloc(sizeof *h);
+    if (!h) abort();
+    uv_fs_event_init(r->srv->loop, h);
+    h->data = r;
+    int err = uv_fs_event_start(h, on_fs_event, dir, 0);
+    if (err) {
+        log_warn("cannot watch %s for changes: %s", dir, uv_strerror(err));
+        uv_close((uv_handle_t *)h, on_dir_closed);
+        return;
+    }
+    r->dirs[r->ndirs] = h;
+    r->dir_names[r->ndirs++] = strdup(dir);
+}
+
+/* (Re)reads the list of files the script depends on and their stat. */
+static void rewatch(reloader *r)
+{
+    free_watch(r);
+    size_t n;
+    char **paths = lh_watched_files(r->srv->lua, &n);
+    r->files = calloc(n ? n : 1, sizeof *r->files);
+    if (!r->files) abort();
+    for (size_t i = 0; i < n; i++) {
+        watched_file *f = &r->files[i];
+        f->path = paths[i];
+        char *slash = strrchr(f->path, '/');
+        f->base = slash ? slash + 1 : f->path;
+        f->exists = stat(f->path, &f->st) == 0;
+        if (r->watch) {
+            if (slash) {
+                *slash = '\0';
+                watch_dir(r, *f->path ? f->path : "/");
+                *slash = '/';
+            } else {
+                watch_dir(r, ".");
+            }
+        }
+    }
+    free(paths);
+    r->nfiles = n;
+}
+
+static void reload(reloader *r, const char *why)
+{
+    lh_reload(r->srv->lua, why);
+    rewatch(r);
+}
+
+static void on_coalesced(uv_timer_t *t)
+{
+    reloader *r = t->data;
+    bool changed = false;
+    for (size_t i = 0; i < r->nfiles; i++) {
+        struct stat st;
+        bool exists = stat(r->files[i].path, &st) == 0;
+        /* A file that is gone for now (mid-rename) is not a change yet. */
+        if (exists && (!r->files[i].exists || !same_stat(&st, &r->files[i].st))) changed = true;
+    }
+    if (changed) reload(r, "file changed");
+}
+
+static void on_fs_event(uv_fs_event_t *h, const char *filename, int events, int status)
+{
+    reloader *r = h->data;
+    if (status < 0 || !filename) return;
+    for (size_t i = 0; i < r->nfiles; i++) {
+        if (strcmp(r->files[i].base, filename) == 0) {
+            uv_timer_start(&r->timer, on_coalesced, COALESCE_MS, 0);
+            return;
+        }
+    }
+}
+
+static void on_sighup(uv_signal_t *sig, int signum)
+{
+    reloader *r = sig->data;
+    reload(r, "SIGHUP");
+}
+
+reloader *reloader_start(server *s, bool watch)
+{
+    reloader *r = calloc(1, sizeof *r);
+    if (!r) abort();
+    r->srv = s;
+    r->watch = watch;
+    uv_timer_init(s->loop, &r->timer);
+    r->timer.data = r;
+    uv_signal_init(s->loop, &r->sighup);
+    r->sighup.data = r;
+    uv_signal_start(&r->sighup, on_sighup, SIGHUP);
+    rewatch(r);
+    return r;
+}
+
+static void on_own_closed(uv_handle_t *h)
+{
+    reloader *r = h->data;
+    if (--r->closing == 0) free(r);
+}
+
+void reloader_stop(reloader *r)
+{
+    if (!r || r->closing) return;
+    free_watch(r);
+    r->closing = 2;
+    uv_close((uv_handle_t *)&r->timer, on_own_closed);
+    uv_close((uv_handle_t *)&r->sighup, on_own_closed);
+}
