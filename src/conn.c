@@ -70,7 +70,7 @@ void conn_accept(server *s)
     c->socket_ref = LUA_NOREF_;
     uv_tcp_init(s->loop, &c->tcp);
     c->tcp.data = c;
-    c->id = ++s->next_id;
+    c->id = s->id_base + 1 + s->id_step * s->next_id++;
     c->next = s->conns;
     if (s->conns) s->conns->prev = c;
     s->conns = c;

@@ -11,6 +11,11 @@ static enum log_level min_level = LOG_INFO;
 
 static const char *const names[] = {"DEBUG", "INFO", "WARN", "ERROR"};
 
+/* Set once per process, after fork. */
+static char tag[16];
+
+void log_set_tag(const char *t) { snprintf(tag, sizeof tag, "[%s] ", t); }
+
 void log_set_level(enum log_level level) { min_level = level; }
 
 int log_level_parse(const char *name)
@@ -30,7 +35,7 @@ void log_msg(enum log_level level, const char *fmt, ...)
     gettimeofday(&tv, NULL);
     localtime_r(&tv.tv_sec, &tm);
     int n = (int)strftime(line, sizeof line, "%Y-%m-%d %H:%M:%S", &tm);
-    n += snprintf(line + n, sizeof line - (size_t)n, ".%03d %-5s ", (int)(tv.tv_usec / 1000), names[level]);
+    n += snprintf(line + n, sizeof line - (size_t)n, ".%03d %-5s %s", (int)(tv.tv_usec / 1000), names[level], tag);
     va_list ap;
     va_start(ap, fmt);
     int m = vsnprintf(line + n, sizeof line - (size_t)n - 1, fmt, ap);

@@ -3,6 +3,7 @@
 #include "lua_api.h"
 #include "log.h"
 #include "reload.h"
+#include "workers.h"
 #include "version.h"
 #include <lua.h>
 #include <errno.h>
@@ -37,6 +38,7 @@ static void usage(FILE *out)
         "                         per connection (best ratio, ~300 KiB per connection)\n"
         "  --deflate-level N      zlib level 1-9 (default 1: fastest)\n"
         "  --deflate-min BYTES    send messages shorter than this uncompressed (default 64)\n"
+        "  --workers N            worker processes sharing the port (default: number of cores)\n"
         "  --no-watch             do not reload when the script or its modules change\n"
         "                         (SIGHUP still reloads)\n"
         "  --check                load the script, report errors, and exit without serving\n"
@@ -71,7 +73,7 @@ int main(int argc, char **argv)
         .deflate_min = 64,
     };
     enum { OPT_HOST = 256, OPT_PORT, OPT_MAX_MESSAGE, OPT_MAX_HEADER, OPT_MAX_BODY, OPT_HIGH_WATER,
-           OPT_CLOSE_TIMEOUT, OPT_LOG_LEVEL, OPT_DEFLATE, OPT_DEFLATE_LEVEL, OPT_DEFLATE_MIN, OPT_NO_WATCH, OPT_CHECK };
+           OPT_CLOSE_TIMEOUT, OPT_LOG_LEVEL, OPT_DEFLATE, OPT_DEFLATE_LEVEL, OPT_DEFLATE_MIN, OPT_NO_WATCH, OPT_CHECK, OPT_WORKERS };
     static const struct option opts[] = {
         {"host", required_argument, NULL, OPT_HOST},
         {"port", required_argument, NULL, OPT_PORT},
@@ -85,6 +87,7 @@ int main(int argc, char **argv)
         {"deflate-level", required_argument, NULL, OPT_DEFLATE_LEVEL},
         {"deflate-min", required_argument, NULL, OPT_DEFLATE_MIN},
         {"no-watch", no_argument, NULL, OPT_NO_WATCH},
+        {"workers", required_argument, NULL, OPT_WORKERS},
         {"check", no_argument, NULL, OPT_CHECK},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'v'},
@@ -93,6 +96,8 @@ int main(int argc, char **argv)
     int opt;
     size_t n;
     bool watch = true, check = false;
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    int workers = ncpu > 0 ? (int)ncpu : 1;
     while ((opt = getopt_long(argc, argv, "hv", opts, NULL)) != -1) {
         switch (opt) {
         case OPT_HOST: cfg.host = optarg; break;
@@ -149,6 +154,13 @@ int main(int argc, char **argv)
             cfg.deflate_min = n;
             break;
         case OPT_NO_WATCH: watch = false; break;
+        case OPT_WORKERS:
+            if (!parse_size(optarg, &n) || n < 1 || n > 256) {
+                fprintf(stderr, "luaws: --workers must be 1-256\n");
+                return EXIT_USAGE;
+            }
+            workers = (int)n;
+            break;
         case OPT_CHECK: check = true; break;
         case 'h': usage(stdout); return EXIT_OK;
         case 'v': printf("luaws %s (%s, libuv %s)\n", LUAWS_VERSION, LUA_RELEASE, uv_version_string()); return EXIT_OK;
@@ -169,31 +181,30 @@ int main(int argc, char **argv)
     /* A peer that vanishes must not kill us on write. */
     signal(SIGPIPE, SIG_IGN);
 
-    static server srv;   /* big read buffer: keep it off the stack */
+    /* Load once here, so that a broken script fails before anything forks
+     * or binds, with file:line. */
     char *err = NULL;
-    lua_host *lua = lh_new(&srv, cfg.script, &err);
+    static server probe;
+    lua_host *lua = lh_new(&probe, cfg.script, &err);
     if (!lua) {
         fprintf(stderr, "luaws: cannot load %s: %s\n", cfg.script, err);
         free(err);
         return EXIT_RUNTIME;
     }
+    lh_free(lua);
     if (check) {
         printf("luaws: %s OK\n", cfg.script);
-        lh_free(lua);
         return EXIT_OK;
     }
-    uv_loop_t *loop = uv_default_loop();
-    if (server_start(&srv, loop, &cfg, lua) != 0) {
-        lh_free(lua);
-        uv_run(loop, UV_RUN_NOWAIT);
-        uv_loop_close(loop);
+    if (workers > 1) return workers_run(&cfg, workers, watch);
+    char msg[256];
+    int port;
+    int fd = listen_socket(cfg.host, cfg.port, false, true, &port, msg, sizeof msg);
+    if (fd < 0) {
+        fprintf(stderr, "luaws: %s\n", msg);
         return EXIT_RUNTIME;
     }
-    srv.reloader = reloader_start(&srv, watch);
-    uv_run(loop, UV_RUN_DEFAULT);
-    lh_free(lua);
-    pmd_worker_free(&srv.pmd);
-    uv_loop_close(loop);
-    log_info("luaws stopped");
-    return EXIT_OK;
+    int code = server_run(&cfg, fd, 0, 1, watch, -1);
+    if (code == 0) log_info("luaws stopped");
+    return code;
 }

@@ -4,7 +4,12 @@
 #include "log.h"
 #include "reload.h"
 #include <stdio.h>
+#include <errno.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
 
 static void on_connection(uv_stream_t *listener, int status)
 {
@@ -52,26 +57,54 @@ void server_stop(server *s)
     if (!uv_is_closing((uv_handle_t *)&s->listener)) uv_close((uv_handle_t *)&s->listener, on_handle_closed);
 }
 
-int server_start(server *s, uv_loop_t *loop, const config *cfg, lua_host *lua)
+/* Creates a TCP socket bound to host:port (port 0: the kernel picks one,
+ * returned in *bound_port). With reuseport, other sockets (other workers)
+ * may bind the same port. Returns the fd, or -1 with a message in err. */
+int listen_socket(const char *host, int port, bool reuseport, bool do_listen, int *bound_port,
+                  char *err, size_t errlen)
 {
     struct sockaddr_storage addr;
-    int r;
-    s->loop = loop;
-    s->cfg = cfg;
-    s->lua = lua;
-    pmd_worker_init(&s->pmd, cfg->deflate, cfg->deflate_level, cfg->deflate_min);
-    if (strchr(cfg->host, ':')) r = uv_ip6_addr(cfg->host, cfg->port, (struct sockaddr_in6 *)&addr);
-    else r = uv_ip4_addr(cfg->host, cfg->port, (struct sockaddr_in *)&addr);
-    if (r < 0) {
-        fprintf(stderr, "luaws: invalid host '%s'\n", cfg->host);
+    socklen_t alen;
+    memset(&addr, 0, sizeof addr);
+    if (strchr(host, ':')) {
+        if (uv_ip6_addr(host, port, (struct sockaddr_in6 *)&addr) < 0) goto bad_host;
+        alen = sizeof(struct sockaddr_in6);
+    } else {
+        if (uv_ip4_addr(host, port, (struct sockaddr_in *)&addr) < 0) goto bad_host;
+        alen = sizeof(struct sockaddr_in);
+    }
+    int fd = socket(addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        snprintf(err, errlen, "socket: %s", strerror(errno));
         return -1;
     }
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (reuseport) setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+    if (bind(fd, (struct sockaddr *)&addr, alen) < 0 || (do_listen && listen(fd, 1024) < 0)) {
+        snprintf(err, errlen, "cannot listen on %s:%d: %s", host, port, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    struct sockaddr_storage bound;
+    socklen_t blen = sizeof bound;
+    getsockname(fd, (struct sockaddr *)&bound, &blen);
+    *bound_port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
+                                                    : ((struct sockaddr_in *)&bound)->sin_port);
+    return fd;
+bad_host:
+    snprintf(err, errlen, "invalid host '%s' (give an IPv4 or IPv6 address)", host);
+    return -1;
+}
+
+static int server_start(server *s, uv_loop_t *loop, int fd)
+{
     uv_tcp_init(loop, &s->listener);
     s->listener.data = s;
-    r = uv_tcp_bind(&s->listener, (struct sockaddr *)&addr, 0);
+    int r = uv_tcp_open(&s->listener, fd);
     if (r == 0) r = uv_listen((uv_stream_t *)&s->listener, 1024, on_connection);
     if (r < 0) {
-        fprintf(stderr, "luaws: cannot listen on %s:%d: %s\n", cfg->host, cfg->port, uv_strerror(r));
+        log_error("cannot listen: %s", uv_strerror(r));
         uv_close((uv_handle_t *)&s->listener, NULL);
         return -1;
     }
@@ -90,8 +123,49 @@ int server_start(server *s, uv_loop_t *loop, const config *cfg, lua_host *lua)
     s->sig_term.data = s->sig_int.data = s;
     uv_signal_start(&s->sig_term, on_signal, SIGTERM);
     uv_signal_start(&s->sig_int, on_signal, SIGINT);
-    const char *fmt = strchr(s->bound_host, ':') ? "luaws listening on ws://[%s]:%d, script %s"
-                                                 : "luaws listening on ws://%s:%d, script %s";
-    log_info(fmt, s->bound_host, s->bound_port, cfg->script);
+    return 0;
+}
+
+void log_startup(const config *cfg, const char *host, int port, int workers)
+{
+    const char *fmt = strchr(host, ':') ? "luaws listening on ws://[%s]:%d, script %s%s"
+                                        : "luaws listening on ws://%s:%d, script %s%s";
+    char extra[32] = "";
+    if (workers > 1) snprintf(extra, sizeof extra, ", %d workers", workers);
+    log_info(fmt, host, port, cfg->script, extra);
+}
+
+int server_run(const config *cfg, int fd, int worker, int nworkers, bool watch, int ready_fd)
+{
+    /* Big (the shared read buffer): static, one per process. */
+    static server srv;
+    server *s = &srv;
+    s->cfg = cfg;
+    s->id_base = (uint64_t)worker;
+    s->id_step = (uint64_t)nworkers;
+    char *err = NULL;
+    s->lua = lh_new(s, cfg->script, &err);
+    if (!s->lua) {
+        log_error("cannot load %s: %s", cfg->script, err);
+        free(err);
+        close(fd);
+        return 1;
+    }
+    s->loop = uv_default_loop();
+    pmd_worker_init(&s->pmd, cfg->deflate, cfg->deflate_level, cfg->deflate_min);
+    if (server_start(s, s->loop, fd) != 0) {
+        lh_free(s->lua);
+        return 1;
+    }
+    s->reloader = reloader_start(s, watch);
+    if (nworkers == 1) log_startup(cfg, s->bound_host, s->bound_port, 1);
+    if (ready_fd >= 0) {
+        (void)!write(ready_fd, "r", 1);
+        close(ready_fd);
+    }
+    uv_run(s->loop, UV_RUN_DEFAULT);
+    lh_free(s->lua);
+    pmd_worker_free(&s->pmd);
+    uv_loop_close(s->loop);
     return 0;
 }

@@ -44,6 +44,7 @@ typedef struct server {
     conn *conns;              /* every live connection, for shutdown */
     size_t nconns;
     uint64_t next_id;
+    uint64_t id_base, id_step; /* socket ids: unique across workers */
     char bound_host[64];
     int bound_port;
     bool stopping;
@@ -107,8 +108,13 @@ struct conn {
     bool reloaded;            /* moved by the reload in progress */
 };
 
-int server_start(server *s, uv_loop_t *loop, const config *cfg, lua_host *lua);
+int listen_socket(const char *host, int port, bool reuseport, bool do_listen, int *bound_port,
+                  char *err, size_t errlen);
+/* Runs one worker on a bound socket until it is told to stop; writes a
+ * byte to ready_fd (if >= 0) once it serves. Returns the exit code. */
+int server_run(const config *cfg, int fd, int worker, int nworkers, bool watch, int ready_fd);
 void server_stop(server *s);
+void log_startup(const config *cfg, const char *host, int port, int workers);
 
 /* conn.c: transport and lifetime */
 void conn_accept(server *s);

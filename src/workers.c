@@ -1,0 +1,157 @@
+/* workers.c — the parent of several workers: forks them, waits until each
+ * serves, restarts the ones that die, and passes signals on.
+ *
+ * The parent never runs a libuv loop: it only waits for signals. It holds
+ * the port (bound, never listening) so that --port 0 resolves once and
+ * every worker binds the same number with SO_REUSEPORT, and the kernel
+ * spreads connections over them. */
+#include "workers.h"
+#include "log.h"
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/wait.h>
+
+typedef struct worker {
+    pid_t pid;
+    time_t started;
+    int quick_deaths;     /* deaths soon after start, in a row */
+} worker;
+
+static sigset_t handled_signals(void)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGCHLD);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    return set;
+}
+
+static pid_t spawn(const config *cfg, int port, int index, int n, bool watch, int ready_fd)
+{
+    pid_t pid = fork();
+    if (pid != 0) return pid;
+    /* child */
+    sigset_t set = handled_signals();
+    sigprocmask(SIG_UNBLOCK, &set, NULL);
+    char tag[16];
+    snprintf(tag, sizeof tag, "w%d", index + 1);
+    log_set_tag(tag);
+    char err[256];
+    int bound;
+    int fd = listen_socket(cfg->host, port, true, true, &bound, err, sizeof err);
+    if (fd < 0) {
+        log_error("%s", err);
+        _exit(1);
+    }
+    _exit(server_run(cfg, fd, index, n, watch, ready_fd));
+}
+
+static void describe_exit(int status, char *buf, size_t len)
+{
+    if (WIFSIGNALED(status)) snprintf(buf, len, "killed by signal %d (%s)", WTERMSIG(status), strsignal(WTERMSIG(status)));
+    else snprintf(buf, len, "exited with status %d", WEXITSTATUS(status));
+}
+
+int workers_run(const config *cfg, int n, bool watch)
+{
+    char err[256];
+    int port;
+    /* Without SO_REUSEPORT first: fails if anyone else holds the port. */
+    int probe = listen_socket(cfg->host, cfg->port, false, false, &port, err, sizeof err);
+    if (probe < 0) {
+        fprintf(stderr, "luaws: %s\n", err);
+        return 1;
+    }
+    close(probe);
+    int hold = listen_socket(cfg->host, port, true, false, &port, err, sizeof err);
+    if (hold < 0) {
+        fprintf(stderr, "luaws: %s\n", err);
+        return 1;
+    }
+
+    sigset_t set = handled_signals();
+    sigprocmask(SIG_BLOCK, &set, NULL);
+    worker *w = calloc((size_t)n, sizeof *w);
+    if (!w) abort();
+    int ready[2];
+    if (pipe(ready) < 0) abort();
+    for (int i = 0; i < n; i++) {
+        w[i].pid = spawn(cfg, port, i, n, watch, ready[1]);
+        w[i].started = time(NULL);
+    }
+    close(ready[1]);
+    /* Each worker writes one byte once it serves; EOF early means one failed. */
+    int up = 0;
+    char byte;
+    while (up < n && read(ready[0], &byte, 1) == 1) up++;
+    close(ready[0]);
+    int code = 0;
+    bool stopping = up < n;
+    if (stopping) {
+        log_error("a worker failed to start; stopping");
+        code = 1;
+        for (int i = 0; i < n; i++) kill(w[i].pid, SIGTERM);
+    } else {
+        log_startup(cfg, strchr(cfg->host, ':') ? cfg->host : cfg->host, port, n);
+    }
+
+    int alive = n;
+    while (alive > 0) {
+        siginfo_t info;
+        int sig = sigwaitinfo(&set, &info);
+        if (sig < 0) continue;
+        if (sig == SIGTERM || sig == SIGINT || sig == SIGHUP) {
+            if (sig != SIGHUP) {
+                if (!stopping) log_info("signal %d: stopping %d workers", sig, alive);
+                stopping = true;
+            }
+            for (int i = 0; i < n; i++)
+                if (w[i].pid > 0) kill(w[i].pid, sig);
+            continue;
+        }
+        int status;
+        pid_t pid;
+        while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+            for (int i = 0; i < n; i++) {
+                if (w[i].pid != pid) continue;
+                w[i].pid = 0;
+                char how[96];
+                describe_exit(status, how, sizeof how);
+                if (stopping) {
+                    alive--;
+                    break;
+                }
+                log_error("worker %d (pid %d) %s; restarting it", i + 1, (int)pid, how);
+                if (time(NULL) - w[i].started < 2) {
+                    /* Dying at once, again and again: do not spin. */
+                    if (++w[i].quick_deaths >= 5) {
+                        log_error("worker %d keeps dying at start; giving up", i + 1);
+                        stopping = true;
+                        code = 1;
+                        alive--;
+                        for (int j = 0; j < n; j++)
+                            if (w[j].pid > 0) kill(w[j].pid, SIGTERM);
+                        break;
+                    }
+                    sleep(1);
+                } else {
+                    w[i].quick_deaths = 0;
+                }
+                w[i].pid = spawn(cfg, port, i, n, watch, -1);
+                w[i].started = time(NULL);
+                break;
+            }
+        }
+    }
+    close(hold);
+    free(w);
+    log_info("luaws stopped");
+    return code;
+}
