@@ -1,0 +1,290 @@
+-- server.lua — start ./luaws (or any command that logs the same startup
+-- line) for a spec, learn its pid and port from its own output, and read its
+-- log. No sleeps and no fixed ports: the server is started with --port 0 and
+-- the port is taken from the "listening on ws://HOST:PORT, script PATH" line.
+--
+--   local server = require "spec.support.server"
+--   local srv = server.start { script = "spec/scripts/echo.lua" }
+--   -- or server.start { source = "return { on_open = ... }", args = {"--max-message", "100"} }
+--   srv.port, srv.pid
+--   srv:wait_log("closed.*" .. id)
+--   srv:stop()              -- SIGTERM, waits, errors if the server had died on its own
+local socket = require "socket"
+
+local S = {}
+
+local function dirname(p) return (p:match("^(.*)/[^/]*$")) or "." end
+local function abspath(p)
+  if p:sub(1, 1) == "/" then return p end
+  local pwd = os.getenv("PWD")
+  if not pwd then local h = io.popen("pwd"); pwd = h:read("l"); h:close() end
+  return pwd .. "/" .. p
+end
+
+local here = debug.getinfo(1, "S").source:match("^@(.*)$") or "spec/support/server.lua"
+local function realdir(d)
+  local h = io.popen("cd '" .. d:gsub("'", "'\\''") .. "' && pwd -P")
+  local r = h:read("l"); h:close(); return r
+end
+S.ROOT = os.getenv("LUAWS_ROOT") or realdir(dirname(abspath(here)) .. "/../..")
+S.BINARY = os.getenv("LUAWS_BIN") or (S.ROOT .. "/luaws")
+S.TIMEOUT = tonumber(os.getenv("LUAWS_SPEC_TIMEOUT") or "") or 5
+S.POLL = 0.005
+S.READY_PATTERN = "listening on wss?://[^%s,]-:(%d+)"
+
+function S.quote(s)
+  s = tostring(s)
+  if s:match("^[%w%./_=:,@%%+-]+$") then return s end
+  return "'" .. s:gsub("'", "'\\''") .. "'"
+end
+local quote = S.quote
+
+function S.exists(path)
+  local f = io.open(path, "rb"); if f then f:close(); return true end
+  return false
+end
+
+function S.available() return S.exists(S.BINARY) end
+
+function S.script(name) return S.ROOT .. "/spec/scripts/" .. name end
+
+function S.read_file(path)
+  local f = io.open(path, "rb"); if not f then return nil end
+  local s = f:read("a"); f:close(); return s
+end
+
+function S.write_file(path, s)
+  local f = assert(io.open(path, "wb")); f:write(s); f:close()
+end
+
+function S.tmpdir()
+  local h = io.popen("mktemp -d /tmp/luaws-spec.XXXXXX")
+  local d = h:read("l"); h:close()
+  assert(d and d ~= "", "mktemp failed")
+  return d
+end
+
+-- Process state from /proc: "R", "S", "Z", ... or nil when gone.
+local function proc_state(pid)
+  local s = S.read_file("/proc/" .. pid .. "/stat")
+  if not s then return nil end
+  return s:match("^%d+ %b() (%a)")
+end
+S.proc_state = proc_state
+
+local function alive(pid)
+  local st = proc_state(pid)
+  return st ~= nil and st ~= "Z" and st ~= "X"
+end
+
+local Server = {}
+Server.__index = Server
+Server.__gc = function(self) if self.pid and not self.exit then os.execute("kill -KILL " .. self.pid .. " 2>/dev/null") end end
+
+local running = setmetatable({}, { __mode = "k" })
+
+-- opts:
+--   script = path | source = "inline Lua" (written to a temp .lua file)
+--   args = {...} extra options; log_level (default "debug"); max_message
+--   command = {...} argv replacing the luaws binary (script still appended if given)
+--   port = n (default 0); host; env = {NAME = value}
+--   ready = pattern (default S.READY_PATTERN, first capture = port)
+--   no_wait = true: do not wait for the ready line (for failing startups)
+function S.start(opts)
+  opts = opts or {}
+  local self = setmetatable({ opts = opts }, Server)
+  self.dir = S.tmpdir()
+  self.logfile = self.dir .. "/server.log"
+  if opts.source then
+    self.script = self.dir .. "/" .. (opts.script_name or "script.lua")
+    S.write_file(self.script, opts.source)
+  elseif opts.script then
+    self.script = opts.script:sub(1, 1) == "/" and opts.script or (S.ROOT .. "/" .. opts.script)
+  end
+  local argv = {}
+  if opts.command then
+    for _, a in ipairs(opts.command) do argv[#argv + 1] = a end
+  else
+    argv[1] = S.BINARY
+    argv[#argv + 1] = "--port"; argv[#argv + 1] = tostring(opts.port or 0)
+    if opts.host then argv[#argv + 1] = "--host"; argv[#argv + 1] = opts.host end
+    argv[#argv + 1] = "--log-level"; argv[#argv + 1] = opts.log_level or "debug"
+    if opts.max_message then argv[#argv + 1] = "--max-message"; argv[#argv + 1] = tostring(opts.max_message) end
+    -- One worker unless a spec asks for more: specs observe one connection's
+    -- events from another, which needs them in the same process.
+    argv[#argv + 1] = "--workers"; argv[#argv + 1] = tostring(opts.workers or 1)
+  end
+  for _, a in ipairs(opts.args or {}) do argv[#argv + 1] = a end
+  if self.script then argv[#argv + 1] = self.script end
+  local qargv = {}
+  for i, a in ipairs(argv) do qargv[i] = quote(a) end
+  local envs = {}
+  for k, v in pairs(opts.env or {}) do envs[#envs + 1] = k .. "=" .. quote(v) end
+  -- The shell prints its pid, then exec()s the server in its place, so the
+  -- pid is the server's and closing the popen handle reaps it (and gives us
+  -- its exit status).
+  self.cmdline = table.concat(qargv, " ")
+  local cmd = string.format("cd %s && echo $$ && exec %s %s </dev/null >%s 2>&1",
+    quote(S.ROOT), #envs > 0 and ("env " .. table.concat(envs, " ")) or "",
+    self.cmdline, quote(self.logfile))
+  self.handle = assert(io.popen(cmd, "r"))
+  self.pid = tonumber(self.handle:read("l"))
+  assert(self.pid, "could not start: " .. cmd)
+  running[self] = true
+  if not opts.no_wait then
+    local line, port = self:wait_log(opts.ready or S.READY_PATTERN, { timeout = opts.start_timeout or 10 })
+    self.ready_line = line
+    self.port = tonumber(port)
+    self.host = opts.host or "127.0.0.1"
+  end
+  return self
+end
+
+function Server:alive() return alive(self.pid) end
+
+function Server:log() return self.final_log or S.read_file(self.logfile) or "" end
+
+function Server:lines()
+  local t = {}
+  for l in self:log():gmatch("[^\n]*") do if l ~= "" then t[#t + 1] = l end end
+  return t
+end
+
+-- A mark for wait_log{after = mark}: the number of log lines so far.
+function Server:mark() return #self:lines() end
+
+-- Lines (after opts.after) matching pattern.
+function Server:grep(pattern, opts)
+  opts = opts or {}
+  local out = {}
+  for i, l in ipairs(self:lines()) do
+    if i > (opts.after or 0) and l:find(pattern, 1, opts.plain) then out[#out + 1] = l end
+  end
+  return out
+end
+
+-- Poll the log until a line (after opts.after) matches pattern; opts.count = n
+-- waits for n matching lines. Returns the (last) line and its captures.
+-- Errors with the log text when the guard timeout passes or the process died.
+function Server:wait_log(pattern, opts)
+  opts = opts or {}
+  local deadline = socket.gettime() + (opts.timeout or S.TIMEOUT)
+  local want = opts.count or 1
+  while true do
+    local n = 0
+    local lines = self:lines()
+    for i, l in ipairs(lines) do
+      if i > (opts.after or 0) then
+        local caps = { l:find(pattern, 1, opts.plain) }
+        if caps[1] then
+          n = n + 1
+          if n >= want then return l, table.unpack(caps, 3) end
+        end
+      end
+    end
+    local dead = not alive(self.pid)
+    if dead or socket.gettime() > deadline then
+      -- one last read: the line may have been written just before exit
+      local last = self:lines()
+      if #last ~= #lines then goto continue end
+      error(string.format("wait_log(%q): %s after %d match(es)\n--- command: %s\n--- log:\n%s",
+        pattern, dead and "server exited" or "timed out", n, self.cmdline, self:log()), 2)
+    end
+    socket.sleep(S.POLL)
+    ::continue::
+  end
+end
+
+-- Wait for the process to exit by itself (guard timeout). Returns how, code
+-- ("exit", n) or ("signal", n), or nil when it is still running.
+function Server:wait_exit(timeout)
+  local deadline = socket.gettime() + (timeout or S.TIMEOUT)
+  while alive(self.pid) do
+    if socket.gettime() > deadline then return nil end
+    socket.sleep(S.POLL)
+  end
+  return self:reap()
+end
+
+function Server:reap()
+  if not self.exit then
+    local _, how, code = self.handle:close()
+    self.exit = { how = how, code = code }
+    running[self] = nil
+  end
+  return self.exit.how, self.exit.code
+end
+
+function Server:signal(sig)
+  os.execute(string.format("kill -%s %d 2>/dev/null", sig or "TERM", self.pid))
+end
+
+-- SIGTERM and wait. Errors if the server had already died (crash) or wrote a
+-- sanitizer report; returns how, code. opts.keep keeps the temp directory.
+function Server:stop(opts)
+  opts = opts or {}
+  if self.stopped then return self.exit.how, self.exit.code, self.final_log end
+  self.stopped = true
+  local died = not self.exit and not alive(self.pid)
+  if not self.exit and not died then
+    self:signal("TERM")
+    if not self:wait_exit(S.TIMEOUT) then
+      self:signal("KILL")
+      self:wait_exit(S.TIMEOUT)
+      self.killed = true
+    end
+  end
+  local how, code = self:reap()
+  local log = self:log()
+  self.final_log = log
+  if not opts.keep and not os.getenv("LUAWS_SPEC_KEEP") then
+    os.execute("rm -rf " .. quote(self.dir))
+  end
+  if not opts.quiet then
+    if died then
+      error(string.format("server died before stop (%s %s)\n--- log:\n%s", how, code, log), 2)
+    end
+    if self.killed then error("server ignored SIGTERM; killed\n--- log:\n" .. log, 2) end
+    if log:find("AddressSanitizer") or log:find("runtime error:") then
+      error("sanitizer report in server log:\n" .. log, 2)
+    end
+  end
+  return how, code, log
+end
+
+function S.stop_all()
+  for srv in pairs(running) do pcall(srv.stop, srv, { quiet = true }) end
+end
+
+-- Run the binary to completion (for CLI specs). Returns exit code (or 128+sig),
+-- combined stdout+stderr. A guard timeout kills a server that keeps running.
+function S.run(args, opts)
+  opts = opts or {}
+  local dir = S.tmpdir()
+  local out = dir .. "/out"
+  local q = { quote(opts.binary or S.BINARY) }
+  for _, a in ipairs(args) do q[#q + 1] = quote(a) end
+  local cmd = string.format("cd %s && timeout -s KILL %d %s </dev/null >%s 2>&1",
+    quote(S.ROOT), opts.timeout or S.TIMEOUT, table.concat(q, " "), quote(out))
+  local ok, how, code = os.execute(cmd)
+  local text = S.read_file(out) or ""
+  os.execute("rm -rf " .. quote(dir))
+  if how == "signal" then code = 128 + code end
+  return code, text
+end
+
+-- A temp file holding src; returns its path (removed by S.cleanup_files()).
+local tmpfiles = {}
+function S.temp_script(src, name)
+  local d = S.tmpdir()
+  local p = d .. "/" .. (name or "script.lua")
+  S.write_file(p, src)
+  tmpfiles[#tmpfiles + 1] = d
+  return p
+end
+function S.cleanup_files()
+  for _, d in ipairs(tmpfiles) do os.execute("rm -rf " .. quote(d)) end
+  tmpfiles = {}
+end
+
+return S
