@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #define LUA_NOREF_ (-2)   /* same value as lauxlib's LUA_NOREF */
 
@@ -81,6 +82,17 @@ void conn_accept(server *s)
     }
     uv_tcp_nodelay(&c->tcp, 1);
     format_peer(c);
+    c->deadline = uv_now(s->loop) + s->cfg->handshake_timeout_ms;
+    if (s->nconns > s->cfg->max_connections) {
+        static const char busy[] = "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
+                                   "Connection: close\r\nRetry-After: 1\r\n\r\n";
+        uv_buf_t b = uv_buf_init((char *)busy, sizeof busy - 1);
+        uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+        log_warn("conn %llu from %s refused: %zu connections open (--max-connections)",
+                 (unsigned long long)c->id, c->peer, s->nconns - 1);
+        conn_close_now(c);
+        return;
+    }
     c->http = xmalloc(sizeof *c->http);
     http_reader_init(c->http, s->cfg->max_header, s->cfg->max_body);
     log_debug("conn %llu connected from %s", (unsigned long long)c->id, c->peer);
@@ -124,6 +136,8 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
         return;
     }
     uint8_t *data = (uint8_t *)buf->base;
+    c->last_seen = uv_now(c->srv->loop);
+    c->ping_sent = false;
     size_t used = feed(c, data, (size_t)nread);
     if (used < (size_t)nread && c->state < CONN_LINGER) keep_pending(c, data + used, (size_t)nread - used);
 }
@@ -202,6 +216,16 @@ static void handle_request(conn *c)
     if (wants_ws) {
         const char *why = "";
         int status = ws_handshake_check(req, &why);
+        const char *origin = http_header_get(req, "origin");
+        if (!status && origin && c->srv->cfg->norigins) {
+            bool allowed = false;
+            for (size_t i = 0; i < c->srv->cfg->norigins; i++)
+                if (strcasecmp(origin, c->srv->cfg->origins[i]) == 0) allowed = true;
+            if (!allowed) {
+                status = 403;
+                why = "Origin not in the --origin allowlist";
+            }
+        }
         if (status) {
             log_warn("conn %llu: refused WebSocket handshake from %s: %s (%d)", (unsigned long long)c->id,
                      c->peer, why, status);
@@ -216,6 +240,7 @@ static void handle_request(conn *c)
     lh_request(c->srv->lua, c, req);
     if (c->state == CONN_HTTP) {
         if (!c->close_after_write) http_reader_reset(c->http);
+        c->deadline = uv_now(c->srv->loop) + c->srv->cfg->handshake_timeout_ms;
     } else if (c->http) {
         http_reader_free(c->http);
         free(c->http);
@@ -433,4 +458,49 @@ static void on_closed(uv_handle_t *h)
     log_debug("conn %llu freed", (unsigned long long)c->id);
     free(c);
     if (s->stopping && s->nconns == 0) server_stop(s);
+}
+
+/* ---- timeouts and pings, checked for every connection by one timer ---- */
+
+static void check_conn(conn *c, uint64_t now)
+{
+    const config *cfg = c->srv->cfg;
+    if (c->state == CONN_HTTP && now >= c->deadline) {
+        log_warn("conn %llu from %s: no complete request within %u ms, answering 408", (unsigned long long)c->id,
+                 c->peer, cfg->handshake_timeout_ms);
+        static const char body[] = "408 Request Timeout\n";
+        conn_respond(c, 408, NULL, 0, body, sizeof body - 1, false);
+        return;
+    }
+    if (c->state != CONN_WS || !cfg->ping_interval_ms) return;
+    uint64_t idle = now - c->last_seen;
+    if (idle >= 2ull * cfg->ping_interval_ms) {
+        ws_abort(c, WS_CLOSE_ABNORMAL, "no answer to ping (--ping-interval), peer presumed dead");
+    } else if (idle >= cfg->ping_interval_ms && !c->ping_sent) {
+        c->ping_sent = true;
+        ws_send(c, WS_OP_PING, (const uint8_t *)"luaws", 5, LUA_NOREF_, LUA_NOREF_);
+    }
+}
+
+static void on_housekeeping(uv_timer_t *t)
+{
+    server *s = t->data;
+    uint64_t now = uv_now(s->loop);
+    for (conn *c = s->conns, *next; c; c = next) {
+        next = c->next;
+        check_conn(c, now);
+    }
+}
+
+void conn_housekeeping_start(server *s)
+{
+    const config *cfg = s->cfg;
+    uint64_t tick = cfg->handshake_timeout_ms / 4;
+    if (cfg->ping_interval_ms && cfg->ping_interval_ms / 4 < tick) tick = cfg->ping_interval_ms / 4;
+    if (tick < 25) tick = 25;
+    if (tick > 1000) tick = 1000;
+    uv_timer_init(s->loop, &s->housekeeping);
+    s->housekeeping.data = s;
+    uv_timer_start(&s->housekeeping, on_housekeeping, tick, tick);
+    uv_unref((uv_handle_t *)&s->housekeeping);
 }

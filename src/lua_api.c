@@ -40,7 +40,57 @@ struct lua_host {
     char *script;
     task *free_tasks;
     int nfree;
+    /* Runaway scripts: memory in use and its cap (enforced only while Lua
+     * code runs, where an allocation failure is a catchable error), and the
+     * time by which the running event must be done. */
+    size_t mem, mem_limit;
+    int depth;               /* nesting of resume/pcall into Lua */
+    uint64_t deadline;       /* uv_hrtime() ns; 0: none */
 };
+
+#define HOOK_EVERY 10000     /* instructions between deadline checks */
+
+static void *l_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
+{
+    lua_host *h = ud;
+    if (!ptr) osize = 0;    /* osize is then a type tag, not a size */
+    if (nsize == 0) {
+        free(ptr);
+        h->mem -= osize;
+        return NULL;
+    }
+    if (h->depth && h->mem_limit && nsize > osize && h->mem + (nsize - osize) > h->mem_limit) return NULL;
+    void *p = realloc(ptr, nsize);
+    if (p) h->mem += nsize - osize;
+    return p;
+}
+
+static void l_hook(lua_State *L, lua_Debug *ar)
+{
+    lua_host *h;
+    lua_getallocf(L, (void **)&h);
+    if (h->deadline && uv_hrtime() > h->deadline)
+        luaL_error(L, "script timeout: ran for over %d ms (--script-timeout)",
+                   (int)h->srv->cfg->script_timeout_ms);
+}
+
+static int l_panic(lua_State *L)
+{
+    log_error("Lua panic (unprotected error): %s", lua_tostring(L, -1));
+    abort();
+}
+
+/* Around every entry into Lua code: arms the limits for the outermost one. */
+static void enter_lua(lua_host *h)
+{
+    if (h->depth++ == 0 && h->srv->cfg && h->srv->cfg->script_timeout_ms)
+        h->deadline = uv_hrtime() + (uint64_t)h->srv->cfg->script_timeout_ms * 1000000u;
+}
+
+static void leave_lua(lua_host *h)
+{
+    if (--h->depth == 0) h->deadline = 0;
+}
 
 typedef struct lsocket {
     conn *c;                 /* NULL once the connection is gone */
@@ -178,7 +228,9 @@ static void resume(task *t, int nargs)
 {
     lua_State *co = t->co;
     int nres;
+    enter_lua(t->h);
     int status = lua_resume(co, t->h->L, nargs, &nres);
+    leave_lua(t->h);
     if (status == LUA_YIELD) {
         if (t->waiting_on) {
             if (t->owner && !t->owner->running) {
@@ -225,27 +277,28 @@ static void task_finished(task *t)
 static void on_task_error(task *t, lua_State *co, int status)
 {
     lua_host *h = t->h;
+    lua_State *L = h->L;
     conn *c = t->owner;
-    const char *msg = lua_tostring(co, -1);
-    if (!msg) msg = "(error object is not a string)";
-    luaL_traceback(h->L, co, msg, 0);
-    const char *trace = lua_tostring(h->L, -1);
-    log_error("conn %llu: error in %s: %s", c ? (unsigned long long)c->id : 0ULL, t->event, trace);
-    lua_pop(h->L, 1);
-    if (!c) return;
-    bool after_open = strcmp(t->event, "on_error") != 0 && strcmp(t->event, "on_close") != 0;
-    if (after_open) {
-        /* The error message, without the traceback, is what on_error sees. */
-        lua_pushstring(h->L, msg);
-        if (push_event(h, c, "on_error")) {
-            lua_rotate(h->L, -3, -1);  /* fn, socket, msg */
-            run_event(h, c, "on_error", 2);
-        } else {
-            lua_pop(h->L, 1);
-        }
+    if (status == LUA_ERRMEM) lua_pushliteral(L, "not enough memory (--script-memory)");
+    else if (lua_type(co, -1) == LUA_TSTRING) lua_pushstring(L, lua_tostring(co, -1));
+    else lua_pushliteral(L, "(error object is not a string)");
+    luaL_traceback(L, co, lua_tostring(L, -1), 0);
+    log_error("conn %llu: error in %s: %s", c ? (unsigned long long)c->id : 0ULL, t->event, lua_tostring(L, -1));
+    lua_pop(L, 1);
+    /* Drop the dead coroutine's frames now, so that what they held (a
+     * runaway allocation, say) can be collected before on_error runs. */
+    lua_resetthread(co);
+    if (status == LUA_ERRMEM) lua_gc(L, LUA_GCCOLLECT, 0);
+    /* The message, without the traceback, is what on_error sees. */
+    bool after_open = c && strcmp(t->event, "on_error") != 0 && strcmp(t->event, "on_close") != 0;
+    if (after_open && push_event(h, c, "on_error")) {
+        lua_rotate(L, -3, -1);  /* fn, socket, msg */
+        run_event(h, c, "on_error", 2);
+    } else {
+        lua_pop(L, 1);
     }
     static const char internal[] = "internal error";
-    ws_close(c, WS_CLOSE_INTERNAL, internal, sizeof internal - 1);
+    if (c) ws_close(c, WS_CLOSE_INTERNAL, internal, sizeof internal - 1);
 }
 
 void lh_wake_writers(conn *c)
@@ -516,7 +569,10 @@ static bool call_loader(lua_host *h, const char *fn, int nresults)
     lua_getfield(L, -1, fn);
     lua_replace(L, -2);
     lua_pushstring(L, h->script);
-    if (lua_pcall(L, 1, nresults, -3) != LUA_OK) {
+    enter_lua(h);
+    int status = lua_pcall(L, 1, nresults, -3);
+    leave_lua(h);
+    if (status != LUA_OK) {
         lua_remove(L, -2);
         return false;
     }
@@ -553,9 +609,13 @@ lua_host *lh_new(server *srv, const char *script, char **err)
     h->srv = srv;
     h->handler_ref = LUA_NOREF;
     h->script = strdup(script);
-    lua_State *L = h->L = luaL_newstate();
+    h->mem_limit = srv->cfg ? srv->cfg->script_memory : 0;
+    lua_State *L = h->L = lua_newstate(l_alloc, h);
     if (!L || !h->script) abort();
     *task_slot(L) = NULL;
+    /* Inherited by every coroutine created from here on. */
+    lua_sethook(L, l_hook, LUA_MASKCOUNT, HOOK_EVERY);
+    lua_atpanic(L, l_panic);
     luaL_openlibs(L);
     create_metatables(L);
     luaL_requiref(L, "luaws.core", luaopen_core, 0);
@@ -622,7 +682,10 @@ static bool new_listener(lua_host *h, conn *c)
     lua_getfield(L, -1, "request");
     lua_replace(L, -3);
     lua_pop(L, 1);                            /* traceback, handler, request */
-    if (lua_pcall(L, 1, 1, -3) != LUA_OK) {
+    enter_lua(h);
+    int status = lua_pcall(L, 1, 1, -3);
+    leave_lua(h);
+    if (status != LUA_OK) {
         log_warn("conn %llu keeps its old listener: the new handler failed: %s", (unsigned long long)c->id,
                  lua_tostring(L, -1));
         lua_pop(L, 2);
@@ -848,7 +911,10 @@ void lh_request(lua_host *h, conn *c, const http_request *req)
     push_request(h, c, req, is_ws);
     lua_pushvalue(L, -1);
     lua_insert(L, base + 1);                  /* request, traceback, handler, request */
-    if (lua_pcall(L, 1, 1, base + 2) != LUA_OK) {
+    enter_lua(h);
+    int status = lua_pcall(L, 1, 1, base + 2);
+    leave_lua(h);
+    if (status != LUA_OK) {
         respond_500(c, lua_tostring(L, -1));
         lua_settop(L, base);
         return;
@@ -898,11 +964,11 @@ void lh_request(lua_host *h, conn *c, const http_request *req)
         return;
     }
     lua_pop(L, 1);
-    lua_Integer status = 200;
+    lua_Integer code = 200;
     if (lua_getfield(L, resp, "status") != LUA_TNIL) {
         int isnum;
-        status = lua_tointegerx(L, -1, &isnum);
-        if (!isnum || status < 100 || status > 999 || status == 101) {
+        code = lua_tointegerx(L, -1, &isnum);
+        if (!isnum || code < 100 || code > 999 || code == 101) {
             respond_500(c, "response status must be an integer from 100 to 999 (and not 101)");
             lua_settop(L, base);
             return;
@@ -928,7 +994,7 @@ void lh_request(lua_host *h, conn *c, const http_request *req)
     luaL_pushresult(&b);
     size_t head_len;
     const char *head = lua_tolstring(L, -1, &head_len);
-    conn_respond(c, (int)status, head, head_len, body, body_len, req->keep_alive);
+    conn_respond(c, (int)code, head, head_len, body, body_len, req->keep_alive);
     lua_settop(L, base);
 }
 

@@ -13,6 +13,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/resource.h>
+
+#define MAX_ORIGINS 64
 
 enum exit_code { EXIT_OK = 0, EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
 
@@ -32,6 +35,18 @@ static void usage(FILE *out)
         "  --max-body BYTES       largest plain HTTP request body; 413 beyond (default 1048576)\n"
         "  --high-water BYTES     queued bytes above which a synchronous send waits (default 262144)\n"
         "  --close-timeout MS     wait for the peer's close frame / FIN this long (default 5000)\n"
+        "  --handshake-timeout MS a whole HTTP request must arrive within this; 408 (default 10000)\n"
+        "  --ping-interval MS     ping sockets idle this long, close them if still silent after\n"
+        "                         as long again; 0 turns it off (default 30000)\n"
+        "  --max-connections N    refuse more with 503 (default: open-file limit - 64)\n"
+        "  --max-backpressure BYTES  bytes queued for one slow reader; beyond, the socket is\n"
+        "                         closed with 1008 (default 67108864)\n"
+        "  --origin ORIGIN        allow WebSocket upgrades only from this Origin (repeatable;\n"
+        "                         others get 403; requests without Origin pass)\n"
+        "  --script-timeout MS    an event or handler running longer is stopped (1011) (default 2000;\n"
+        "                         0: no limit)\n"
+        "  --script-memory BYTES  memory the Lua state may use (default 536870912; 0: no limit)\n"
+        "  --shutdown-timeout MS  on SIGTERM, wait this long for sockets to close (default 10000)\n"
         "  --deflate MODE         permessage-deflate: shared, dedicated or off (default shared)\n"
         "                         shared: no context takeover, one compressor per worker, no\n"
         "                         zlib memory on idle connections; dedicated: context takeover\n"
@@ -67,13 +82,21 @@ int main(int argc, char **argv)
         .max_body = 1u << 20,
         .write_high_water = 256 * 1024,
         .close_timeout_ms = 5000,
+        .handshake_timeout_ms = 10000,
+        .ping_interval_ms = 30000,
+        .shutdown_timeout_ms = 10000,
+        .script_timeout_ms = 2000,
+        .script_memory = 512u << 20,
+        .max_backpressure = 64u << 20,
         .log_level = LOG_INFO,
         .deflate = DEFLATE_SHARED,
         .deflate_level = 1,
         .deflate_min = 64,
     };
     enum { OPT_HOST = 256, OPT_PORT, OPT_MAX_MESSAGE, OPT_MAX_HEADER, OPT_MAX_BODY, OPT_HIGH_WATER,
-           OPT_CLOSE_TIMEOUT, OPT_LOG_LEVEL, OPT_DEFLATE, OPT_DEFLATE_LEVEL, OPT_DEFLATE_MIN, OPT_NO_WATCH, OPT_CHECK, OPT_WORKERS };
+           OPT_CLOSE_TIMEOUT, OPT_LOG_LEVEL, OPT_DEFLATE, OPT_DEFLATE_LEVEL, OPT_DEFLATE_MIN, OPT_NO_WATCH, OPT_CHECK, OPT_WORKERS, OPT_HANDSHAKE_TIMEOUT, OPT_PING_INTERVAL,
+           OPT_MAX_CONNECTIONS, OPT_MAX_BACKPRESSURE, OPT_ORIGIN, OPT_SCRIPT_TIMEOUT, OPT_SCRIPT_MEMORY,
+           OPT_SHUTDOWN_TIMEOUT };
     static const struct option opts[] = {
         {"host", required_argument, NULL, OPT_HOST},
         {"port", required_argument, NULL, OPT_PORT},
@@ -88,6 +111,14 @@ int main(int argc, char **argv)
         {"deflate-min", required_argument, NULL, OPT_DEFLATE_MIN},
         {"no-watch", no_argument, NULL, OPT_NO_WATCH},
         {"workers", required_argument, NULL, OPT_WORKERS},
+        {"handshake-timeout", required_argument, NULL, OPT_HANDSHAKE_TIMEOUT},
+        {"ping-interval", required_argument, NULL, OPT_PING_INTERVAL},
+        {"max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS},
+        {"max-backpressure", required_argument, NULL, OPT_MAX_BACKPRESSURE},
+        {"origin", required_argument, NULL, OPT_ORIGIN},
+        {"script-timeout", required_argument, NULL, OPT_SCRIPT_TIMEOUT},
+        {"script-memory", required_argument, NULL, OPT_SCRIPT_MEMORY},
+        {"shutdown-timeout", required_argument, NULL, OPT_SHUTDOWN_TIMEOUT},
         {"check", no_argument, NULL, OPT_CHECK},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'v'},
@@ -96,6 +127,7 @@ int main(int argc, char **argv)
     int opt;
     size_t n;
     bool watch = true, check = false;
+    static const char *origins[MAX_ORIGINS];   /* point into argv */
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     int workers = ncpu > 0 ? (int)ncpu : 1;
     while ((opt = getopt_long(argc, argv, "hv", opts, NULL)) != -1) {
@@ -153,6 +185,38 @@ int main(int argc, char **argv)
             }
             cfg.deflate_min = n;
             break;
+        case OPT_HANDSHAKE_TIMEOUT:
+        case OPT_MAX_CONNECTIONS:
+        case OPT_MAX_BACKPRESSURE:
+        case OPT_SHUTDOWN_TIMEOUT:
+            if (!parse_size(optarg, &n) || n == 0) {
+                fprintf(stderr, "luaws: %s needs a positive number, not '%s'\n", argv[optind - 2], optarg);
+                return EXIT_USAGE;
+            }
+            if (opt == OPT_HANDSHAKE_TIMEOUT) cfg.handshake_timeout_ms = (unsigned)n;
+            else if (opt == OPT_MAX_CONNECTIONS) cfg.max_connections = n;
+            else if (opt == OPT_MAX_BACKPRESSURE) cfg.max_backpressure = n;
+            else cfg.shutdown_timeout_ms = (unsigned)n;
+            break;
+        case OPT_PING_INTERVAL:
+        case OPT_SCRIPT_TIMEOUT:
+        case OPT_SCRIPT_MEMORY:
+            if (!parse_size(optarg, &n)) {
+                fprintf(stderr, "luaws: %s needs a number (0 turns it off), not '%s'\n", argv[optind - 2], optarg);
+                return EXIT_USAGE;
+            }
+            if (opt == OPT_PING_INTERVAL) cfg.ping_interval_ms = (unsigned)n;
+            else if (opt == OPT_SCRIPT_TIMEOUT) cfg.script_timeout_ms = (unsigned)n;
+            else cfg.script_memory = n;
+            break;
+        case OPT_ORIGIN:
+            if (cfg.norigins == MAX_ORIGINS) {
+                fprintf(stderr, "luaws: at most %d --origin values\n", MAX_ORIGINS);
+                return EXIT_USAGE;
+            }
+            origins[cfg.norigins++] = optarg;
+            cfg.origins = origins;
+            break;
         case OPT_NO_WATCH: watch = false; break;
         case OPT_WORKERS:
             if (!parse_size(optarg, &n) || n < 1 || n > 256) {
@@ -173,6 +237,11 @@ int main(int argc, char **argv)
         return EXIT_USAGE;
     }
     cfg.script = argv[optind];
+    if (!cfg.max_connections) {
+        struct rlimit rl;
+        cfg.max_connections = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur > 128 ? rl.rlim_cur - 64 : 64;
+    }
+    if (cfg.max_backpressure < cfg.write_high_water) cfg.max_backpressure = cfg.write_high_water;
     log_set_level((enum log_level)cfg.log_level);
     if (access(cfg.script, R_OK) != 0) {
         fprintf(stderr, "luaws: cannot read script %s: %s\n", cfg.script, strerror(errno));
@@ -185,6 +254,7 @@ int main(int argc, char **argv)
      * or binds, with file:line. */
     char *err = NULL;
     static server probe;
+    probe.cfg = &cfg;
     lua_host *lua = lh_new(&probe, cfg.script, &err);
     if (!lua) {
         fprintf(stderr, "luaws: cannot load %s: %s\n", cfg.script, err);

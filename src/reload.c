@@ -29,6 +29,8 @@ struct reloader {
     uv_timer_t timer;
     uv_fs_event_t *dirs[MAX_DIRS];
     int closing;             /* handles still closing at stop */
+    bool failed;             /* the last load failed */
+    bool retry;              /* ... and a .lua file appeared beside it */
     char *dir_names[MAX_DIRS];
     int ndirs;
     watched_file *files;
@@ -108,10 +110,36 @@ static void rewatch(reloader *r)
     r->nfiles = n;
 }
 
+static void on_coalesced(uv_timer_t *t);
+
 static void reload(reloader *r, const char *why)
 {
-    lh_reload(r->srv->lua, why);
+    /* The files as they were before loading: a save that lands while the
+     * load runs must not be taken for what was loaded. */
+    size_t n = r->nfiles;
+    watched_file *before = malloc((n ? n : 1) * sizeof *before);
+    if (!before) abort();
+    for (size_t i = 0; i < n; i++) {
+        before[i] = r->files[i];
+        before[i].path = strdup(r->files[i].path);
+        before[i].exists = stat(before[i].path, &before[i].st) == 0;
+    }
+    r->failed = lh_reload(r->srv->lua, why) != 0;
     rewatch(r);
+    bool again = false;
+    for (size_t i = 0; i < r->nfiles; i++) {
+        for (size_t j = 0; j < n; j++) {
+            if (strcmp(r->files[i].path, before[j].path) != 0) continue;
+            if (r->files[i].exists != before[j].exists ||
+                (r->files[i].exists && !same_stat(&r->files[i].st, &before[j].st))) {
+                r->files[i] = (watched_file){r->files[i].path, r->files[i].base, before[j].st, before[j].exists};
+                again = true;
+            }
+        }
+    }
+    for (size_t j = 0; j < n; j++) free(before[j].path);
+    free(before);
+    if (again) uv_timer_start(&r->timer, on_coalesced, COALESCE_MS, 0);
 }
 
 static void on_coalesced(uv_timer_t *t)
@@ -124,7 +152,10 @@ static void on_coalesced(uv_timer_t *t)
         /* A file that is gone for now (mid-rename) is not a change yet. */
         if (exists && (!r->files[i].exists || !same_stat(&st, &r->files[i].st))) changed = true;
     }
-    if (changed) reload(r, "file changed");
+    /* After a failed load, a new .lua file beside the script may be the
+     * missing module: try again. */
+    if (changed || r->retry) reload(r, "file changed");
+    r->retry = false;
 }
 
 static void on_fs_event(uv_fs_event_t *h, const char *filename, int events, int status)
@@ -136,6 +167,11 @@ static void on_fs_event(uv_fs_event_t *h, const char *filename, int events, int 
             uv_timer_start(&r->timer, on_coalesced, COALESCE_MS, 0);
             return;
         }
+    }
+    size_t len = strlen(filename);
+    if (r->failed && len > 4 && strcmp(filename + len - 4, ".lua") == 0) {
+        r->retry = true;
+        uv_timer_start(&r->timer, on_coalesced, COALESCE_MS, 0);
     }
 }
 

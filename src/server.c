@@ -23,6 +23,18 @@ static void on_connection(uv_stream_t *listener, int status)
 
 static void on_handle_closed(uv_handle_t *h) { (void)h; }
 
+static void on_shutdown_timeout(uv_timer_t *t)
+{
+    server *s = t->data;
+    log_warn("shutdown: %zu connections still open after %u ms (--shutdown-timeout), closing them",
+             s->nconns, s->cfg->shutdown_timeout_ms);
+    for (conn *c = s->conns, *next; c; c = next) {
+        next = c->next;
+        if (c->state == CONN_WS || c->state == CONN_WS_CLOSING) ws_on_disconnect(c);
+        conn_close_now(c);
+    }
+}
+
 /* SIGTERM/SIGINT: stop accepting, close every WebSocket with 1001, and let
  * the loop end once every connection is gone. */
 static void on_signal(uv_signal_t *sig, int signum)
@@ -40,9 +52,16 @@ static void on_signal(uv_signal_t *sig, int signum)
     for (conn *c = s->conns, *next; c; c = next) {
         next = c->next;
         if (c->state == CONN_WS) ws_close(c, WS_CLOSE_GOING_AWAY, reason, sizeof reason - 1);
-        else if (c->state == CONN_HTTP) conn_close_now(c);
+        else if (c->state == CONN_HTTP) conn_linger(c);
     }
-    if (s->nconns == 0) server_stop(s);
+    if (s->nconns == 0) {
+        server_stop(s);
+        return;
+    }
+    uv_timer_init(s->loop, &s->shutdown_timer);
+    s->shutdown_timer.data = s;
+    uv_timer_start(&s->shutdown_timer, on_shutdown_timeout, s->cfg->shutdown_timeout_ms, 0);
+    uv_unref((uv_handle_t *)&s->shutdown_timer);
 }
 
 /* Closes the last handles so uv_run returns. */
@@ -50,6 +69,9 @@ void server_stop(server *s)
 {
     reloader_stop(s->reloader);
     s->reloader = NULL;
+    if (!uv_is_closing((uv_handle_t *)&s->housekeeping)) uv_close((uv_handle_t *)&s->housekeeping, NULL);
+    if (s->shutdown_timer.loop && !uv_is_closing((uv_handle_t *)&s->shutdown_timer))
+        uv_close((uv_handle_t *)&s->shutdown_timer, NULL);
     if (!uv_is_closing((uv_handle_t *)&s->sig_term)) {
         uv_close((uv_handle_t *)&s->sig_term, on_handle_closed);
         uv_close((uv_handle_t *)&s->sig_int, on_handle_closed);
@@ -158,6 +180,7 @@ int server_run(const config *cfg, int fd, int worker, int nworkers, bool watch, 
         return 1;
     }
     s->reloader = reloader_start(s, watch);
+    conn_housekeeping_start(s);
     if (nworkers == 1) log_startup(cfg, s->bound_host, s->bound_port, 1);
     if (ready_fd >= 0) {
         (void)!write(ready_fd, "r", 1);

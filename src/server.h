@@ -26,6 +26,15 @@ typedef struct config {
     size_t write_high_water;  /* sync send yields while more is queued */
     unsigned close_timeout_ms;
     int log_level;
+    unsigned handshake_timeout_ms; /* a whole request must arrive within this; 408 */
+    unsigned ping_interval_ms;     /* 0: no automatic pings */
+    unsigned shutdown_timeout_ms;  /* SIGTERM: drain at most this long */
+    unsigned script_timeout_ms;    /* one event may run this long; 0: no limit */
+    size_t script_memory;          /* bytes the Lua state may use; 0: no limit */
+    size_t max_connections;        /* 503 beyond */
+    size_t max_backpressure;       /* queued bytes; 1008 beyond */
+    const char **origins;          /* allowed Origin values; NULL: any */
+    size_t norigins;
     enum deflate_mode deflate;
     int deflate_level;
     size_t deflate_min;       /* messages shorter than this go uncompressed */
@@ -39,6 +48,8 @@ typedef struct server {
     uv_loop_t *loop;
     uv_tcp_t listener;
     uv_signal_t sig_term, sig_int;
+    uv_timer_t housekeeping;  /* timeouts and pings, for every connection */
+    uv_timer_t shutdown_timer;
     const config *cfg;
     lua_host *lua;
     conn *conns;              /* every live connection, for shutdown */
@@ -71,6 +82,9 @@ struct conn {
     uint64_t id;
     enum conn_state state;
     char peer[64];
+    uint64_t deadline;        /* HTTP: the request must be complete by then (loop ms) */
+    uint64_t last_seen;       /* WebSocket: when the peer last sent anything */
+    bool ping_sent;           /* an automatic ping is out since last_seen */
 
     /* Input that could not be consumed yet (an event is suspended). */
     uint8_t *pending;
@@ -118,6 +132,7 @@ void log_startup(const config *cfg, const char *host, int port, int workers);
 
 /* conn.c: transport and lifetime */
 void conn_accept(server *s);
+void conn_housekeeping_start(server *s);
 void conn_process(conn *c);
 void conn_pause(conn *c);
 void conn_resume(conn *c);
@@ -137,6 +152,8 @@ int ws_send(conn *c, uint8_t opcode, const uint8_t *data, size_t len, int ok_ref
 void ws_close(conn *c, uint16_t code, const char *reason, size_t reason_len);
 void ws_fail(conn *c, uint16_t code, const char *why);
 void ws_on_disconnect(conn *c);
+/* Closes a connection that broke a limit: on_error(why), on_close(code), TCP closed now. */
+void ws_abort(conn *c, uint16_t code, const char *why);
 bool ws_is_open(const conn *c);
 
 #endif

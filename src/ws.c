@@ -45,6 +45,10 @@ int ws_send(conn *c, uint8_t opcode, const uint8_t *data, size_t len, int ok_ref
     if (c->state != CONN_WS && c->state != CONN_WS_CLOSING) return UV_EPIPE;
     if (c->close_sent) return UV_EPIPE;
     uint8_t hdr[WS_MAX_HEADER];
+    if (c->queued + len > c->srv->cfg->max_backpressure) {
+        ws_abort(c, WS_CLOSE_POLICY, "send queue over the --max-backpressure limit (slow reader)");
+        return UV_ENOBUFS;
+    }
     bool compress = c->pmd && !(opcode & 0x8) && len >= c->srv->cfg->deflate_min;
     if (compress) {
         if (!pmd_compress(&c->srv->pmd, c->pmd, data, len)) return UV_ENOMEM;
@@ -121,6 +125,18 @@ void ws_on_disconnect(conn *c)
         c->state = CONN_WS_CLOSING;
         lh_on_close(c);
     }
+}
+
+void ws_abort(conn *c, uint16_t code, const char *why)
+{
+    if (c->state != CONN_WS && c->state != CONN_WS_CLOSING) return;
+    log_warn("conn %llu: %s, closing with %u", (unsigned long long)c->id, why, code);
+    c->state = CONN_WS_CLOSING;
+    c->close_sent = true;   /* nothing more goes out */
+    record_close(c, code, why, strlen(why));
+    lh_on_error(c, why);
+    lh_on_close(c);
+    conn_close_now(c);
 }
 
 static void on_close_frame(conn *c)

@@ -11,9 +11,9 @@ local env                -- the environment of the version being loaded
 local function searcher(name)
   local path = package.searchpath(name, dir .. "/?.lua;" .. dir .. "/?/init.lua")
   if not path then return "\n\tno module '" .. name .. "' beside the script in " .. dir end
+  own[name] = path   -- watched even if broken: fixing it must reload
   local chunk, err = loadfile(path, "bt", env)
   if not chunk then error(err, 0) end
-  own[name] = path
   return chunk, path
 end
 
