@@ -4,12 +4,12 @@ local ws = require "luaws"
 
 return function(request)
   if not ws.upgrade_request(request) then
+    local url = (request.scheme == "https" and "wss://" or "ws://") .. (request.headers.host or "127.0.0.1:8080")
     return {
       status = 200,
       headers = { ["content-type"] = "text/plain; charset=utf-8" },
-      body = "luaws echo bot: open a WebSocket to ws://" .. (request.headers.host or "this server")
-        .. request.uri .. "\n(for example: /usr/bin/python3 -m websockets ws://"
-        .. (request.headers.host or "127.0.0.1:8080") .. "/)\n",
+      body = "luaws echo bot: open a WebSocket to " .. url .. request.uri
+        .. "\n(for example: /usr/bin/python3 -m websockets " .. url .. "/)\n",
     }
   end
   return {

@@ -24,6 +24,8 @@ static void on_closed(uv_handle_t *h);
 static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
 static size_t feed(conn *c, uint8_t *buf, size_t len);
 static void handle_request(conn *c);
+static void tls_failed(conn *c, int r);
+static void tls_drain(conn *c);
 
 static void *xmalloc(size_t n)
 {
@@ -63,11 +65,13 @@ static void format_peer(conn *c)
     snprintf(c->peer, sizeof c->peer, "%s:%d", ip, port);
 }
 
-void conn_accept(server *s)
+void conn_accept(listener *l)
 {
+    server *s = l->srv;
     conn *c = calloc(1, sizeof *c);
     if (!c) abort();
     c->srv = s;
+    c->lst = l;
     c->socket_ref = LUA_NOREF_;
     uv_tcp_init(s->loop, &c->tcp);
     c->tcp.data = c;
@@ -76,7 +80,7 @@ void conn_accept(server *s)
     if (s->conns) s->conns->prev = c;
     s->conns = c;
     s->nconns++;
-    if (uv_accept((uv_stream_t *)&s->listener, (uv_stream_t *)&c->tcp) != 0) {
+    if (uv_accept((uv_stream_t *)&l->tcp, (uv_stream_t *)&c->tcp) != 0) {
         conn_close_now(c);
         return;
     }
@@ -90,6 +94,11 @@ void conn_accept(server *s)
         uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
         log_warn("conn %llu from %s refused: %zu connections open (--max-connections)",
                  (unsigned long long)c->id, c->peer, s->nconns - 1);
+        conn_close_now(c);
+        return;
+    }
+    if (l->tls && !(c->tls = tls_conn_new(l->tls))) {
+        log_error("conn %llu: out of memory for TLS", (unsigned long long)c->id);
         conn_close_now(c);
         return;
     }
@@ -138,8 +147,81 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     uint8_t *data = (uint8_t *)buf->base;
     c->last_seen = uv_now(c->srv->loop);
     c->ping_sent = false;
+    if (c->tls) {
+        int r = tls_feed(c->tls, data, (size_t)nread);
+        if (r < 0) tls_failed(c, r);
+        else tls_drain(c);
+        return;
+    }
     size_t used = feed(c, data, (size_t)nread);
     if (used < (size_t)nread && c->state < CONN_LINGER) keep_pending(c, data + used, (size_t)nread - used);
+}
+
+/* ---- TLS: records in, plaintext through feed(), records out ---- */
+
+static int raw_write(conn *c, const uint8_t *hdr, size_t hlen, const uint8_t *data, size_t len,
+                     int ok_ref, int fail_ref);
+
+/* Sends what the TLS engine has for the socket; callbacks ride on the last piece. */
+static int tls_flush(conn *c, int ok_ref, int fail_ref)
+{
+    const uint8_t *p;
+    size_t n;
+    int r = 0;
+    while ((n = tls_pending_out(c->tls, &p)) > 0) {
+        r = raw_write(c, p, n, NULL, 0, LUA_NOREF_, LUA_NOREF_);
+        tls_consume_out(c->tls, n);
+        if (r < 0) break;
+    }
+    if (ok_ref != LUA_NOREF_ || fail_ref != LUA_NOREF_) {
+        /* Tell the sender once the kernel has taken everything so far. */
+        if (r == 0) r = raw_write(c, (const uint8_t *)"", 0, NULL, 0, ok_ref, fail_ref);
+        else lh_send_done(c->srv->lua, ok_ref, fail_ref, uv_strerror(r));
+    }
+    return r;
+}
+
+static void tls_failed(conn *c, int r)
+{
+    if (r == TLS_ERR_PLAIN_HTTP) {
+        static const char resp[] = "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\n"
+                                   "Content-Length: 46\r\nConnection: close\r\n\r\n"
+                                   "This port speaks TLS: use https:// or wss://.\n";
+        log_warn("conn %llu from %s: plain HTTP on the TLS port", (unsigned long long)c->id, c->peer);
+        raw_write(c, (const uint8_t *)resp, sizeof resp - 1, NULL, 0, LUA_NOREF_, LUA_NOREF_);
+    } else if (r == TLS_CLOSED) {
+        log_debug("conn %llu: TLS close_notify from the peer", (unsigned long long)c->id);
+    } else {
+        log_warn("conn %llu from %s: TLS error: %s", (unsigned long long)c->id, c->peer, tls_error(c->tls));
+        tls_flush(c, LUA_NOREF_, LUA_NOREF_);   /* the alert, if any */
+    }
+    if (c->state == CONN_WS || c->state == CONN_WS_CLOSING) ws_on_disconnect(c);
+    if (c->state < CONN_LINGER) conn_linger(c);
+}
+
+/* Decrypts and processes what the TLS engine holds, until paused. */
+static void tls_drain(conn *c)
+{
+    uint8_t *buf = (uint8_t *)c->srv->plainbuf;
+    while (!c->paused && c->state < CONN_DEAD) {
+        ssize_t n = tls_read(c->tls, buf, sizeof c->srv->plainbuf);
+        if (n == 0) break;
+        if (n < 0) {
+            tls_failed(c, (int)n);
+            return;
+        }
+        if (!c->tls_logged) {
+            char desc[160];
+            const char *sni = tls_servername(c->tls);
+            c->tls_logged = true;
+            log_debug("conn %llu: %s%s%s", (unsigned long long)c->id, tls_describe(c->tls, desc, sizeof desc),
+                      sni ? " sni=" : "", sni ? sni : "");
+        }
+        if (c->state >= CONN_LINGER) continue;
+        size_t used = feed(c, buf, (size_t)n);
+        if (used < (size_t)n && c->state < CONN_LINGER) keep_pending(c, buf + used, (size_t)n - used);
+    }
+    if (c->state < CONN_DEAD) tls_flush(c, LUA_NOREF_, LUA_NOREF_);
 }
 
 void conn_pause(conn *c)
@@ -159,6 +241,7 @@ void conn_resume(conn *c)
         if (used == n || c->state >= CONN_LINGER) drop_pending(c);
         else c->pending_off += used;
     }
+    if (c->tls && !c->paused) tls_drain(c);
     if (!c->paused) start_reading(c);
 }
 
@@ -325,6 +408,32 @@ int conn_write(conn *c, const uint8_t *hdr, size_t hlen, const uint8_t *data, si
                int ok_ref, int fail_ref)
 {
     if (c->state == CONN_DEAD) return UV_EPIPE;
+    if (c->tls) {
+        /* Header and a small payload in one record. */
+        uint8_t one[4096];
+        int r;
+        if (hlen + len <= sizeof one) {
+            memcpy(one, hdr, hlen);
+            if (len) memcpy(one + hlen, data, len);
+            r = tls_write(c->tls, one, hlen + len);
+        } else {
+            r = tls_write(c->tls, hdr, hlen);
+            if (r == 0 && len) r = tls_write(c->tls, data, len);
+        }
+        if (r < 0) {
+            if (ok_ref != LUA_NOREF_ || fail_ref != LUA_NOREF_)
+                lh_send_done(c->srv->lua, ok_ref, fail_ref, "TLS error");
+            return UV_EPROTO;
+        }
+        return tls_flush(c, ok_ref, fail_ref);
+    }
+    return raw_write(c, hdr, hlen, data, len, ok_ref, fail_ref);
+}
+
+static int raw_write(conn *c, const uint8_t *hdr, size_t hlen, const uint8_t *data, size_t len,
+                     int ok_ref, int fail_ref)
+{
+    if (c->state == CONN_DEAD) return UV_EPIPE;
     size_t skip = 0;
     /* Nothing queued and nobody to tell: try the kernel first, and only
      * copy what it did not take. */
@@ -344,7 +453,7 @@ int conn_write(conn *c, const uint8_t *hdr, size_t hlen, const uint8_t *data, si
     if (skip < hlen) {
         memcpy(p, hdr + skip, hlen - skip);
         p += hlen - skip;
-        memcpy(p, data, len);
+        if (len) memcpy(p, data, len);
     } else {
         memcpy(p, data + (skip - hlen), len - (skip - hlen));
     }
@@ -414,6 +523,7 @@ void conn_linger(conn *c)
         c->pmd = NULL;
     }
     drop_pending(c);
+    if (c->tls && tls_close_notify(c->tls) == 0) tls_flush(c, LUA_NOREF_, LUA_NOREF_);
     uv_shutdown_t *req = xmalloc(sizeof *req);
     req->data = c;
     if (uv_shutdown(req, (uv_stream_t *)&c->tcp, on_shutdown) < 0) {
@@ -455,6 +565,7 @@ static void on_closed(uv_handle_t *h)
         free(c->pmd);
     }
     free(c->close_reason);
+    if (c->tls) tls_conn_free(c->tls);
     log_debug("conn %llu freed", (unsigned long long)c->id);
     free(c);
     if (s->stopping && s->nconns == 0) server_stop(s);

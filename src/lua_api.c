@@ -38,6 +38,7 @@ struct lua_host {
     int traceback_ref;
     int loader_ref;          /* the luaws.loader module */
     char *script;
+    char *last_error;        /* of the last failed reload */
     task *free_tasks;
     int nfree;
     /* Runaway scripts: memory in use and its cap (enforced only while Lua
@@ -463,9 +464,10 @@ static int l_log(lua_State *L)
 {
     int level = log_level_parse(luaL_checkstring(L, 1));
     if (level < 0) return luaL_argerror(L, 1, "debug, info, warn or error");
+    int n = lua_gettop(L);   /* before luaL_buffinit, which may push */
     luaL_Buffer b;
     luaL_buffinit(L, &b);
-    for (int i = 2; i <= lua_gettop(L); i++) {
+    for (int i = 2; i <= n; i++) {
         if (i > 2) luaL_addchar(&b, ' ');
         luaL_tolstring(L, i, NULL);
         luaL_addvalue(&b);
@@ -705,15 +707,21 @@ static bool new_listener(lua_host *h, conn *c)
     return true;
 }
 
-int lh_reload(lua_host *h, const char *why)
+int lh_reload(lua_host *h, const char *why, bool quiet_repeat)
 {
     uint64_t start = uv_hrtime();
     char *err = load_script(h);
     if (err) {
-        log_error("reload (%s) failed, the old code keeps serving: %s", why, err);
-        free(err);
+        /* Retries after a failure (a directory appeared, say) repeat the
+         * same error: report it once. */
+        bool same = quiet_repeat && h->last_error && strcmp(h->last_error, err) == 0;
+        log_msg(same ? LOG_DEBUG : LOG_ERROR, "reload (%s) failed, the old code keeps serving: %s", why, err);
+        free(h->last_error);
+        h->last_error = err;
         return -1;
     }
+    free(h->last_error);
+    h->last_error = NULL;
     lua_State *L = h->L;
     size_t moved = 0, kept = 0;
     /* First give every open socket its new listener, then run on_reload,
@@ -758,6 +766,7 @@ void lh_free(lua_host *h)
     if (!h) return;
     lua_close(h->L);
     free(h->script);
+    free(h->last_error);
     while (h->free_tasks) {
         task *t = h->free_tasks;
         h->free_tasks = t->next;
@@ -777,7 +786,6 @@ static void set_str(lua_State *L, const char *k, const char *v, size_t n)
 static void push_request(lua_host *h, conn *c, const http_request *req, bool upgrade)
 {
     lua_State *L = h->L;
-    server *s = h->srv;
     lua_createtable(L, 0, 12);
     lua_pushstring(L, req->method);
     lua_setfield(L, -2, "method");
@@ -787,7 +795,7 @@ static void push_request(lua_host *h, conn *c, const http_request *req, bool upg
     if (q) set_str(L, "query_string", q + 1, req->url_len - plen - 1);
     lua_pushfstring(L, "HTTP/%d.%d", req->http_major, req->http_minor);
     lua_setfield(L, -2, "protocol");
-    lua_pushstring(L, upgrade ? "ws" : "http");
+    lua_pushstring(L, c->tls ? (upgrade ? "wss" : "https") : (upgrade ? "ws" : "http"));
     lua_setfield(L, -2, "scheme");
     lua_createtable(L, 0, (int)req->nheaders);
     for (size_t i = 0; i < req->nheaders; i++) {
@@ -804,10 +812,10 @@ static void push_request(lua_host *h, conn *c, const http_request *req, bool upg
         size_t n = end ? (size_t)(end - host) + (host[0] == '[') : strlen(host);
         set_str(L, "server_name", host, n);
     } else {
-        lua_pushstring(L, s->bound_host);
+        lua_pushstring(L, c->lst->host);
         lua_setfield(L, -2, "server_name");
     }
-    lua_pushinteger(L, s->bound_port);
+    lua_pushinteger(L, c->lst->port);
     lua_setfield(L, -2, "server_port");
     if (req->body) {
         set_str(L, "body", req->body, req->body_len);

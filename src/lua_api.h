@@ -15,8 +15,9 @@ void lh_free(lua_host *h);
 
 /* Loads the script again; open sockets move to the listener the new
  * handler returns for their original request. Returns -1 (and logs
- * file:line) if the new code fails to load: the old code keeps serving. */
-int lh_reload(lua_host *h, const char *why);
+ * file:line) if the new code fails to load: the old code keeps serving.
+ * quiet_repeat: an error identical to the last one is logged at debug only. */
+int lh_reload(lua_host *h, const char *why, bool quiet_repeat);
 /* The script and the modules it required from its directory (malloc'd). */
 char **lh_watched_files(lua_host *h, size_t *n);
 

@@ -30,6 +30,13 @@ static void usage(FILE *out)
         "options:\n"
         "  --host HOST            address to listen on (default 127.0.0.1; 0.0.0.0 or :: for all)\n"
         "  --port PORT            TCP port (default 8080; 0 picks a free one, shown at startup)\n"
+        "  --listen URL           ws://HOST:PORT or wss://HOST:PORT; repeatable, replaces\n"
+        "                         --host/--port (e.g. --listen ws://127.0.0.1:8080\n"
+        "                         --listen wss://0.0.0.0:8443)\n"
+        "  --tls-cert FILE        PEM certificate (chain) for wss:// listeners\n"
+        "  --tls-key FILE         PEM private key for it; both reread on SIGHUP\n"
+        "  --tls-ciphers LIST     OpenSSL cipher list for TLS 1.2 (default: ECDHE with AES-GCM\n"
+        "                         or ChaCha20; TLS 1.3 uses OpenSSL's suites)\n"
         "  --max-message BYTES    largest message accepted; bigger ones close with 1009 (default 16777216)\n"
         "  --max-header BYTES     largest request line + headers; 431 beyond (default 16384)\n"
         "  --max-body BYTES       largest plain HTTP request body; 413 beyond (default 1048576)\n"
@@ -60,6 +67,42 @@ static void usage(FILE *out)
         "  --log-level LEVEL      debug, info, warn or error (default info)\n"
         "  -h, --help             show this help\n"
         "  -v, --version          show the version\n");
+}
+
+/* ws://HOST:PORT or wss://HOST:PORT; an IPv6 host in brackets. */
+static bool parse_listen(const char *url, listen_spec *out)
+{
+    const char *p;
+    if (strncmp(url, "ws://", 5) == 0) {
+        out->tls = false;
+        p = url + 5;
+    } else if (strncmp(url, "wss://", 6) == 0) {
+        out->tls = true;
+        p = url + 6;
+    } else {
+        return false;
+    }
+    const char *colon;
+    size_t hlen;
+    if (*p == '[') {
+        const char *end = strchr(p, ']');
+        if (!end || end[1] != ':') return false;
+        hlen = (size_t)(end - p - 1);
+        p++;
+        colon = end + 1;
+    } else {
+        colon = strrchr(p, ':');
+        if (!colon) return false;
+        hlen = (size_t)(colon - p);
+    }
+    if (hlen == 0 || hlen >= sizeof out->host) return false;
+    memcpy(out->host, p, hlen);
+    out->host[hlen] = '\0';
+    char *end;
+    long port = strtol(colon + 1, &end, 10);
+    if (*end || end == colon + 1 || port < 0 || port > 65535) return false;
+    out->port = (int)port;
+    return true;
 }
 
 static bool parse_size(const char *s, size_t *out)
@@ -96,7 +139,7 @@ int main(int argc, char **argv)
     enum { OPT_HOST = 256, OPT_PORT, OPT_MAX_MESSAGE, OPT_MAX_HEADER, OPT_MAX_BODY, OPT_HIGH_WATER,
            OPT_CLOSE_TIMEOUT, OPT_LOG_LEVEL, OPT_DEFLATE, OPT_DEFLATE_LEVEL, OPT_DEFLATE_MIN, OPT_NO_WATCH, OPT_CHECK, OPT_WORKERS, OPT_HANDSHAKE_TIMEOUT, OPT_PING_INTERVAL,
            OPT_MAX_CONNECTIONS, OPT_MAX_BACKPRESSURE, OPT_ORIGIN, OPT_SCRIPT_TIMEOUT, OPT_SCRIPT_MEMORY,
-           OPT_SHUTDOWN_TIMEOUT };
+           OPT_SHUTDOWN_TIMEOUT, OPT_LISTEN, OPT_TLS_CERT, OPT_TLS_KEY, OPT_TLS_CIPHERS };
     static const struct option opts[] = {
         {"host", required_argument, NULL, OPT_HOST},
         {"port", required_argument, NULL, OPT_PORT},
@@ -120,6 +163,10 @@ int main(int argc, char **argv)
         {"script-memory", required_argument, NULL, OPT_SCRIPT_MEMORY},
         {"shutdown-timeout", required_argument, NULL, OPT_SHUTDOWN_TIMEOUT},
         {"check", no_argument, NULL, OPT_CHECK},
+        {"listen", required_argument, NULL, OPT_LISTEN},
+        {"tls-cert", required_argument, NULL, OPT_TLS_CERT},
+        {"tls-key", required_argument, NULL, OPT_TLS_KEY},
+        {"tls-ciphers", required_argument, NULL, OPT_TLS_CIPHERS},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'v'},
         {NULL, 0, NULL, 0},
@@ -217,6 +264,20 @@ int main(int argc, char **argv)
             origins[cfg.norigins++] = optarg;
             cfg.origins = origins;
             break;
+        case OPT_LISTEN:
+            if (cfg.nlistens == MAX_LISTENERS) {
+                fprintf(stderr, "luaws: at most %d --listen\n", MAX_LISTENERS);
+                return EXIT_USAGE;
+            }
+            if (!parse_listen(optarg, &cfg.listens[cfg.nlistens])) {
+                fprintf(stderr, "luaws: --listen wants ws://HOST:PORT or wss://HOST:PORT, not '%s'\n", optarg);
+                return EXIT_USAGE;
+            }
+            cfg.nlistens++;
+            break;
+        case OPT_TLS_CERT: cfg.tls_cert = optarg; break;
+        case OPT_TLS_KEY: cfg.tls_key = optarg; break;
+        case OPT_TLS_CIPHERS: cfg.tls_ciphers = optarg; break;
         case OPT_NO_WATCH: watch = false; break;
         case OPT_WORKERS:
             if (!parse_size(optarg, &n) || n < 1 || n > 256) {
@@ -237,6 +298,18 @@ int main(int argc, char **argv)
         return EXIT_USAGE;
     }
     cfg.script = argv[optind];
+    if (cfg.nlistens == 0) {
+        listen_spec *l = &cfg.listens[cfg.nlistens++];
+        snprintf(l->host, sizeof l->host, "%s", cfg.host);
+        l->port = cfg.port;
+        l->tls = cfg.tls_cert != NULL;
+    }
+    bool any_tls = false;
+    for (int i = 0; i < cfg.nlistens; i++) any_tls |= cfg.listens[i].tls;
+    if (any_tls && (!cfg.tls_cert || !cfg.tls_key)) {
+        fprintf(stderr, "luaws: wss:// needs --tls-cert FILE and --tls-key FILE\n");
+        return EXIT_USAGE;
+    }
     if (!cfg.max_connections) {
         struct rlimit rl;
         cfg.max_connections = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur > 128 ? rl.rlim_cur - 64 : 64;
@@ -268,13 +341,17 @@ int main(int argc, char **argv)
     }
     if (workers > 1) return workers_run(&cfg, workers, watch);
     char msg[256];
-    int port;
-    int fd = listen_socket(cfg.host, cfg.port, false, true, &port, msg, sizeof msg);
-    if (fd < 0) {
-        fprintf(stderr, "luaws: %s\n", msg);
-        return EXIT_RUNTIME;
+    int fds[MAX_LISTENERS];
+    for (int i = 0; i < cfg.nlistens; i++) {
+        listen_spec *l = &cfg.listens[i];
+        fds[i] = listen_socket(l->host, l->port, false, true, &l->port, msg, sizeof msg);
+        if (fds[i] < 0) {
+            fprintf(stderr, "luaws: %s\n", msg);
+            while (i > 0) close(fds[--i]);
+            return EXIT_RUNTIME;
+        }
     }
-    int code = server_run(&cfg, fd, 0, 1, watch, -1);
+    int code = server_run(&cfg, fds, 0, 1, watch, -1);
     if (code == 0) log_info("luaws stopped");
     return code;
 }

@@ -30,8 +30,9 @@ struct reloader {
     uv_fs_event_t *dirs[MAX_DIRS];
     int closing;             /* handles still closing at stop */
     bool failed;             /* the last load failed */
-    bool retry;              /* ... and a .lua file appeared beside it */
+    bool retry;              /* ... and something changed beside it */
     char *dir_names[MAX_DIRS];
+    bool dir_used[MAX_DIRS];  /* still needed after a rewatch */
     int ndirs;
     watched_file *files;
     size_t nfiles;
@@ -48,13 +49,17 @@ static void on_dir_closed(uv_handle_t *h)
     free(h);
 }
 
-static void free_watch(reloader *r)
+static void unwatch_dirs(reloader *r)
 {
     for (int i = 0; i < r->ndirs; i++) {
         uv_close((uv_handle_t *)r->dirs[i], on_dir_closed);
         free(r->dir_names[i]);
     }
     r->ndirs = 0;
+}
+
+static void free_files(reloader *r)
+{
     for (size_t i = 0; i < r->nfiles; i++) free(r->files[i].path);
     free(r->files);
     r->files = NULL;
@@ -65,8 +70,12 @@ static void on_fs_event(uv_fs_event_t *h, const char *filename, int events, int 
 
 static void watch_dir(reloader *r, const char *dir)
 {
-    for (int i = 0; i < r->ndirs; i++)
-        if (strcmp(r->dir_names[i], dir) == 0) return;
+    for (int i = 0; i < r->ndirs; i++) {
+        if (strcmp(r->dir_names[i], dir) == 0) {
+            r->dir_used[i] = true;
+            return;
+        }
+    }
     if (r->ndirs == MAX_DIRS) return;
     uv_fs_event_t *h = malloc(sizeof *h);
     if (!h) abort();
@@ -79,13 +88,42 @@ static void watch_dir(reloader *r, const char *dir)
         return;
     }
     r->dirs[r->ndirs] = h;
+    r->dir_used[r->ndirs] = true;
     r->dir_names[r->ndirs++] = strdup(dir);
+}
+
+/* Watches the directory of path, or its nearest existing ancestor when it
+ * does not exist yet (a module a failed require looked for). */
+static void watch_parent(reloader *r, const char *path)
+{
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", path);
+    for (;;) {
+        char *slash = strrchr(dir, '/');
+        if (!slash) {
+            watch_dir(r, ".");
+            return;
+        }
+        *slash = '\0';
+        struct stat st;
+        if (!*dir) {
+            watch_dir(r, "/");
+            return;
+        }
+        if (stat(dir, &st) == 0 && S_ISDIR(st.st_mode)) {
+            watch_dir(r, dir);
+            return;
+        }
+    }
 }
 
 /* (Re)reads the list of files the script depends on and their stat. */
 static void rewatch(reloader *r)
 {
-    free_watch(r);
+    /* Directories already watched stay watched: closing an inotify watch
+     * and adding it again at once can lose the new one's events. */
+    free_files(r);
+    for (int i = 0; i < r->ndirs; i++) r->dir_used[i] = false;
     size_t n;
     char **paths = lh_watched_files(r->srv->lua, &n);
     r->files = calloc(n ? n : 1, sizeof *r->files);
@@ -96,23 +134,27 @@ static void rewatch(reloader *r)
         char *slash = strrchr(f->path, '/');
         f->base = slash ? slash + 1 : f->path;
         f->exists = stat(f->path, &f->st) == 0;
-        if (r->watch) {
-            if (slash) {
-                *slash = '\0';
-                watch_dir(r, *f->path ? f->path : "/");
-                *slash = '/';
-            } else {
-                watch_dir(r, ".");
-            }
-        }
+        if (r->watch) watch_parent(r, f->path);
     }
     free(paths);
     r->nfiles = n;
+    int kept = 0;
+    for (int i = 0; i < r->ndirs; i++) {
+        if (r->dir_used[i]) {
+            r->dirs[kept] = r->dirs[i];
+            r->dir_names[kept] = r->dir_names[i];
+            r->dir_used[kept++] = true;
+        } else {
+            uv_close((uv_handle_t *)r->dirs[i], on_dir_closed);
+            free(r->dir_names[i]);
+        }
+    }
+    r->ndirs = kept;
 }
 
 static void on_coalesced(uv_timer_t *t);
 
-static void reload(reloader *r, const char *why)
+static void reload(reloader *r, const char *why, bool retry)
 {
     /* The files as they were before loading: a save that lands while the
      * load runs must not be taken for what was loaded. */
@@ -124,7 +166,7 @@ static void reload(reloader *r, const char *why)
         before[i].path = strdup(r->files[i].path);
         before[i].exists = stat(before[i].path, &before[i].st) == 0;
     }
-    r->failed = lh_reload(r->srv->lua, why) != 0;
+    r->failed = lh_reload(r->srv->lua, why, retry) != 0;
     rewatch(r);
     bool again = false;
     for (size_t i = 0; i < r->nfiles; i++) {
@@ -154,7 +196,7 @@ static void on_coalesced(uv_timer_t *t)
     }
     /* After a failed load, a new .lua file beside the script may be the
      * missing module: try again. */
-    if (changed || r->retry) reload(r, "file changed");
+    if (changed || r->retry) reload(r, "file changed", !changed);
     r->retry = false;
 }
 
@@ -168,8 +210,9 @@ static void on_fs_event(uv_fs_event_t *h, const char *filename, int events, int 
             return;
         }
     }
-    size_t len = strlen(filename);
-    if (r->failed && len > 4 && strcmp(filename + len - 4, ".lua") == 0) {
+    /* After a failed load, anything new beside the script (a module, or the
+     * directory of one) may be what was missing: try again. */
+    if (r->failed) {
         r->retry = true;
         uv_timer_start(&r->timer, on_coalesced, COALESCE_MS, 0);
     }
@@ -178,7 +221,8 @@ static void on_fs_event(uv_fs_event_t *h, const char *filename, int events, int 
 static void on_sighup(uv_signal_t *sig, int signum)
 {
     reloader *r = sig->data;
-    reload(r, "SIGHUP");
+    server_reload_tls(r->srv);
+    reload(r, "SIGHUP", false);
 }
 
 reloader *reloader_start(server *s, bool watch)
@@ -205,7 +249,8 @@ static void on_own_closed(uv_handle_t *h)
 void reloader_stop(reloader *r)
 {
     if (!r || r->closing) return;
-    free_watch(r);
+    unwatch_dirs(r);
+    free_files(r);
     r->closing = 2;
     uv_close((uv_handle_t *)&r->timer, on_own_closed);
     uv_close((uv_handle_t *)&r->sighup, on_own_closed);

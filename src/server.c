@@ -11,14 +11,22 @@
 #include <sys/socket.h>
 #include <netinet/in.h>
 
-static void on_connection(uv_stream_t *listener, int status)
+static void on_connection(uv_stream_t *stream, int status)
 {
-    server *s = listener->data;
+    listener *l = stream->data;
     if (status < 0) {
         log_warn("accept failed: %s", uv_strerror(status));
         return;
     }
-    conn_accept(s);
+    conn_accept(l);
+}
+
+static void close_listeners(server *s)
+{
+    for (int i = 0; i < s->nlisteners; i++) {
+        if (!uv_is_closing((uv_handle_t *)&s->listeners[i].tcp))
+            uv_close((uv_handle_t *)&s->listeners[i].tcp, NULL);
+    }
 }
 
 static void on_handle_closed(uv_handle_t *h) { (void)h; }
@@ -47,7 +55,7 @@ static void on_signal(uv_signal_t *sig, int signum)
     }
     log_info("signal %d: shutting down (%zu connections open)", signum, s->nconns);
     s->stopping = true;
-    uv_close((uv_handle_t *)&s->listener, on_handle_closed);
+    close_listeners(s);
     static const char reason[] = "server shutting down";
     for (conn *c = s->conns, *next; c; c = next) {
         next = c->next;
@@ -76,7 +84,7 @@ void server_stop(server *s)
         uv_close((uv_handle_t *)&s->sig_term, on_handle_closed);
         uv_close((uv_handle_t *)&s->sig_int, on_handle_closed);
     }
-    if (!uv_is_closing((uv_handle_t *)&s->listener)) uv_close((uv_handle_t *)&s->listener, on_handle_closed);
+    close_listeners(s);
 }
 
 /* Creates a TCP socket bound to host:port (port 0: the kernel picks one,
@@ -119,45 +127,74 @@ bad_host:
     return -1;
 }
 
-static int server_start(server *s, uv_loop_t *loop, int fd)
+static int listener_start(server *s, listener *l, const listen_spec *spec, int fd)
 {
-    uv_tcp_init(loop, &s->listener);
-    s->listener.data = s;
-    int r = uv_tcp_open(&s->listener, fd);
-    if (r == 0) r = uv_listen((uv_stream_t *)&s->listener, 1024, on_connection);
+    l->srv = s;
+    snprintf(l->host, sizeof l->host, "%s", spec->host);
+    l->port = spec->port;
+    if (spec->tls) {
+        char err[256];
+        l->tls = tls_server_new(s->cfg->tls_cert, s->cfg->tls_key, s->cfg->tls_ciphers, err, sizeof err);
+        if (!l->tls) {
+            log_error("TLS: %s", err);
+            close(fd);
+            return -1;
+        }
+    }
+    uv_tcp_init(s->loop, &l->tcp);
+    l->tcp.data = l;
+    int r = uv_tcp_open(&l->tcp, fd);
+    if (r == 0) r = uv_listen((uv_stream_t *)&l->tcp, 1024, on_connection);
     if (r < 0) {
-        log_error("cannot listen: %s", uv_strerror(r));
-        uv_close((uv_handle_t *)&s->listener, NULL);
+        log_error("cannot listen on %s:%d: %s", l->host, l->port, uv_strerror(r));
         return -1;
     }
-    struct sockaddr_storage bound;
-    int len = sizeof bound;
-    uv_tcp_getsockname(&s->listener, (struct sockaddr *)&bound, &len);
-    if (bound.ss_family == AF_INET6) {
-        uv_ip6_name((struct sockaddr_in6 *)&bound, s->bound_host, sizeof s->bound_host);
-        s->bound_port = ntohs(((struct sockaddr_in6 *)&bound)->sin6_port);
-    } else {
-        uv_ip4_name((struct sockaddr_in *)&bound, s->bound_host, sizeof s->bound_host);
-        s->bound_port = ntohs(((struct sockaddr_in *)&bound)->sin_port);
+    return 0;
+}
+
+void server_reload_tls(server *s)
+{
+    for (int i = 0; i < s->nlisteners; i++) {
+        listener *l = &s->listeners[i];
+        if (!l->tls) continue;
+        char err[256];
+        if (tls_server_reload(l->tls, err, sizeof err) == 0)
+            log_info("TLS certificate and key reloaded for wss://%s:%d", l->host, l->port);
+        else
+            log_error("TLS reload failed, keeping the old certificate: %s", err);
     }
-    uv_signal_init(loop, &s->sig_term);
-    uv_signal_init(loop, &s->sig_int);
+}
+
+static int server_start(server *s, const int *fds)
+{
+    for (int i = 0; i < s->cfg->nlistens; i++) {
+        s->nlisteners++;
+        if (listener_start(s, &s->listeners[i], &s->cfg->listens[i], fds[i]) != 0) {
+            for (int j = i + 1; j < s->cfg->nlistens; j++) close(fds[j]);
+            return -1;
+        }
+    }
+    uv_signal_init(s->loop, &s->sig_term);
+    uv_signal_init(s->loop, &s->sig_int);
     s->sig_term.data = s->sig_int.data = s;
     uv_signal_start(&s->sig_term, on_signal, SIGTERM);
     uv_signal_start(&s->sig_int, on_signal, SIGINT);
     return 0;
 }
 
-void log_startup(const config *cfg, const char *host, int port, int workers)
+void log_startup(const config *cfg, int workers)
 {
-    const char *fmt = strchr(host, ':') ? "luaws listening on ws://[%s]:%d, script %s%s"
-                                        : "luaws listening on ws://%s:%d, script %s%s";
     char extra[32] = "";
     if (workers > 1) snprintf(extra, sizeof extra, ", %d workers", workers);
-    log_info(fmt, host, port, cfg->script, extra);
+    for (int i = 0; i < cfg->nlistens; i++) {
+        const listen_spec *l = &cfg->listens[i];
+        const char *fmt = strchr(l->host, ':') ? "luaws listening on %s://[%s]:%d, script %s%s"
+                                               : "luaws listening on %s://%s:%d, script %s%s";
+        log_info(fmt, l->tls ? "wss" : "ws", l->host, l->port, cfg->script, extra);
+    }
 }
 
-int server_run(const config *cfg, int fd, int worker, int nworkers, bool watch, int ready_fd)
+int server_run(const config *cfg, const int *fds, int worker, int nworkers, bool watch, int ready_fd)
 {
     /* Big (the shared read buffer): static, one per process. */
     static server srv;
@@ -170,25 +207,30 @@ int server_run(const config *cfg, int fd, int worker, int nworkers, bool watch, 
     if (!s->lua) {
         log_error("cannot load %s: %s", cfg->script, err);
         free(err);
-        close(fd);
+        for (int i = 0; i < cfg->nlistens; i++) close(fds[i]);
         return 1;
     }
     s->loop = uv_default_loop();
     pmd_worker_init(&s->pmd, cfg->deflate, cfg->deflate_level, cfg->deflate_min);
-    if (server_start(s, s->loop, fd) != 0) {
-        lh_free(s->lua);
-        return 1;
+    int code = 0;
+    if (server_start(s, fds) != 0) {
+        code = 1;
+        close_listeners(s);
+        uv_run(s->loop, UV_RUN_NOWAIT);
+        goto done;
     }
     s->reloader = reloader_start(s, watch);
     conn_housekeeping_start(s);
-    if (nworkers == 1) log_startup(cfg, s->bound_host, s->bound_port, 1);
+    if (nworkers == 1) log_startup(cfg, 1);
     if (ready_fd >= 0) {
         (void)!write(ready_fd, "r", 1);
         close(ready_fd);
     }
     uv_run(s->loop, UV_RUN_DEFAULT);
+done:
     lh_free(s->lua);
     pmd_worker_free(&s->pmd);
+    for (int i = 0; i < s->nlisteners; i++) tls_server_free(s->listeners[i].tls);
     uv_loop_close(s->loop);
-    return 0;
+    return code;
 }

@@ -15,10 +15,22 @@
 #include "http.h"
 #include "utf8.h"
 #include "deflate.h"
+#include "tls.h"
+
+#define MAX_LISTENERS 8
+
+typedef struct listen_spec {
+    char host[64];
+    int port;                 /* 0: the kernel picks; resolved before workers start */
+    bool tls;                 /* wss:// */
+} listen_spec;
 
 typedef struct config {
     const char *host;
     int port;
+    listen_spec listens[MAX_LISTENERS];
+    int nlistens;
+    const char *tls_cert, *tls_key, *tls_ciphers;
     const char *script;
     size_t max_message;       /* bytes; 1009 beyond */
     size_t max_header;        /* request line + headers; 431 beyond */
@@ -44,9 +56,18 @@ typedef struct conn conn;
 typedef struct lua_host lua_host;
 typedef struct task task;
 
+typedef struct listener {
+    uv_tcp_t tcp;
+    struct server *srv;
+    tls_server *tls;          /* NULL: plain ws:// */
+    char host[64];
+    int port;
+} listener;
+
 typedef struct server {
     uv_loop_t *loop;
-    uv_tcp_t listener;
+    listener listeners[MAX_LISTENERS];
+    int nlisteners;
     uv_signal_t sig_term, sig_int;
     uv_timer_t housekeeping;  /* timeouts and pings, for every connection */
     uv_timer_t shutdown_timer;
@@ -56,8 +77,6 @@ typedef struct server {
     size_t nconns;
     uint64_t next_id;
     uint64_t id_base, id_step; /* socket ids: unique across workers */
-    char bound_host[64];
-    int bound_port;
     bool stopping;
     pmd_worker pmd;
     struct reloader *reloader;
@@ -65,6 +84,7 @@ typedef struct server {
      * back to back, and a connection that cannot consume all it read keeps
      * the rest in its own pending buffer. Idle connections own no buffer. */
     char readbuf[64 * 1024];
+    char plainbuf[32 * 1024]; /* decrypted TLS records */
 } server;
 
 enum conn_state {
@@ -78,6 +98,9 @@ enum conn_state {
 struct conn {
     uv_tcp_t tcp;
     server *srv;
+    listener *lst;            /* the listener it came from */
+    tls_conn *tls;            /* NULL on ws:// */
+    bool tls_logged;
     conn *prev, *next;
     uint64_t id;
     enum conn_state state;
@@ -126,12 +149,14 @@ int listen_socket(const char *host, int port, bool reuseport, bool do_listen, in
                   char *err, size_t errlen);
 /* Runs one worker on a bound socket until it is told to stop; writes a
  * byte to ready_fd (if >= 0) once it serves. Returns the exit code. */
-int server_run(const config *cfg, int fd, int worker, int nworkers, bool watch, int ready_fd);
+int server_run(const config *cfg, const int *fds, int worker, int nworkers, bool watch, int ready_fd);
+/* SIGHUP: certificates and keys are read again. */
+void server_reload_tls(server *s);
 void server_stop(server *s);
-void log_startup(const config *cfg, const char *host, int port, int workers);
+void log_startup(const config *cfg, int workers);
 
 /* conn.c: transport and lifetime */
-void conn_accept(server *s);
+void conn_accept(listener *l);
 void conn_housekeeping_start(server *s);
 void conn_process(conn *c);
 void conn_pause(conn *c);

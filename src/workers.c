@@ -33,7 +33,7 @@ static sigset_t handled_signals(void)
     return set;
 }
 
-static pid_t spawn(const config *cfg, int port, int index, int n, bool watch, int ready_fd)
+static pid_t spawn(const config *cfg, int index, int n, bool watch, int ready_fd)
 {
     pid_t pid = fork();
     if (pid != 0) return pid;
@@ -44,13 +44,15 @@ static pid_t spawn(const config *cfg, int port, int index, int n, bool watch, in
     snprintf(tag, sizeof tag, "w%d", index + 1);
     log_set_tag(tag);
     char err[256];
-    int bound;
-    int fd = listen_socket(cfg->host, port, true, true, &bound, err, sizeof err);
-    if (fd < 0) {
-        log_error("%s", err);
-        _exit(1);
+    int bound, fds[MAX_LISTENERS];
+    for (int i = 0; i < cfg->nlistens; i++) {
+        fds[i] = listen_socket(cfg->listens[i].host, cfg->listens[i].port, true, true, &bound, err, sizeof err);
+        if (fds[i] < 0) {
+            log_error("%s", err);
+            _exit(1);
+        }
     }
-    _exit(server_run(cfg, fd, index, n, watch, ready_fd));
+    _exit(server_run(cfg, fds, index, n, watch, ready_fd));
 }
 
 static void describe_exit(int status, char *buf, size_t len)
@@ -59,21 +61,23 @@ static void describe_exit(int status, char *buf, size_t len)
     else snprintf(buf, len, "exited with status %d", WEXITSTATUS(status));
 }
 
-int workers_run(const config *cfg, int n, bool watch)
+int workers_run(config *cfg, int n, bool watch)
 {
     char err[256];
-    int port;
-    /* Without SO_REUSEPORT first: fails if anyone else holds the port. */
-    int probe = listen_socket(cfg->host, cfg->port, false, false, &port, err, sizeof err);
-    if (probe < 0) {
-        fprintf(stderr, "luaws: %s\n", err);
-        return 1;
-    }
-    close(probe);
-    int hold = listen_socket(cfg->host, port, true, false, &port, err, sizeof err);
-    if (hold < 0) {
-        fprintf(stderr, "luaws: %s\n", err);
-        return 1;
+    int hold[MAX_LISTENERS];
+    for (int i = 0; i < cfg->nlistens; i++) {
+        listen_spec *l = &cfg->listens[i];
+        /* Without SO_REUSEPORT first: fails if anyone else holds the port. */
+        int probe = listen_socket(l->host, l->port, false, false, &l->port, err, sizeof err);
+        if (probe >= 0) {
+            close(probe);
+            hold[i] = listen_socket(l->host, l->port, true, false, &l->port, err, sizeof err);
+        }
+        if (probe < 0 || hold[i] < 0) {
+            fprintf(stderr, "luaws: %s\n", err);
+            while (i > 0) close(hold[--i]);
+            return 1;
+        }
     }
 
     sigset_t set = handled_signals();
@@ -83,7 +87,7 @@ int workers_run(const config *cfg, int n, bool watch)
     int ready[2];
     if (pipe(ready) < 0) abort();
     for (int i = 0; i < n; i++) {
-        w[i].pid = spawn(cfg, port, i, n, watch, ready[1]);
+        w[i].pid = spawn(cfg, i, n, watch, ready[1]);
         w[i].started = time(NULL);
     }
     close(ready[1]);
@@ -99,7 +103,7 @@ int workers_run(const config *cfg, int n, bool watch)
         code = 1;
         for (int i = 0; i < n; i++) kill(w[i].pid, SIGTERM);
     } else {
-        log_startup(cfg, strchr(cfg->host, ':') ? cfg->host : cfg->host, port, n);
+        log_startup(cfg, n);
     }
 
     int alive = n;
@@ -144,13 +148,13 @@ int workers_run(const config *cfg, int n, bool watch)
                 } else {
                     w[i].quick_deaths = 0;
                 }
-                w[i].pid = spawn(cfg, port, i, n, watch, -1);
+                w[i].pid = spawn(cfg, i, n, watch, -1);
                 w[i].started = time(NULL);
                 break;
             }
         }
     }
-    close(hold);
+    for (int i = 0; i < cfg->nlistens; i++) close(hold[i]);
     free(w);
     log_info("luaws stopped");
     return code;

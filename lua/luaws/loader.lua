@@ -5,12 +5,18 @@ local M = {}
 
 local dir = "."          -- the script's directory
 local own = {}           -- module name -> file path, for the script's own modules
+local missing = {}       -- paths a failed require looked for: watched, so creating one reloads
 local env                -- the environment of the version being loaded
 
 -- Finds the script's own modules; placed before Lua's own searchers.
 local function searcher(name)
-  local path = package.searchpath(name, dir .. "/?.lua;" .. dir .. "/?/init.lua")
-  if not path then return "\n\tno module '" .. name .. "' beside the script in " .. dir end
+  local pattern = dir .. "/?.lua;" .. dir .. "/?/init.lua"
+  local path = package.searchpath(name, pattern)
+  if not path then
+    local file = name:gsub("%.", "/")
+    for candidate in pattern:gmatch("[^;]+") do missing[#missing + 1] = (candidate:gsub("%?", file)) end
+    return "\n\tno module '" .. name .. "' beside the script in " .. dir
+  end
   own[name] = path   -- watched even if broken: fixing it must reload
   local chunk, err = loadfile(path, "bt", env)
   if not chunk then error(err, 0) end
@@ -35,7 +41,7 @@ end
 --- and a message that starts with file:line.
 function M.load(script)
   local saved, before = forget_own_modules(), own
-  own = {}
+  own, missing = {}, {}
   env = setmetatable({}, { __index = _G })
   local chunk, err = loadfile(script, "bt", env)
   local ok, result = false, err
@@ -59,6 +65,7 @@ end
 function M.files(script)
   local list = { script }
   for _, path in pairs(own) do list[#list + 1] = path end
+  for _, path in ipairs(missing) do list[#list + 1] = path end
   table.sort(list, function(a, b) return a == script or (b ~= script and a < b) end)
   return list
 end
