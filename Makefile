@@ -17,18 +17,26 @@ CFLAGS  ?= -O2 -g
 CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter
 LDLIBS  += -lhttp_parser -lm
 
+# SANITIZE=1 builds ./luaws-asan (ASan + UBSan + LeakSanitizer) in its own
+# directory, so it never clobbers the normal build; `make test SANITIZE=1`
+# runs the whole suite on it.
 ifeq ($(SANITIZE),1)
 CFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 LDFLAGS += -fsanitize=address,undefined
+BUILD    = build/asan
+BIN      = luaws-asan
+else
+BUILD    = build/normal
+BIN      = luaws
 endif
 
 SRCS = $(wildcard src/*.c)
-OBJS = $(SRCS:src/%.c=build/%.o)
+OBJS = $(SRCS:src/%.c=$(BUILD)/%.o)
 HDRS = $(wildcard src/*.h)
 
 .PHONY: all deps run test clean install
 
-all: deps luaws
+all: deps $(BIN)
 
 # Install only what is missing; apt-get update once, before the first install.
 deps:
@@ -41,20 +49,20 @@ deps:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-build/%.o: src/%.c $(HDRS) | build
+$(BUILD)/%.o: src/%.c $(HDRS) | $(BUILD)
 	$(CC) $(CFLAGS) $(shell pkg-config --cflags $(PKGS)) -c $< -o $@
 
-build:
-	mkdir -p build
+$(BUILD):
+	mkdir -p $@
 
-luaws: $(OBJS)
+$(BIN): $(OBJS)
 	$(CC) $(LDFLAGS) -o $@ $(OBJS) $(shell pkg-config --libs $(PKGS)) $(LDLIBS)
 
 run: all
 	./luaws --port $(PORT) $(SCRIPT)
 
 test: all
-	@bash spec/run
+	@LUAWS_BIN=$(CURDIR)/$(BIN) bash spec/run
 
 clean:
-	rm -rf build luaws
+	rm -rf build luaws luaws-asan
