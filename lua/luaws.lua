@@ -45,4 +45,57 @@ function M.request_protocols(request)
   return list
 end
 
+--- Opens a WebSocket to another server and drives listener's events with
+--- the same socket object as server-side ones. url: ws://host[:port][/path].
+--- opts: protocols = {..}, headers = {name = value}, deflate = false.
+function M.connect(url, listener, opts)
+  opts = opts or {}
+  assert(type(listener) == "table", "luaws.connect: the listener must be a table")
+  local scheme, rest = tostring(url):match("^(wss?)://(.+)$")
+  if not scheme then error("luaws.connect: not a ws:// URL: " .. tostring(url), 2) end
+  if scheme == "wss" then error("luaws.connect: wss:// is not supported yet for outbound connections", 2) end
+  local authority, path = rest:match("^([^/?#]+)(.*)$")
+  if not authority then error("luaws.connect: no host in " .. url, 2) end
+  local host, port = authority:match("^%[(.+)%]:(%d+)$")
+  if not host then host, port = authority:match("^%[(.+)%]$"), nil end
+  if not host then host, port = authority:match("^([^:]+):(%d+)$") end
+  if not host then host = authority end
+  port = tonumber(port) or 80
+  if path == "" then path = "/" end
+  if path:find("[%s]") or host:find("[%s]") then error("luaws.connect: bad URL " .. url, 2) end
+
+  local key = core.client_key()
+  local lines = {
+    "GET " .. path .. " HTTP/1.1",
+    "Host: " .. authority,
+    "Upgrade: websocket",
+    "Connection: Upgrade",
+    "Sec-WebSocket-Version: 13",
+    "Sec-WebSocket-Key: " .. key,
+  }
+  local headers, protocols = {}, nil
+  if opts.protocols and #opts.protocols > 0 then
+    protocols = table.concat(opts.protocols, ", ")
+    lines[#lines + 1] = "Sec-WebSocket-Protocol: " .. protocols
+    headers["sec-websocket-protocol"] = protocols
+  end
+  for name, value in pairs(opts.headers or {}) do
+    name, value = tostring(name), tostring(value)
+    if name:find("[\r\n:]") or value:find("[\r\n]") then
+      error("luaws.connect: header " .. name .. " has a forbidden character", 2)
+    end
+    lines[#lines + 1] = name .. ": " .. value
+    headers[name:lower()] = value
+  end
+  local deflate = opts.deflate ~= false
+  if deflate then lines[#lines + 1] = "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits" end
+  local request = table.concat(lines, "\r\n") .. "\r\n\r\n"
+  local req = {
+    method = "GET", uri = path:match("^[^?]*"), query_string = path:match("%?(.*)$"),
+    protocol = "HTTP/1.1", scheme = scheme, headers = headers,
+    server_name = host, server_port = port, url = url,
+  }
+  return core.connect(host, port, request, key, protocols, deflate, listener, req)
+end
+
 return M

@@ -65,9 +65,8 @@ static void format_peer(conn *c)
     snprintf(c->peer, sizeof c->peer, "%s:%d", ip, port);
 }
 
-void conn_accept(listener *l)
+conn *conn_new(server *s, listener *l)
 {
-    server *s = l->srv;
     conn *c = calloc(1, sizeof *c);
     if (!c) abort();
     c->srv = s;
@@ -80,6 +79,15 @@ void conn_accept(listener *l)
     if (s->conns) s->conns->prev = c;
     s->conns = c;
     s->nconns++;
+    return c;
+}
+
+void conn_start_reading(conn *c) { start_reading(c); }
+
+void conn_accept(listener *l)
+{
+    server *s = l->srv;
+    conn *c = conn_new(s, l);
     if (uv_accept((uv_stream_t *)&l->tcp, (uv_stream_t *)&c->tcp) != 0) {
         conn_close_now(c);
         return;
@@ -141,6 +149,7 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
         if (nread != UV_EOF && nread != UV_ECONNRESET)
             log_debug("conn %llu read error: %s", (unsigned long long)c->id, uv_strerror((int)nread));
         if (c->state == CONN_WS || c->state == CONN_WS_CLOSING) ws_on_disconnect(c);
+        else if (c->state == CONN_CLIENT_HANDSHAKE) lh_client_failed(c, "the server closed the connection");
         conn_close_now(c);
         return;
     }
@@ -265,6 +274,17 @@ static size_t feed(conn *c, uint8_t *buf, size_t len)
             }
             off += n;
             if (st == HTTP_DONE) handle_request(c);
+            break;
+        }
+        case CONN_CLIENT_HANDSHAKE: {
+            enum http_read_status st = http_reader_feed(c->http, (char *)buf + off, len - off, &n);
+            if (st == HTTP_FAILED) {
+                lh_client_failed(c, "the server's answer is not valid HTTP");
+                conn_close_now(c);
+                return len;
+            }
+            off += n;
+            if (st == HTTP_DONE) client_on_response(c);
             break;
         }
         case CONN_WS:
@@ -565,6 +585,8 @@ static void on_closed(uv_handle_t *h)
         free(c->pmd);
     }
     free(c->close_reason);
+    free(c->client_protocol);
+    client_free(c);
     if (c->tls) tls_conn_free(c->tls);
     log_debug("conn %llu freed", (unsigned long long)c->id);
     free(c);
@@ -581,6 +603,11 @@ static void check_conn(conn *c, uint64_t now)
                  c->peer, cfg->handshake_timeout_ms);
         static const char body[] = "408 Request Timeout\n";
         conn_respond(c, 408, NULL, 0, body, sizeof body - 1, false);
+        return;
+    }
+    if ((c->state == CONN_CONNECTING || c->state == CONN_CLIENT_HANDSHAKE) && now >= c->deadline) {
+        lh_client_failed(c, "timed out (--handshake-timeout)");
+        conn_close_now(c);
         return;
     }
     if (c->state != CONN_WS || !cfg->ping_interval_ms) return;

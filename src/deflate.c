@@ -118,6 +118,27 @@ bool pmd_negotiate(const char *offers, enum deflate_mode mode, pmd_params *param
     return false;
 }
 
+bool pmd_client_accept(const char *answer, pmd_params *params)
+{
+    char name[64];
+    const char *p = read_token(answer, name, sizeof name);
+    if (strcasecmp(name, "permessage-deflate") != 0) return false;
+    offer o;
+    bool valid;
+    p = parse_params(p, &o, &valid);
+    if (!valid || *p) return false;          /* one extension, nothing else */
+    if (o.client_bits == -1) return false;   /* the server must give a value */
+    /* Roles swap: the server's "client_*" parameters bind our compressor. */
+    params->server_no_context_takeover = o.client_nct;
+    params->client_no_context_takeover = o.server_nct;
+    params->server_max_window_bits = (uint8_t)(o.client_bits > 0 ? o.client_bits : 15);
+    params->client_max_window_bits = (uint8_t)(o.server_bits ? o.server_bits : 15);
+    /* zlib cannot deflate raw data in a 256-byte window: then we send
+     * uncompressed (allowed per message) and only inflate. */
+    if (params->server_max_window_bits == 8) params->server_max_window_bits = 0;
+    return true;
+}
+
 /* ---- streams ---- */
 
 static void *xcalloc(size_t n)

@@ -21,7 +21,7 @@ enum deflate_mode { DEFLATE_OFF, DEFLATE_SHARED, DEFLATE_DEDICATED };
 typedef struct pmd_params {
     bool server_no_context_takeover;
     bool client_no_context_takeover;
-    uint8_t server_max_window_bits;   /* our deflate window, 9..15 */
+    uint8_t server_max_window_bits;   /* our deflate window, 9..15; 0: never compress */
     uint8_t client_max_window_bits;   /* the peer's deflate window, 8..15 */
 } pmd_params;
 
@@ -33,6 +33,14 @@ bool pmd_negotiate(const char *offers, enum deflate_mode mode, pmd_params *param
 
 /* Per worker: the shared deflate streams (one per window size) and a pool
  * of inflate streams, plus the scratch buffer compressed output goes to. */
+/* Client side: reads the server's answer to our offer
+ * ("permessage-deflate; client_max_window_bits"). Fills params from OUR
+ * point of view, as pmd_conn expects: server_* describe our compressor.
+ * Returns false if the answer is not one our offer allows. */
+bool pmd_client_accept(const char *answer, pmd_params *params);
+/* The offer luaws.connect makes. */
+#define PMD_CLIENT_OFFER "permessage-deflate; client_max_window_bits"
+
 typedef struct pmd_worker {
     enum deflate_mode mode;
     int level;

@@ -6,6 +6,7 @@
 #include <strings.h>
 #include <openssl/evp.h>
 #include <openssl/sha.h>
+#include <openssl/rand.h>
 
 #define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
@@ -108,6 +109,7 @@ static int on_headers_complete(http_parser *p)
     q->http_minor = p->http_minor;
     q->keep_alive = http_should_keep_alive(p);
     q->upgrade = p->upgrade;
+    q->status = r->response ? (int)p->status_code : 0;
     if (p->content_length != ULLONG_MAX && p->content_length > r->max_body) {
         r->error_status = 413;
         return -1;
@@ -174,10 +176,20 @@ void http_reader_free(http_reader *r)
     r->field = r->value = NULL;
 }
 
+void http_reader_init_response(http_reader *r, size_t max_header_bytes, size_t max_body)
+{
+    http_reader_init(r, max_header_bytes, max_body);
+    r->response = true;
+    http_parser_init(&r->parser, HTTP_RESPONSE);
+    r->parser.data = r;
+}
+
 void http_reader_reset(http_reader *r)
 {
+    bool response = r->response;
     http_reader_free(r);
-    http_reader_init(r, r->max_header_bytes, r->max_body);
+    if (response) http_reader_init_response(r, r->max_header_bytes, r->max_body);
+    else http_reader_init(r, r->max_header_bytes, r->max_body);
 }
 
 enum http_read_status http_reader_feed(http_reader *r, const char *data, size_t len, size_t *used)
@@ -261,6 +273,13 @@ int ws_handshake_check(const http_request *req, const char **why)
         return 400;
     }
     return 0;
+}
+
+void ws_client_key(char out[25])
+{
+    unsigned char raw[16];
+    if (RAND_bytes(raw, sizeof raw) != 1) abort();
+    EVP_EncodeBlock((unsigned char *)out, raw, sizeof raw);
 }
 
 void ws_accept_key(const char *key, char out[29])

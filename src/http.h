@@ -25,6 +25,7 @@ typedef struct http_request {
     http_header *headers;
     size_t nheaders, cap_headers;
     unsigned short http_major, http_minor;
+    int status;          /* responses (outbound connections) only */
     bool keep_alive;
     bool upgrade;        /* the parser saw Connection: upgrade + Upgrade */
 } http_request;
@@ -48,9 +49,12 @@ typedef struct http_reader {
     size_t max_header_bytes;
     size_t max_body;
     int error_status;     /* 400, 413, 431 */
+    bool response;        /* reads a response (luaws.connect) */
 } http_reader;
 
 void http_reader_init(http_reader *r, size_t max_header_bytes, size_t max_body);
+/* The same for the response to our own upgrade request. */
+void http_reader_init_response(http_reader *r, size_t max_header_bytes, size_t max_body);
 /* Frees the request and readies the reader for the next one (keep-alive). */
 void http_reader_reset(http_reader *r);
 void http_reader_free(http_reader *r);
@@ -68,6 +72,9 @@ bool http_token_list_has(const char *list, const char *token);
 /* Checks an upgrade request against RFC 6455 4.2.1. Returns 0 when it is a
  * valid handshake, else the HTTP status to refuse it with (400, 405, 426). */
 int ws_handshake_check(const http_request *req, const char **why);
+
+/* A fresh Sec-WebSocket-Key: base64 of 16 random bytes, 24 chars + NUL. */
+void ws_client_key(char out[25]);
 
 /* Sec-WebSocket-Accept for a key: base64(SHA-1(key + GUID)), 28 chars + NUL. */
 void ws_accept_key(const char *key, char out[29]);

@@ -1,7 +1,7 @@
 /* lua_api.c — the worker's Lua state: script, handler, request tables,
  * socket and buffer objects, and listener events run in coroutines.
  * See lua_api.h; the Lua half of the module is lua/luaws.lua. */
-#include "lua_api.h"
+#include "lua_internal.h"
 #include "log.h"
 #include "version.h"
 #include <lua.h>
@@ -11,43 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-#define SOCKET_MT "luaws.socket"
-#define BUFFER_MT "luaws.buffer"
-#define TASK_POOL_MAX 64
-
-/* A listener event running in its own coroutine. While it is suspended in
- * a synchronous send, it sits in the waiters list of the connection it
- * sends to, and its owner (the connection whose event it is) reads no input. */
-struct task {
-    lua_State *co;
-    int ref;                 /* registry ref keeping co alive */
-    lua_host *h;
-    conn *owner;
-    conn *waiting_on;
-    task *next;              /* in waiting_on->waiters, or the free list */
-    const char *event;
-    bool woke_closed;        /* the socket it waited on closed */
-};
-
-struct lua_host {
-    lua_State *L;
-    server *srv;
-    int handler_ref;
-    bool listener_only;      /* the script returned a listener table */
-    int traceback_ref;
-    int loader_ref;          /* the luaws.loader module */
-    char *script;
-    char *last_error;        /* of the last failed reload */
-    task *free_tasks;
-    int nfree;
-    /* Runaway scripts: memory in use and its cap (enforced only while Lua
-     * code runs, where an allocation failure is a catchable error), and the
-     * time by which the running event must be done. */
-    size_t mem, mem_limit;
-    int depth;               /* nesting of resume/pcall into Lua */
-    uint64_t deadline;       /* uv_hrtime() ns; 0: none */
-};
 
 #define HOOK_EVERY 10000     /* instructions between deadline checks */
 
@@ -93,9 +56,6 @@ static void leave_lua(lua_host *h)
     if (--h->depth == 0) h->deadline = 0;
 }
 
-typedef struct lsocket {
-    conn *c;                 /* NULL once the connection is gone */
-} lsocket;
 
 /* ---- buffers ---- */
 
@@ -233,7 +193,7 @@ static void resume(task *t, int nargs)
     int status = lua_resume(co, t->h->L, nargs, &nres);
     leave_lua(t->h);
     if (status == LUA_YIELD) {
-        if (t->waiting_on) {
+        if (t->waiting_on || t->sleeping) {
             if (t->owner && !t->owner->running) {
                 t->owner->running = t;
                 conn_pause(t->owner);
@@ -250,8 +210,15 @@ static void resume(task *t, int nargs)
     task_put(t, ok);
 }
 
-/* Runs fn(args...) from the top of the main stack as an event of c. */
-static void run_event(lua_host *h, conn *c, const char *event, int nargs)
+task *lh_current_task(lua_State *L)
+{
+    task *t = *task_slot(L);
+    return t && t->co == L ? t : NULL;
+}
+
+void lh_resume(task *t) { resume(t, 0); }
+
+void lh_run_event(lua_host *h, conn *c, const char *event, int nargs)
 {
     task *t = task_get(h);
     t->owner = c;
@@ -294,7 +261,7 @@ static void on_task_error(task *t, lua_State *co, int status)
     bool after_open = c && strcmp(t->event, "on_error") != 0 && strcmp(t->event, "on_close") != 0;
     if (after_open && push_event(h, c, "on_error")) {
         lua_rotate(L, -3, -1);  /* fn, socket, msg */
-        run_event(h, c, "on_error", 2);
+        lh_run_event(h, c, "on_error", 2);
     } else {
         lua_pop(L, 1);
     }
@@ -477,16 +444,22 @@ static int l_log(lua_State *L)
     return 0;
 }
 
+static int l_connect(lua_State *L);
+static int l_client_key(lua_State *L);
+
 static int luaopen_core(lua_State *L)
 {
     static const luaL_Reg fns[] = {
         {"buffer", l_buffer_new},
         {"log", l_log},
+        {"connect", l_connect},
+        {"client_key", l_client_key},
         {NULL, NULL},
     };
     luaL_newlib(L, fns);
     lua_pushliteral(L, LUAWS_VERSION);
     lua_setfield(L, -2, "version");
+    lt_register(L);
     return 1;
 }
 
@@ -743,7 +716,7 @@ int lh_reload(lua_host *h, const char *why, bool quiet_repeat)
         next = c->next;
         if (!c->reloaded) continue;
         c->reloaded = false;
-        if (c->state == CONN_WS && push_event(h, c, "on_reload")) run_event(h, c, "on_reload", 1);
+        if (c->state == CONN_WS && push_event(h, c, "on_reload")) lh_run_event(h, c, "on_reload", 1);
     }
     double ms = (double)(uv_hrtime() - start) / 1e6;
     size_t nfiles = 0;
@@ -761,9 +734,12 @@ int lh_reload(lua_host *h, const char *why, bool quiet_repeat)
     return 0;
 }
 
+void lh_stop(lua_host *h) { lt_free_all(h); }
+
 void lh_free(lua_host *h)
 {
     if (!h) return;
+    lt_free_all(h);
     lua_close(h->L);
     free(h->script);
     free(h->last_error);
@@ -870,12 +846,10 @@ static bool protocol_offered(const http_request *req, const char *proto)
     return offered && http_token_list_has(offered, proto);
 }
 
-/* Upgrades c with the listener on top of the stack and the request below it. */
-static void upgrade(lua_host *h, conn *c, const http_request *req, const char *protocol,
-                    const char *head, size_t head_len)
+/* Makes c's Lua socket from the request (below) and listener (top). */
+static void attach_socket(lua_host *h, conn *c)
 {
     lua_State *L = h->L;                      /* request, listener */
-    conn_upgrade(c, req, protocol, head, head_len);
     lsocket *s = lua_newuserdatauv(L, sizeof *s, 2);
     s->c = c;
     luaL_setmetatable(L, SOCKET_MT);
@@ -890,7 +864,75 @@ static void upgrade(lua_host *h, conn *c, const http_request *req, const char *p
     lua_setfield(L, -2, "request");
     lua_setiuservalue(L, -2, 1);
     c->socket_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    if (push_event(h, c, "on_open")) run_event(h, c, "on_open", 1);
+}
+
+/* Upgrades c with the listener on top of the stack and the request below it. */
+static void upgrade(lua_host *h, conn *c, const http_request *req, const char *protocol,
+                    const char *head, size_t head_len)
+{
+    conn_upgrade(c, req, protocol, head, head_len);
+    attach_socket(h, c);
+    if (push_event(h, c, "on_open")) lh_run_event(h, c, "on_open", 1);
+}
+
+/* luaws.core.connect(host, port, request_text, key, protocols, deflate,
+ * listener, request_table) -> socket. lua/luaws.lua builds the request. */
+static int l_connect(lua_State *L)
+{
+    lua_host *h;
+    lua_getallocf(L, (void **)&h);
+    const char *host = luaL_checkstring(L, 1);
+    lua_Integer port = luaL_checkinteger(L, 2);
+    size_t len;
+    const char *request = luaL_checklstring(L, 3, &len);
+    const char *key = luaL_checkstring(L, 4);
+    const char *protocols = luaL_optstring(L, 5, NULL);
+    bool deflate = lua_toboolean(L, 6);
+    luaL_checktype(L, 7, LUA_TTABLE);
+    luaL_checktype(L, 8, LUA_TTABLE);
+    if (port < 1 || port > 65535) return luaL_argerror(L, 2, "port out of range");
+    if (!h->srv->loop) return luaL_error(L, "luaws.connect: the server is not running yet");
+    client_request cr = {host, (int)port, request, len, key, protocols, deflate};
+    conn *c = client_connect(h->srv, &cr);
+    lua_pushvalue(L, 8);
+    lua_pushvalue(L, 7);
+    lua_xmove(L, h->L, 2);                    /* attach_socket works on the main stack */
+    attach_socket(h, c);
+    push_socket(h, c);
+    lua_xmove(h->L, L, 1);
+    client_start(c);
+    return 1;
+}
+
+static int l_client_key(lua_State *L)
+{
+    char key[25];
+    ws_client_key(key);
+    lua_pushstring(L, key);
+    return 1;
+}
+
+void lh_client_open(conn *c)
+{
+    lua_host *h = c->srv->lua;
+    if (c->client_protocol) {
+        push_socket(h, c);
+        lua_getiuservalue(h->L, -1, 1);
+        lua_pushstring(h->L, c->client_protocol);
+        lua_setfield(h->L, -2, "protocol");
+        lua_pop(h->L, 2);
+    }
+    if (push_event(h, c, "on_open")) lh_run_event(h, c, "on_open", 1);
+}
+
+void lh_client_failed(conn *c, const char *why)
+{
+    if (c->closed_event_done || c->socket_ref == LUA_NOREF) return;
+    lh_on_error(c, why);
+    c->close_code = WS_CLOSE_ABNORMAL;
+    free(c->close_reason);
+    c->close_reason = strdup(why);
+    lh_on_close(c);
 }
 
 void lh_request(lua_host *h, conn *c, const http_request *req)
@@ -1014,7 +1056,7 @@ void lh_on_message(conn *c, uint8_t opcode, const uint8_t *data, size_t len)
     if (!push_event(h, c, "on_message")) return;
     if (opcode == WS_OP_TEXT) lua_pushlstring(h->L, (const char *)data, len);
     else push_buffer(h->L, data, len);
-    run_event(h, c, "on_message", 2);
+    lh_run_event(h, c, "on_message", 2);
 }
 
 static void control_event(conn *c, const char *name, const uint8_t *data, size_t len)
@@ -1022,7 +1064,7 @@ static void control_event(conn *c, const char *name, const uint8_t *data, size_t
     lua_host *h = c->srv->lua;
     if (!push_event(h, c, name)) return;
     push_buffer(h->L, data, len);
-    run_event(h, c, name, 2);
+    lh_run_event(h, c, name, 2);
 }
 
 void lh_on_ping(conn *c, const uint8_t *data, size_t len) { control_event(c, "on_ping", data, len); }
@@ -1033,7 +1075,7 @@ void lh_on_error(conn *c, const char *err)
     lua_host *h = c->srv->lua;
     if (!push_event(h, c, "on_error")) return;
     lua_pushstring(h->L, err);
-    run_event(h, c, "on_error", 2);
+    lh_run_event(h, c, "on_error", 2);
 }
 
 bool lh_has_ping_handler(conn *c)
@@ -1056,13 +1098,14 @@ void lh_on_close(conn *c)
     if (!push_event(h, c, "on_close")) return;
     lua_pushinteger(h->L, c->close_code);
     lua_pushstring(h->L, c->close_reason ? c->close_reason : "");
-    run_event(h, c, "on_close", 3);
+    lh_run_event(h, c, "on_close", 3);
 }
 
 void lh_conn_gone(conn *c)
 {
     lua_host *h = c->srv->lua;
     lh_wake_writers(c);
+    lt_conn_gone(h, c);
     if (c->running) {
         c->running->owner = NULL;
         c->running = NULL;
@@ -1089,7 +1132,7 @@ void lh_send_done(lua_host *h, int ok_ref, int fail_ref, const char *err)
     if (ref >= 0) {
         lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
         if (err) lua_pushstring(L, err);
-        run_event(h, NULL, err ? "send fail callback" : "send succeed callback", err ? 1 : 0);
+        lh_run_event(h, NULL, err ? "send fail callback" : "send succeed callback", err ? 1 : 0);
     }
     if (ok_ref >= 0) luaL_unref(L, LUA_REGISTRYINDEX, ok_ref);
     if (fail_ref >= 0) luaL_unref(L, LUA_REGISTRYINDEX, fail_ref);

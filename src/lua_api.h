@@ -12,6 +12,8 @@
  * *err to a malloc'd message naming file:line. */
 lua_host *lh_new(server *s, const char *script, char **err);
 void lh_free(lua_host *h);
+/* The server is stopping: end every timer so the loop can finish. */
+void lh_stop(lua_host *h);
 
 /* Loads the script again; open sockets move to the listener the new
  * handler returns for their original request. Returns -1 (and logs
@@ -41,6 +43,10 @@ void lh_wake_writers(conn *c);
 void lh_send_done(lua_host *h, int ok_ref, int fail_ref, const char *err);
 
 bool lh_has_ping_handler(conn *c);
+/* luaws.connect: the server accepted (on_open runs), or it never will
+ * (on_error(why), then on_close(1006, why)). */
+void lh_client_open(conn *c);
+void lh_client_failed(conn *c, const char *why);
 
 /* conn.c side, called from lh_request */
 void conn_respond(conn *c, int status, const char *head, size_t head_len,

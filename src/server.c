@@ -77,6 +77,7 @@ void server_stop(server *s)
 {
     reloader_stop(s->reloader);
     s->reloader = NULL;
+    lh_stop(s->lua);
     if (!uv_is_closing((uv_handle_t *)&s->housekeeping)) uv_close((uv_handle_t *)&s->housekeeping, NULL);
     if (s->shutdown_timer.loop && !uv_is_closing((uv_handle_t *)&s->shutdown_timer))
         uv_close((uv_handle_t *)&s->shutdown_timer, NULL);

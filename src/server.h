@@ -88,7 +88,9 @@ typedef struct server {
 } server;
 
 enum conn_state {
-    CONN_HTTP,        /* reading HTTP requests */
+    CONN_HTTP,        /* reading HTTP requests (0: a new connection) */
+    CONN_CONNECTING,  /* luaws.connect: resolving, connecting */
+    CONN_CLIENT_HANDSHAKE, /* luaws.connect: waiting for the 101 */
     CONN_WS,          /* WebSocket open */
     CONN_WS_CLOSING,  /* we sent a close frame, waiting for the peer's */
     CONN_LINGER,      /* closed at the WebSocket level; shutting TCP down */
@@ -98,7 +100,10 @@ enum conn_state {
 struct conn {
     uv_tcp_t tcp;
     server *srv;
-    listener *lst;            /* the listener it came from */
+    listener *lst;            /* the listener it came from; NULL for luaws.connect */
+    struct client *client;    /* luaws.connect: the handshake in progress */
+    bool is_client;           /* we opened it: frames we send are masked */
+    char *client_protocol;    /* the subprotocol the server chose */
     tls_conn *tls;            /* NULL on ws:// */
     bool tls_logged;
     conn *prev, *next;
@@ -157,6 +162,9 @@ void log_startup(const config *cfg, int workers);
 
 /* conn.c: transport and lifetime */
 void conn_accept(listener *l);
+/* A connection struct on the server's list, its TCP handle initialised. */
+conn *conn_new(server *s, listener *l);
+void conn_start_reading(conn *c);
 void conn_housekeeping_start(server *s);
 void conn_process(conn *c);
 void conn_pause(conn *c);
@@ -169,6 +177,22 @@ void conn_linger(conn *c);
 void conn_set_timer(conn *c, unsigned ms);
 void conn_close_now(conn *c);
 bool conn_writable(const conn *c);
+
+/* client.c: outbound connections (luaws.connect) */
+typedef struct client_request {
+    const char *host;
+    int port;
+    const char *request;      /* the whole upgrade request */
+    size_t request_len;
+    const char *key;          /* its Sec-WebSocket-Key */
+    const char *protocols;    /* offered subprotocols, comma-separated, or NULL */
+    bool deflate;             /* offered permessage-deflate */
+} client_request;
+conn *client_connect(server *s, const client_request *req);
+/* Starts resolving and connecting, once Lua has its socket object. */
+void client_start(conn *c);
+void client_on_response(conn *c);
+void client_free(conn *c);
 
 /* ws.c: the WebSocket protocol over a connection */
 void ws_start(conn *c, const pmd_params *deflate);

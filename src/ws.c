@@ -6,6 +6,7 @@
 #include "log.h"
 #include <stdlib.h>
 #include <string.h>
+#include <openssl/rand.h>
 
 #define NOREF (-2)
 /* A message buffer larger than this is not kept between messages, so an
@@ -15,7 +16,8 @@
 void ws_start(conn *c, const pmd_params *deflate)
 {
     c->state = CONN_WS;
-    ws_parser_init(&c->parser, WS_ROLE_SERVER);
+    ws_parser_init(&c->parser, c->is_client ? WS_ROLE_CLIENT : WS_ROLE_SERVER);
+    c->last_seen = uv_now(c->srv->loop);
     utf8_init(&c->utf8);
     c->open_event_done = true;
     if (deflate) {
@@ -49,16 +51,30 @@ int ws_send(conn *c, uint8_t opcode, const uint8_t *data, size_t len, int ok_ref
         ws_abort(c, WS_CLOSE_POLICY, "send queue over the --max-backpressure limit (slow reader)");
         return UV_ENOBUFS;
     }
-    bool compress = c->pmd && !(opcode & 0x8) && len >= c->srv->cfg->deflate_min;
+    bool compress = c->pmd && !(opcode & 0x8) && len >= c->srv->cfg->deflate_min &&
+                    c->pmd->params.server_max_window_bits;
     if (compress) {
         if (!pmd_compress(&c->srv->pmd, c->pmd, data, len)) return UV_ENOMEM;
         data = c->srv->pmd.out.data;
         len = c->srv->pmd.out.len;
     }
-    size_t hlen = ws_frame_header(hdr, true, compress, opcode, len, NULL);
     log_debug("conn %llu send %s %zu bytes%s", (unsigned long long)c->id, op_name(opcode), len,
               compress ? " compressed" : "");
-    return conn_write(c, hdr, hlen, data, len, ok_ref, fail_ref);
+    if (!c->is_client) {
+        size_t hlen = ws_frame_header(hdr, true, compress, opcode, len, NULL);
+        return conn_write(c, hdr, hlen, data, len, ok_ref, fail_ref);
+    }
+    /* A client masks every frame (RFC 6455 5.3): mask a copy. */
+    uint8_t mask[4];
+    if (RAND_bytes(mask, sizeof mask) != 1) return UV_EIO;
+    size_t hlen = ws_frame_header(hdr, true, compress, opcode, len, mask);
+    uint8_t *masked = malloc(len ? len : 1);
+    if (!masked) return UV_ENOMEM;
+    memcpy(masked, data, len);
+    ws_mask(masked, len, mask, 0);
+    int res = conn_write(c, hdr, hlen, masked, len, ok_ref, fail_ref);
+    free(masked);
+    return res;
 }
 
 static void send_close_frame(conn *c, uint16_t code, const char *reason, size_t reason_len)

@@ -1,0 +1,177 @@
+/* client.c — outbound WebSocket connections (luaws.connect): resolve,
+ * connect, send the upgrade request, and check the server's answer
+ * (RFC 6455 4.1). From the 101 on, the connection is like any other, with
+ * the roles of masking reversed. */
+#include "server.h"
+#include "lua_api.h"
+#include "log.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct client {
+    uv_getaddrinfo_t gai;     /* first: an orphaned resolve finds cl from it */
+    uv_connect_t connect;
+    char *host;
+    int port;
+    char *request;
+    size_t request_len;
+    char accept[29];          /* the Sec-WebSocket-Accept we expect */
+    char *protocols;
+    bool deflate;
+    bool resolving;
+};
+
+static char *xstrdup(const char *s)
+{
+    char *d = strdup(s ? s : "");
+    if (!d) abort();
+    return d;
+}
+
+static void client_destroy(struct client *cl)
+{
+    free(cl->host);
+    free(cl->request);
+    free(cl->protocols);
+    free(cl);
+}
+
+void client_free(conn *c)
+{
+    struct client *cl = c->client;
+    if (!cl) return;
+    c->client = NULL;
+    if (cl->resolving) {
+        /* The resolver still holds cl: its callback frees it. */
+        cl->gai.data = NULL;
+        uv_cancel((uv_req_t *)&cl->gai);
+        return;
+    }
+    client_destroy(cl);
+}
+
+static void fail(conn *c, const char *why)
+{
+    log_warn("conn %llu: cannot open ws://%s: %s", (unsigned long long)c->id, c->peer, why);
+    lh_client_failed(c, why);
+    conn_close_now(c);
+}
+
+static void on_connect(uv_connect_t *req, int status)
+{
+    conn *c = req->data;
+    if (status == UV_ECANCELED || c->state == CONN_DEAD) return;
+    struct client *cl = c->client;
+    if (status < 0) {
+        fail(c, uv_strerror(status));
+        return;
+    }
+    uv_tcp_nodelay(&c->tcp, 1);
+    c->state = CONN_CLIENT_HANDSHAKE;
+    c->deadline = uv_now(c->srv->loop) + c->srv->cfg->handshake_timeout_ms;
+    conn_write(c, (const uint8_t *)cl->request, cl->request_len, NULL, 0, -2, -2);
+    conn_start_reading(c);
+}
+
+static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+{
+    conn *c = req->data;
+    if (!c) {
+        uv_freeaddrinfo(res);
+        client_destroy((struct client *)req);   /* gai is its first member */
+        return;
+    }
+    struct client *cl = c->client;
+    cl->resolving = false;
+    if (status < 0 || !res) {
+        uv_freeaddrinfo(res);
+        fail(c, status < 0 ? uv_strerror(status) : "no address");
+        return;
+    }
+    cl->connect.data = c;
+    int r = uv_tcp_connect(&cl->connect, &c->tcp, res->ai_addr, on_connect);
+    uv_freeaddrinfo(res);
+    if (r < 0) fail(c, uv_strerror(r));
+}
+
+conn *client_connect(server *s, const client_request *req)
+{
+    conn *c = conn_new(s, NULL);
+    struct client *cl = calloc(1, sizeof *cl);
+    if (!cl) abort();
+    c->client = cl;
+    c->is_client = true;
+    c->state = CONN_CONNECTING;
+    c->deadline = uv_now(s->loop) + s->cfg->handshake_timeout_ms;
+    cl->host = xstrdup(req->host);
+    cl->port = req->port;
+    cl->request = malloc(req->request_len);
+    if (!cl->request) abort();
+    memcpy(cl->request, req->request, req->request_len);
+    cl->request_len = req->request_len;
+    cl->protocols = req->protocols ? xstrdup(req->protocols) : NULL;
+    cl->deflate = req->deflate;
+    ws_accept_key(req->key, cl->accept);
+    snprintf(c->peer, sizeof c->peer, "%s:%d", req->host, req->port);
+    c->http = malloc(sizeof *c->http);
+    if (!c->http) abort();
+    http_reader_init_response(c->http, s->cfg->max_header, s->cfg->max_body);
+    return c;
+}
+
+void client_start(conn *c)
+{
+    struct client *cl = c->client;
+    char port[8];
+    snprintf(port, sizeof port, "%d", cl->port);
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    cl->gai.data = c;
+    cl->resolving = true;
+    log_info("conn %llu connecting to ws://%s", (unsigned long long)c->id, c->peer);
+    int r = uv_getaddrinfo(c->srv->loop, &cl->gai, on_resolved, cl->host, port, &hints);
+    if (r < 0) {
+        cl->resolving = false;
+        fail(c, uv_strerror(r));
+    }
+}
+
+/* The whole response head arrived: is it the 101 we asked for? */
+void client_on_response(conn *c)
+{
+    struct client *cl = c->client;
+    http_request *res = &c->http->req;
+    char why[160];
+    const char *up = http_header_get(res, "upgrade");
+    const char *co = http_header_get(res, "connection");
+    const char *accept = http_header_get(res, "sec-websocket-accept");
+    const char *proto = http_header_get(res, "sec-websocket-protocol");
+    const char *ext = http_header_get(res, "sec-websocket-extensions");
+    pmd_params params;
+    if (res->status != 101) {
+        snprintf(why, sizeof why, "the server answered %d, not 101", res->status);
+    } else if (!up || !http_token_list_has(up, "websocket") || !co || !http_token_list_has(co, "upgrade")) {
+        snprintf(why, sizeof why, "the 101 lacks Upgrade: websocket / Connection: Upgrade");
+    } else if (!accept || strcmp(accept, cl->accept) != 0) {
+        snprintf(why, sizeof why, "wrong Sec-WebSocket-Accept");
+    } else if (proto && (!cl->protocols || !http_token_list_has(cl->protocols, proto))) {
+        snprintf(why, sizeof why, "the server chose subprotocol '%s', which we did not offer", proto);
+    } else if (ext && (!cl->deflate || !pmd_client_accept(ext, &params))) {
+        snprintf(why, sizeof why, "the server answered an extension we cannot accept: %s", ext);
+    } else {
+        log_info("conn %llu open to ws://%s:%d%s%s%s%s", (unsigned long long)c->id, cl->host, cl->port,
+                 proto ? " protocol " : "", proto ? proto : "", ext ? " " : "", ext ? ext : "");
+        if (proto) {
+            free(c->client_protocol);
+            c->client_protocol = xstrdup(proto);
+        }
+        client_free(c);
+        http_reader_free(c->http);
+        free(c->http);
+        c->http = NULL;
+        ws_start(c, ext ? &params : NULL);
+        lh_client_open(c);
+        return;
+    }
+    fail(c, why);
+}

@@ -1,0 +1,186 @@
+/* lua_timer.c — luaws.after, luaws.every and luaws.sleep on libuv timers.
+ *
+ * A timer started inside a socket's event belongs to that socket and ends
+ * when it closes; one started elsewhere (at load time, say) lives until it
+ * is cancelled or the server stops. The Lua handle only points at the
+ * timer; the timer keeps its handle and callback alive while it runs. */
+#include "lua_internal.h"
+#include "log.h"
+#include <stdlib.h>
+
+struct ltimer {
+    uv_timer_t handle;
+    lua_host *h;
+    conn *owner;             /* the socket it belongs to, or NULL */
+    int fn_ref;              /* callback; LUA_NOREF for sleep */
+    int handle_ref;          /* the Lua handle, kept while the timer lives */
+    task *sleeper;           /* luaws.sleep: the task to resume */
+    bool repeat;
+    ltimer *prev, *next;     /* in h->timers */
+};
+
+typedef struct timer_handle {
+    ltimer *t;               /* NULL once the timer ended */
+} timer_handle;
+
+static void on_timer_closed(uv_handle_t *handle) { free(handle->data); }
+
+/* Stops a timer for good: unhooks it from Lua, then frees it. */
+static void timer_end(ltimer *t)
+{
+    lua_host *h = t->h;
+    lua_State *L = h->L;
+    if (t->prev) t->prev->next = t->next;
+    else h->timers = t->next;
+    if (t->next) t->next->prev = t->prev;
+    if (t->handle_ref != LUA_NOREF) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, t->handle_ref);
+        timer_handle *th = lua_touserdata(L, -1);
+        if (th) th->t = NULL;
+        lua_pop(L, 1);
+        luaL_unref(L, LUA_REGISTRYINDEX, t->handle_ref);
+    }
+    luaL_unref(L, LUA_REGISTRYINDEX, t->fn_ref);
+    if (t->sleeper) t->sleeper->sleeping = NULL;
+    t->handle.data = t;
+    uv_close((uv_handle_t *)&t->handle, on_timer_closed);
+}
+
+static void on_timer(uv_timer_t *handle)
+{
+    ltimer *t = handle->data;
+    lua_host *h = t->h;
+    if (t->sleeper) {
+        task *sleeper = t->sleeper;
+        t->sleeper = NULL;
+        sleeper->sleeping = NULL;
+        timer_end(t);
+        lh_resume(sleeper);
+        return;
+    }
+    lua_rawgeti(h->L, LUA_REGISTRYINDEX, t->fn_ref);
+    conn *owner = t->owner;
+    if (!t->repeat) timer_end(t);
+    /* The callback runs as its own task; it does not hold up the socket's
+     * input, but it ends with the socket. */
+    (void)owner;
+    lh_run_event(h, NULL, "timer", 0);
+}
+
+static ltimer *timer_new(lua_State *L, lua_host *h, lua_Integer ms, bool repeat)
+{
+    ltimer *t = calloc(1, sizeof *t);
+    if (!t) return NULL;
+    t->h = h;
+    t->fn_ref = LUA_NOREF;
+    t->handle_ref = LUA_NOREF;
+    t->repeat = repeat;
+    task *cur = lh_current_task(L);
+    t->owner = cur ? cur->owner : NULL;
+    uv_timer_init(h->srv->loop, &t->handle);
+    t->handle.data = t;
+    t->next = h->timers;
+    if (h->timers) h->timers->prev = t;
+    h->timers = t;
+    uv_timer_start(&t->handle, on_timer, (uint64_t)ms, repeat ? (uint64_t)ms : 0);
+    return t;
+}
+
+static lua_host *host_of(lua_State *L)
+{
+    void *ud;
+    lua_getallocf(L, &ud);
+    return ud;
+}
+
+static int start(lua_State *L, bool repeat)
+{
+    lua_Integer ms = luaL_checkinteger(L, 1);
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    if (ms < 0 || (repeat && ms == 0)) return luaL_argerror(L, 1, repeat ? "must be > 0" : "must be >= 0");
+    lua_host *h = host_of(L);
+    timer_handle *th = lua_newuserdatauv(L, sizeof *th, 0);
+    th->t = NULL;
+    luaL_setmetatable(L, TIMER_MT);
+    /* While only checking a script (no loop yet), timers do not run. */
+    if (!h->srv->loop) return 1;
+    ltimer *t = timer_new(L, h, ms, repeat);
+    if (!t) return luaL_error(L, "out of memory");
+    th->t = t;
+    lua_pushvalue(L, 2);
+    t->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_pushvalue(L, -1);
+    t->handle_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    return 1;
+}
+
+static int l_after(lua_State *L) { return start(L, false); }
+static int l_every(lua_State *L) { return start(L, true); }
+
+static int sleep_k(lua_State *L, int status, lua_KContext ctx) { return 0; }
+
+static int l_sleep(lua_State *L)
+{
+    lua_Integer ms = luaL_checkinteger(L, 1);
+    if (ms < 0) return luaL_argerror(L, 1, "must be >= 0");
+    task *cur = lh_current_task(L);
+    if (!cur || !lua_isyieldable(L))
+        return luaL_error(L, "luaws.sleep works only inside a listener event or a timer callback");
+    lua_host *h = host_of(L);
+    ltimer *t = timer_new(L, h, ms, false);
+    if (!t) return luaL_error(L, "out of memory");
+    t->owner = NULL;   /* the sleep ends on time even if the socket closed */
+    t->sleeper = cur;
+    cur->sleeping = t;
+    return lua_yieldk(L, 0, 0, sleep_k);
+}
+
+static int l_cancel(lua_State *L)
+{
+    timer_handle *th = luaL_checkudata(L, 1, TIMER_MT);
+    bool was = th->t != NULL;
+    if (th->t) timer_end(th->t);
+    lua_pushboolean(L, was);
+    return 1;
+}
+
+static int l_active(lua_State *L)
+{
+    timer_handle *th = luaL_checkudata(L, 1, TIMER_MT);
+    lua_pushboolean(L, th->t != NULL);
+    return 1;
+}
+
+void lt_register(lua_State *L)
+{
+    static const luaL_Reg methods[] = {
+        {"cancel", l_cancel},
+        {"is_active", l_active},
+        {NULL, NULL},
+    };
+    if (luaL_newmetatable(L, TIMER_MT)) {
+        luaL_newlib(L, methods);
+        lua_setfield(L, -2, "__index");
+    }
+    lua_pop(L, 1);
+    static const luaL_Reg fns[] = {
+        {"after", l_after},
+        {"every", l_every},
+        {"sleep", l_sleep},
+        {NULL, NULL},
+    };
+    luaL_setfuncs(L, fns, 0);
+}
+
+void lt_conn_gone(lua_host *h, conn *c)
+{
+    for (ltimer *t = h->timers, *next; t; t = next) {
+        next = t->next;
+        if (t->owner == c) timer_end(t);
+    }
+}
+
+void lt_free_all(lua_host *h)
+{
+    while (h->timers) timer_end(h->timers);
+}
