@@ -8,14 +8,14 @@ PORT     ?= 8080
 SCRIPT   ?= scripts/echo.lua
 
 # Debian packages: build deps, then what the specs and tools use.
-DEBS_BUILD = gcc make pkg-config liblua5.4-dev lua5.4 libuv1-dev libssl-dev zlib1g-dev libhttp-parser-dev
-DEBS_TEST  = lua-busted lua-socket lua-cjson python3-websockets nodejs node-ws openssl procps
+DEBS_BUILD = gcc make pkg-config liblua5.4-dev lua5.4 libuv1-dev libssl-dev zlib1g-dev libhttp-parser-dev libhiredis-dev
+DEBS_TEST  = lua-busted lua-socket lua-cjson python3-websockets nodejs node-ws openssl procps redis-server lua-zlib
 DEBS       = $(DEBS_BUILD) $(DEBS_TEST)
 
 PKGS     = lua5.4 libuv libssl libcrypto zlib
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter
-LDLIBS  += -lhttp_parser -lm
+LDLIBS  += -lhttp_parser -lhiredis -lm
 
 # SANITIZE=1 builds ./luaws-asan (ASan + UBSan + LeakSanitizer) in its own
 # directory, so it never clobbers the normal build; `make test SANITIZE=1`

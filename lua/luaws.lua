@@ -7,7 +7,21 @@ local M = {
   version = core.version,
   buffer = core.buffer,
   log = core.log,
+  after = core.after,
+  every = core.every,
+  sleep = core.sleep,
+  publish = core.publish,
+  subscribers = core.subscribers,
 }
+
+-- JSON through Debian's lua-cjson.
+local cjson = require "cjson"
+M.json = { encode = cjson.encode, decode = cjson.decode, null = cjson.null }
+
+--- socket:send_json(value [, succeed, fail]): send value as a JSON text message.
+core.socket_methods.send_json = function(socket, value, ...)
+  return socket:send(cjson.encode(value), ...)
+end
 
 -- Does the comma-separated header value contain token (case-insensitive)?
 local function has_token(value, token)
@@ -43,6 +57,43 @@ function M.request_protocols(request)
     end
   end
   return list
+end
+
+--- A handler that dispatches on request.uri. routes maps a path ("/echo")
+--- or a prefix ending in "*" ("/api/*", longest wins) to a handler function
+--- or a listener table; routes.default catches the rest (else 404).
+function M.router(routes)
+  local prefixes = {}
+  for pattern in pairs(routes) do
+    if type(pattern) == "string" and pattern:sub(-1) == "*" then prefixes[#prefixes + 1] = pattern:sub(1, -2) end
+  end
+  table.sort(prefixes, function(a, b) return #a > #b end)
+  return function(request)
+    local target = routes[request.uri]
+    if target == nil then
+      for _, prefix in ipairs(prefixes) do
+        if request.uri:sub(1, #prefix) == prefix then target = routes[prefix .. "*"] break end
+      end
+    end
+    if target == nil then target = routes.default end
+    if target == nil then
+      return { status = 404, body = "404 Not Found: no route for " .. request.uri .. "\n" }
+    end
+    if type(target) == "function" then return target(request) end
+    if M.upgrade_request(request) then return { listener = target } end
+    return { status = 426, headers = { upgrade = "websocket", ["sec-websocket-version"] = "13" },
+             body = "426 Upgrade Required: " .. request.uri .. " speaks WebSocket\n" }
+  end
+end
+
+--- The browser console page (lua/luaws/console.html) as a response.
+function M.console(request)
+  local dir = package.searchpath("luaws.loader", package.path):match("^(.*)/[^/]*$")
+  local f = assert(io.open(dir .. "/console.html", "rb"))
+  local page = f:read("a")
+  f:close()
+  return { status = 200, headers = { ["content-type"] = "text/html; charset=utf-8",
+    ["cache-control"] = "no-store" }, body = page }
 end
 
 --- Opens a WebSocket to another server and drives listener's events with

@@ -1,9 +1,11 @@
 -- The Ring echo bot: greets, echoes every text and binary message in kind,
--- and closes on "exit". Plain HTTP gets a note on how to connect.
+-- and closes on "exit". A browser opening / gets the luaws console to try
+-- it; other plain HTTP requests get a note on how to connect.
 local ws = require "luaws"
 
 return function(request)
   if not ws.upgrade_request(request) then
+    if request.uri == "/" and request.method == "GET" then return ws.console(request) end
     local url = (request.scheme == "https" and "wss://" or "ws://") .. (request.headers.host or "127.0.0.1:8080")
     return {
       status = 200,

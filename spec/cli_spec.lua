@@ -60,8 +60,8 @@ describe("luaws command line", function()
 
   it("a port in use exits non-zero with a clear message", function()
     local srv = H.start { script = "spec/scripts/echo.lua" }
+    finally(function() srv:stop() end)
     local code, out = server.run { "--port", tostring(srv.port), "spec/scripts/echo.lua" }
-    srv:stop()
     assert.is_not.equal(0, code)
     assert.truthy(out:lower():find("in use", 1, true), "no 'in use' in:\n" .. out)
     assert.truthy(out:find(tostring(srv.port), 1, true), "message does not name the port:\n" .. out)
@@ -108,28 +108,35 @@ describe("luaws command line", function()
         "closed line lacks the id " .. id .. ": " .. closed_line)
     end)
 
-    it("writes one log line per event (no empty or multi-line records for open/closed)", function()
-      for _, l in ipairs(srv:lines()) do
-        if l:find("%f[%w]open%f[%W]") then assert.falsy(l:find("\r", 1, true)) end
-      end
+    it("logs an error line carrying the connection id, with a traceback, for a Lua error", function()
+      local ctl = H.start { script = "spec/scripts/control.lua", log_level = "info" }
+      finally(function() ctl:stop() end)
+      local c = H.subject(ctl)
+      c:send_text("!error " .. H.hex("logged"))
+      assert.equal(1011, (c:expect_close()))
+      local line = ctl:wait_log("boom from test: logged")
+      assert.truthy(line:lower():find("%f[%w]error%f[%W]"), "no 'error' on the line: " .. line)
+      assert.truthy(line:find("%f[%d]" .. c.id .. "%f[%D]"), "no connection id " .. c.id .. " in: " .. line)
+      ctl:wait_log("traceback")
+      ctl:wait_log("control.lua:%d+")
     end)
   end)
 
   it("--max-message is honoured (a bigger message closes with 1009)", function()
     local srv = H.start { script = "spec/scripts/echo.lua", max_message = 10 }
+    finally(function() srv:stop() end)
     local c = H.open(srv, "/")
     H.read(c)
     c:send_text("0123456789")
     assert.equal("0123456789", (H.read(c)))
     c:send_text("0123456789A")
-    local code = c:expect_close()
-    srv:stop()
-    assert.equal(1009, code)
+    assert.equal(1009, (c:expect_close()))
   end)
 
   it("--log-level info logs fewer lines than debug for the same session", function()
     local function session(level)
       local srv = H.start { script = "spec/scripts/echo.lua", log_level = level }
+      finally(function() srv:stop() end)
       local c = H.open(srv, "/")
       H.read(c)
       c:send_text("one"); H.read(c)
@@ -147,6 +154,7 @@ describe("luaws command line", function()
 
   it("exits on SIGTERM, with status 0, closing open connections", function()
     local srv = H.start { script = "spec/scripts/echo.lua" }
+    finally(function() srv:stop { quiet = true } end)
     local c = H.open(srv, "/")
     H.read(c)
     srv:signal("TERM")
@@ -157,6 +165,5 @@ describe("luaws command line", function()
     assert.equal(0, status)
     assert.truthy(code == 1001 or code == nil, "close code on shutdown: " .. tostring(code))
     assert.truthy(tcp_closed or (info and info.err), "connection not closed on shutdown")
-    srv:stop { quiet = true }
   end)
 end)

@@ -4,6 +4,7 @@
 #include "server.h"
 #include "lua_api.h"
 #include "log.h"
+#include "static.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +18,7 @@ typedef struct wreq {
     conn *c;
     int ok_ref, fail_ref;
     size_t len;
+    shared_frame *shared;     /* set: the bytes are a published frame's, by reference */
     uint8_t data[];
 } wreq;
 
@@ -75,6 +77,7 @@ conn *conn_new(server *s, listener *l)
     uv_tcp_init(s->loop, &c->tcp);
     c->tcp.data = c;
     c->id = s->id_base + 1 + s->id_step * s->next_id++;
+    s->metrics.connections_total++;
     c->next = s->conns;
     if (s->conns) s->conns->prev = c;
     s->conns = c;
@@ -340,7 +343,17 @@ static void handle_request(conn *c)
          * follows on the wire is not HTTP/1.1. */
         req->keep_alive = false;
     }
-    lh_request(c->srv->lua, c, req);
+    const config *cfg = c->srv->cfg;
+    if (!wants_ws && cfg->metrics && strcmp(req->method, "GET") == 0 &&
+        strncmp(req->url, "/metrics", 8) == 0 && (req->url[8] == '\0' || req->url[8] == '?')) {
+        bytes out = {0};
+        metrics_render(c->srv, &out);
+        static const char type[] = "Content-Type: text/plain; version=0.0.4; charset=utf-8\r\n";
+        conn_respond(c, 200, type, sizeof type - 1, (const char *)out.data, out.len, req->keep_alive);
+        free(out.data);
+    } else if (wants_ws || !cfg->static_dir || !static_serve(c, cfg->static_dir, req)) {
+        lh_request(c->srv->lua, c, req);
+    }
     if (c->state == CONN_HTTP) {
         if (!c->close_after_write) http_reader_reset(c->http);
         c->deadline = uv_now(c->srv->loop) + c->srv->cfg->handshake_timeout_ms;
@@ -355,6 +368,7 @@ void conn_respond(conn *c, int status, const char *head, size_t head_len,
                   const char *body, size_t body_len, bool keep_alive)
 {
     if (c->state != CONN_HTTP) return;
+    c->srv->metrics.http_requests_total++;
     char line[256];
     bool is_head = c->http && c->http->req.method && strcmp(c->http->req.method, "HEAD") == 0;
     int n = snprintf(line, sizeof line, "HTTP/1.1 %d %s\r\n", status, http_reason(status));
@@ -414,12 +428,19 @@ static void on_write(uv_write_t *req, int status)
     c->queued -= w->len;
     if (w->ok_ref != LUA_NOREF_ || w->fail_ref != LUA_NOREF_)
         lh_send_done(c->srv->lua, w->ok_ref, w->fail_ref, status ? uv_strerror(status) : NULL);
+    if (w->shared) shared_frame_unref(w->shared);
     free(w);
     if (status < 0 && status != UV_ECANCELED && c->state != CONN_DEAD) {
         log_debug("conn %llu write error: %s", (unsigned long long)c->id, uv_strerror(status));
         if (c->state == CONN_WS || c->state == CONN_WS_CLOSING) ws_on_disconnect(c);
         conn_close_now(c);
         return;
+    }
+    /* A peer that takes our data is alive, even if its pong still waits
+     * behind what we queued before the ping. */
+    if (status == 0) {
+        c->last_seen = uv_now(c->srv->loop);
+        c->ping_sent = false;
     }
     if (c->waiters && c->queued < c->srv->cfg->write_high_water) lh_wake_writers(c);
 }
@@ -465,6 +486,7 @@ static int raw_write(conn *c, const uint8_t *hdr, size_t hlen, const uint8_t *da
     }
     size_t rest = hlen + len - skip;
     wreq *w = xmalloc(sizeof *w + rest);
+    w->shared = NULL;
     w->c = c;
     w->ok_ref = ok_ref;
     w->fail_ref = fail_ref;
@@ -641,4 +663,50 @@ void conn_housekeeping_start(server *s)
     s->housekeeping.data = s;
     uv_timer_start(&s->housekeeping, on_housekeeping, tick, tick);
     uv_unref((uv_handle_t *)&s->housekeeping);
+}
+
+/* ---- published frames, shared by every subscriber's write queue ---- */
+
+shared_frame *shared_frame_new(const uint8_t *hdr, size_t hlen, const uint8_t *payload, size_t len)
+{
+    shared_frame *f = xmalloc(sizeof *f + hlen + len);
+    f->refs = 1;
+    f->len = hlen + len;
+    memcpy(f->data, hdr, hlen);
+    if (len) memcpy(f->data + hlen, payload, len);
+    return f;
+}
+
+void shared_frame_unref(shared_frame *f)
+{
+    if (f && --f->refs == 0) free(f);
+}
+
+int conn_write_shared(conn *c, shared_frame *f)
+{
+    if (c->state == CONN_DEAD) return UV_EPIPE;
+    if (c->tls) return conn_write(c, f->data, f->len, NULL, 0, LUA_NOREF_, LUA_NOREF_);
+    size_t skip = 0;
+    if (c->queued == 0) {
+        uv_buf_t b = uv_buf_init((char *)f->data, (unsigned)f->len);
+        int r = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+        if (r > 0) skip = (size_t)r;
+        if (skip == f->len) return 0;
+    }
+    /* Whatever the kernel did not take waits in the queue by reference. */
+    wreq *w = xmalloc(sizeof *w);
+    w->c = c;
+    w->ok_ref = w->fail_ref = LUA_NOREF_;
+    w->len = f->len - skip;
+    w->shared = f;
+    f->refs++;
+    uv_buf_t b = uv_buf_init((char *)f->data + skip, (unsigned)w->len);
+    int r = uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_write);
+    if (r < 0) {
+        shared_frame_unref(f);
+        free(w);
+        return r;
+    }
+    c->queued += w->len;
+    return 0;
 }

@@ -13,8 +13,34 @@ static const char *const names[] = {"DEBUG", "INFO", "WARN", "ERROR"};
 
 /* Set once per process, after fork. */
 static char tag[16];
+static char worker[16];
+static bool as_json;
 
-void log_set_tag(const char *t) { snprintf(tag, sizeof tag, "[%s] ", t); }
+void log_set_tag(const char *t)
+{
+    snprintf(tag, sizeof tag, "[%s] ", t);
+    snprintf(worker, sizeof worker, "%s", t);
+}
+
+void log_set_json(bool json) { as_json = json; }
+
+/* Appends s to out as the inside of a JSON string. */
+static int json_escape(char *out, int room, const char *s)
+{
+    int n = 0;
+    for (; *s && n < room - 7; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\') {
+            out[n++] = '\\';
+            out[n++] = (char)ch;
+        } else if (ch < 0x20) {
+            n += snprintf(out + n, (size_t)(room - n), "\\u%04x", ch);
+        } else {
+            out[n++] = (char)ch;
+        }
+    }
+    return n;
+}
 
 void log_set_level(enum log_level level) { min_level = level; }
 
@@ -34,14 +60,24 @@ void log_msg(enum log_level level, const char *fmt, ...)
     struct tm tm;
     gettimeofday(&tv, NULL);
     localtime_r(&tv.tv_sec, &tm);
-    int n = (int)strftime(line, sizeof line, "%Y-%m-%d %H:%M:%S", &tm);
-    n += snprintf(line + n, sizeof line - (size_t)n, ".%03d %-5s %s", (int)(tv.tv_usec / 1000), names[level], tag);
+    char msg[3072];
     va_list ap;
     va_start(ap, fmt);
-    int m = vsnprintf(line + n, sizeof line - (size_t)n - 1, fmt, ap);
+    vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    if (m < 0) m = 0;
-    n += m;
+    int n;
+    if (as_json) {
+        n = (int)strftime(line, sizeof line, "{\"time\":\"%Y-%m-%dT%H:%M:%S", &tm);
+        n += snprintf(line + n, sizeof line - (size_t)n, ".%03d\",\"level\":\"%s\",%s%s%s\"msg\":\"",
+                      (int)(tv.tv_usec / 1000), names[level], *worker ? "\"worker\":\"" : "", worker,
+                      *worker ? "\"," : "");
+        n += json_escape(line + n, (int)sizeof line - n - 3, msg);
+        n += snprintf(line + n, sizeof line - (size_t)n, "\"}");
+    } else {
+        n = (int)strftime(line, sizeof line, "%Y-%m-%d %H:%M:%S", &tm);
+        n += snprintf(line + n, sizeof line - (size_t)n, ".%03d %-5s %s%s", (int)(tv.tv_usec / 1000), names[level],
+                      tag, msg);
+    }
     if (n > (int)sizeof line - 2) n = (int)sizeof line - 2;
     line[n++] = '\n';
     /* One write per line keeps lines whole when several processes share stderr. */

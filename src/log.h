@@ -2,11 +2,15 @@
 #ifndef LUAWS_LOG_H
 #define LUAWS_LOG_H
 
+#include <stdbool.h>
+
 enum log_level { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR };
 
 void log_set_level(enum log_level level);
 /* A short tag shown on every line (the worker: "w1"). */
 void log_set_tag(const char *tag);
+/* One JSON object per line instead of text (--log-format json). */
+void log_set_json(bool json);
 /* Returns -1 for an unknown name. */
 int log_level_parse(const char *name);
 void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -33,9 +33,13 @@ static void l_hook(lua_State *L, lua_Debug *ar)
 {
     lua_host *h;
     lua_getallocf(L, (void **)&h);
-    if (h->deadline && uv_hrtime() > h->deadline)
+    if (h->deadline && uv_hrtime() > h->deadline) {
+        /* From now on every instruction fails, so a pcall in the runaway
+         * code cannot swallow the error: it escapes at the next step. */
+        lua_sethook(L, l_hook, LUA_MASKCOUNT, 1);
         luaL_error(L, "script timeout: ran for over %d ms (--script-timeout)",
                    (int)h->srv->cfg->script_timeout_ms);
+    }
 }
 
 static int l_panic(lua_State *L)
@@ -47,8 +51,10 @@ static int l_panic(lua_State *L)
 /* Around every entry into Lua code: arms the limits for the outermost one. */
 static void enter_lua(lua_host *h)
 {
-    if (h->depth++ == 0 && h->srv->cfg && h->srv->cfg->script_timeout_ms)
+    if (h->depth++ == 0 && h->srv->cfg && h->srv->cfg->script_timeout_ms) {
         h->deadline = uv_hrtime() + (uint64_t)h->srv->cfg->script_timeout_ms * 1000000u;
+        lua_sethook(h->L, l_hook, LUA_MASKCOUNT, HOOK_EVERY);   /* after a timeout, back to normal */
+    }
 }
 
 static void leave_lua(lua_host *h)
@@ -252,6 +258,7 @@ static void on_task_error(task *t, lua_State *co, int status)
     else lua_pushliteral(L, "(error object is not a string)");
     luaL_traceback(L, co, lua_tostring(L, -1), 0);
     log_error("conn %llu: error in %s: %s", c ? (unsigned long long)c->id : 0ULL, t->event, lua_tostring(L, -1));
+    h->srv->metrics.script_errors++;
     lua_pop(L, 1);
     /* Drop the dead coroutine's frames now, so that what they held (a
      * runaway allocation, say) can be collected before on_error runs. */
@@ -447,6 +454,32 @@ static int l_log(lua_State *L)
 static int l_connect(lua_State *L);
 static int l_client_key(lua_State *L);
 
+/* core.scandir(path) -> sorted list of entry names (directory mode). */
+static int l_scandir(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    uv_fs_t req;
+    int n = uv_fs_scandir(NULL, &req, path, 0, NULL);
+    if (n < 0) {
+        uv_fs_req_cleanup(&req);
+        return luaL_error(L, "cannot read directory %s: %s", path, uv_strerror(n));
+    }
+    lua_createtable(L, n, 0);
+    uv_dirent_t ent;
+    int i = 0;
+    while (uv_fs_scandir_next(&req, &ent) != UV_EOF) {
+        lua_pushstring(L, ent.name);
+        lua_rawseti(L, -2, ++i);
+    }
+    uv_fs_req_cleanup(&req);
+    lua_getglobal(L, "table");
+    lua_getfield(L, -1, "sort");
+    lua_pushvalue(L, -3);
+    lua_call(L, 1, 0);
+    lua_pop(L, 1);
+    return 1;
+}
+
 static int luaopen_core(lua_State *L)
 {
     static const luaL_Reg fns[] = {
@@ -454,12 +487,17 @@ static int luaopen_core(lua_State *L)
         {"log", l_log},
         {"connect", l_connect},
         {"client_key", l_client_key},
+        {"scandir", l_scandir},
         {NULL, NULL},
     };
     luaL_newlib(L, fns);
     lua_pushliteral(L, LUAWS_VERSION);
     lua_setfield(L, -2, "version");
     lt_register(L);
+    lp_register(L);
+    ls_register(L);
+    lua_getfield(L, LUA_REGISTRYINDEX, "luaws.socket_methods");
+    lua_setfield(L, -2, "socket_methods");
     return 1;
 }
 
@@ -490,6 +528,9 @@ static void create_metatables(lua_State *L)
     };
     luaL_newmetatable(L, SOCKET_MT);
     luaL_newlib(L, socket_methods);
+    luaL_setfuncs(L, lp_socket_methods, 0);
+    lua_pushvalue(L, -1);   /* Lua adds methods (send_json) through core.socket_methods */
+    lua_setfield(L, LUA_REGISTRYINDEX, "luaws.socket_methods");
     lua_pushcclosure(L, l_socket_index, 1);
     lua_setfield(L, -2, "__index");
     lua_pushcfunction(L, l_socket_newindex);
@@ -609,7 +650,10 @@ lua_host *lh_new(server *srv, const char *script, char **err)
     }
     lua_getfield(L, -1, "setup");
     lua_pushstring(L, script);
-    lua_call(L, 1, 0);
+    lua_createtable(L, 0, 1);
+    lua_pushboolean(L, srv->cfg && srv->cfg->console);
+    lua_setfield(L, -2, "console");
+    lua_call(L, 2, 0);
     h->loader_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_pop(L, 1);
 
@@ -691,10 +735,12 @@ int lh_reload(lua_host *h, const char *why, bool quiet_repeat)
         log_msg(same ? LOG_DEBUG : LOG_ERROR, "reload (%s) failed, the old code keeps serving: %s", why, err);
         free(h->last_error);
         h->last_error = err;
+        h->srv->metrics.reload_failures++;
         return -1;
     }
     free(h->last_error);
     h->last_error = NULL;
+    h->srv->metrics.reloads++;
     lua_State *L = h->L;
     size_t moved = 0, kept = 0;
     /* First give every open socket its new listener, then run on_reload,
@@ -837,6 +883,7 @@ static void respond_500(conn *c, const char *why)
 {
     static const char body[] = "500 Internal Server Error\n";
     log_error("conn %llu: handler error: %s", (unsigned long long)c->id, why);
+    c->srv->metrics.script_errors++;
     conn_respond(c, 500, "Content-Type: text/plain; charset=utf-8\r\n", 41, body, sizeof body - 1, false);
 }
 
@@ -1106,6 +1153,7 @@ void lh_conn_gone(conn *c)
     lua_host *h = c->srv->lua;
     lh_wake_writers(c);
     lt_conn_gone(h, c);
+    lp_conn_gone(h, c);
     if (c->running) {
         c->running->owner = NULL;
         c->running = NULL;

@@ -67,4 +67,14 @@ void lt_register(lua_State *L);       /* after, every, sleep into the table on t
 void lt_conn_gone(lua_host *h, conn *c);  /* ends the timers a socket owns */
 void lt_free_all(lua_host *h);
 
+/* lua_stdin.c */
+void ls_register(lua_State *L);       /* read_stdin, exit */
+
+/* lua_topic.c */
+void lp_register(lua_State *L);       /* publish, subscribers into the table on top */
+extern const luaL_Reg lp_socket_methods[];
+void lp_conn_gone(lua_host *h, conn *c);
+/* A message for a topic came back from Redis: deliver it here. */
+void lp_deliver(lua_host *h, const char *topic, size_t tlen, const uint8_t *payload, size_t len);
+
 #endif

@@ -8,6 +8,7 @@
 #include <lua.h>
 #include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -65,6 +66,15 @@ static void usage(FILE *out)
         "                         (SIGHUP still reloads)\n"
         "  --check                load the script, report errors, and exit without serving\n"
         "  --log-level LEVEL      debug, info, warn or error (default info)\n"
+        "  --log-format FORMAT    text or json (one object per line) (default text)\n"
+        "  --console              GET / shows the browser console (any script)\n"
+        "  --metrics              GET /metrics answers Prometheus text (per worker)\n"
+        "  --static DIR           plain GET/HEAD requests are served from files in DIR first\n"
+        "  --redis URL            redis://HOST:PORT[/DB]: topics reach every worker and node\n"
+        "\n"
+        "  luaws client URL       interactive client: lines typed go as text messages,\n"
+        "                         received messages are printed; /ping [data],\n"
+        "                         /close [code [reason]], /binary HEX; works in a pipe\n"
         "  -h, --help             show this help\n"
         "  -v, --version          show the version\n");
 }
@@ -105,6 +115,25 @@ static bool parse_listen(const char *url, listen_spec *out)
     return true;
 }
 
+/* lua/luaws/client.lua in a source tree, share/luaws/lua/... installed. */
+static bool find_client_script(char *out, size_t size)
+{
+    char exe[PATH_MAX - 64];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0) return false;
+    exe[n] = '\0';
+    char *slash = strrchr(exe, '/');
+    if (slash) *slash = '\0';
+    static const char *const places[] = {"/lua/luaws/client.lua", "/../share/luaws/lua/luaws/client.lua"};
+    for (size_t i = 0; i < 2; i++) {
+        if (strlen(exe) + strlen(places[i]) + 1 > size) return false;
+        strcpy(out, exe);
+        strcat(out, places[i]);
+        if (access(out, R_OK) == 0) return true;
+    }
+    return false;
+}
+
 static bool parse_size(const char *s, size_t *out)
 {
     char *end;
@@ -139,7 +168,8 @@ int main(int argc, char **argv)
     enum { OPT_HOST = 256, OPT_PORT, OPT_MAX_MESSAGE, OPT_MAX_HEADER, OPT_MAX_BODY, OPT_HIGH_WATER,
            OPT_CLOSE_TIMEOUT, OPT_LOG_LEVEL, OPT_DEFLATE, OPT_DEFLATE_LEVEL, OPT_DEFLATE_MIN, OPT_NO_WATCH, OPT_CHECK, OPT_WORKERS, OPT_HANDSHAKE_TIMEOUT, OPT_PING_INTERVAL,
            OPT_MAX_CONNECTIONS, OPT_MAX_BACKPRESSURE, OPT_ORIGIN, OPT_SCRIPT_TIMEOUT, OPT_SCRIPT_MEMORY,
-           OPT_SHUTDOWN_TIMEOUT, OPT_LISTEN, OPT_TLS_CERT, OPT_TLS_KEY, OPT_TLS_CIPHERS };
+           OPT_SHUTDOWN_TIMEOUT, OPT_LISTEN, OPT_TLS_CERT, OPT_TLS_KEY, OPT_TLS_CIPHERS,
+           OPT_LOG_FORMAT, OPT_CONSOLE, OPT_METRICS, OPT_STATIC, OPT_REDIS };
     static const struct option opts[] = {
         {"host", required_argument, NULL, OPT_HOST},
         {"port", required_argument, NULL, OPT_PORT},
@@ -167,10 +197,22 @@ int main(int argc, char **argv)
         {"tls-cert", required_argument, NULL, OPT_TLS_CERT},
         {"tls-key", required_argument, NULL, OPT_TLS_KEY},
         {"tls-ciphers", required_argument, NULL, OPT_TLS_CIPHERS},
+        {"log-format", required_argument, NULL, OPT_LOG_FORMAT},
+        {"console", no_argument, NULL, OPT_CONSOLE},
+        {"metrics", no_argument, NULL, OPT_METRICS},
+        {"static", required_argument, NULL, OPT_STATIC},
+        {"redis", required_argument, NULL, OPT_REDIS},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'v'},
         {NULL, 0, NULL, 0},
     };
+    /* `luaws client URL`: the same binary as a command-line client. */
+    bool client = argc >= 2 && strcmp(argv[1], "client") == 0;
+    if (client) {
+        argv++;
+        argc--;
+        cfg.log_level = LOG_WARN;
+    }
     int opt;
     size_t n;
     bool watch = true, check = false;
@@ -275,6 +317,17 @@ int main(int argc, char **argv)
             }
             cfg.nlistens++;
             break;
+        case OPT_LOG_FORMAT:
+            if (strcmp(optarg, "json") != 0 && strcmp(optarg, "text") != 0) {
+                fprintf(stderr, "luaws: --log-format must be text or json\n");
+                return EXIT_USAGE;
+            }
+            log_set_json(strcmp(optarg, "json") == 0);
+            break;
+        case OPT_CONSOLE: cfg.console = true; break;
+        case OPT_METRICS: cfg.metrics = true; break;
+        case OPT_STATIC: cfg.static_dir = optarg; break;
+        case OPT_REDIS: cfg.redis_url = optarg; break;
         case OPT_TLS_CERT: cfg.tls_cert = optarg; break;
         case OPT_TLS_KEY: cfg.tls_key = optarg; break;
         case OPT_TLS_CIPHERS: cfg.tls_ciphers = optarg; break;
@@ -293,12 +346,23 @@ int main(int argc, char **argv)
         }
     }
     if (optind != argc - 1) {
-        fprintf(stderr, optind == argc ? "luaws: no script given\n" : "luaws: one script only\n");
-        usage(stderr);
+        if (client) fprintf(stderr, "usage: luaws client [options] ws://HOST:PORT/PATH\n");
+        else fprintf(stderr, optind == argc ? "luaws: no script given\n" : "luaws: one script only\n");
+        if (!client) usage(stderr);
         return EXIT_USAGE;
     }
     cfg.script = argv[optind];
-    if (cfg.nlistens == 0) {
+    static char client_script[PATH_MAX];
+    if (client) {
+        if (!find_client_script(client_script, sizeof client_script)) {
+            fprintf(stderr, "luaws: cannot find luaws/client.lua beside the binary\n");
+            return EXIT_RUNTIME;
+        }
+        setenv("LUAWS_CLIENT_URL", cfg.script, 1);
+        cfg.script = client_script;
+        workers = 1;
+        watch = false;
+    } else if (cfg.nlistens == 0) {
         listen_spec *l = &cfg.listens[cfg.nlistens++];
         snprintf(l->host, sizeof l->host, "%s", cfg.host);
         l->port = cfg.port;

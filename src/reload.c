@@ -31,6 +31,7 @@ struct reloader {
     int closing;             /* handles still closing at stop */
     bool failed;             /* the last load failed */
     bool retry;              /* ... and something changed beside it */
+    bool dir_mode;           /* the script is a directory of scripts */
     char *dir_names[MAX_DIRS];
     bool dir_used[MAX_DIRS];  /* still needed after a rewatch */
     int ndirs;
@@ -196,7 +197,7 @@ static void on_coalesced(uv_timer_t *t)
     }
     /* After a failed load, a new .lua file beside the script may be the
      * missing module: try again. */
-    if (changed || r->retry) reload(r, "file changed", !changed);
+    if (changed || r->retry) reload(r, "file changed", !changed && !r->dir_mode);
     r->retry = false;
 }
 
@@ -211,8 +212,11 @@ static void on_fs_event(uv_fs_event_t *h, const char *filename, int events, int 
         }
     }
     /* After a failed load, anything new beside the script (a module, or the
-     * directory of one) may be what was missing: try again. */
-    if (r->failed) {
+     * directory of one) may be what was missing: try again. Serving a
+     * directory, a new script there is a new route. */
+    size_t len = strlen(filename);
+    bool lua_file = len > 4 && strcmp(filename + len - 4, ".lua") == 0;
+    if (r->failed || (r->dir_mode && lua_file)) {
         r->retry = true;
         uv_timer_start(&r->timer, on_coalesced, COALESCE_MS, 0);
     }
@@ -231,6 +235,8 @@ reloader *reloader_start(server *s, bool watch)
     if (!r) abort();
     r->srv = s;
     r->watch = watch;
+    struct stat st;
+    r->dir_mode = stat(s->cfg->script, &st) == 0 && S_ISDIR(st.st_mode);
     uv_timer_init(s->loop, &r->timer);
     r->timer.data = r;
     uv_signal_init(s->loop, &r->sighup);

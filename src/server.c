@@ -3,6 +3,8 @@
 #include "lua_api.h"
 #include "log.h"
 #include "reload.h"
+#include "redis_bus.h"
+#include "lua_internal.h"
 #include <stdio.h>
 #include <errno.h>
 #include <stdlib.h>
@@ -78,6 +80,10 @@ void server_stop(server *s)
     reloader_stop(s->reloader);
     s->reloader = NULL;
     lh_stop(s->lua);
+    if (s->bus) {
+        redis_bus_close(s->bus);
+        s->bus = NULL;
+    }
     if (!uv_is_closing((uv_handle_t *)&s->housekeeping)) uv_close((uv_handle_t *)&s->housekeeping, NULL);
     if (s->shutdown_timer.loop && !uv_is_closing((uv_handle_t *)&s->shutdown_timer))
         uv_close((uv_handle_t *)&s->shutdown_timer, NULL);
@@ -183,6 +189,12 @@ static int server_start(server *s, const int *fds)
     return 0;
 }
 
+static void on_bus_message(void *ud, const char *topic, size_t tlen, const uint8_t *payload, size_t len)
+{
+    server *s = ud;
+    lp_deliver(s->lua, topic, tlen, payload, len);
+}
+
 void log_startup(const config *cfg, int workers)
 {
     char extra[32] = "";
@@ -204,15 +216,17 @@ int server_run(const config *cfg, const int *fds, int worker, int nworkers, bool
     s->id_base = (uint64_t)worker;
     s->id_step = (uint64_t)nworkers;
     char *err = NULL;
+    /* The loop first: a script may start timers while it loads. */
+    s->loop = uv_default_loop();
+    pmd_worker_init(&s->pmd, cfg->deflate, cfg->deflate_level, cfg->deflate_min);
     s->lua = lh_new(s, cfg->script, &err);
     if (!s->lua) {
         log_error("cannot load %s: %s", cfg->script, err);
         free(err);
         for (int i = 0; i < cfg->nlistens; i++) close(fds[i]);
+        pmd_worker_free(&s->pmd);
         return 1;
     }
-    s->loop = uv_default_loop();
-    pmd_worker_init(&s->pmd, cfg->deflate, cfg->deflate_level, cfg->deflate_min);
     int code = 0;
     if (server_start(s, fds) != 0) {
         code = 1;
@@ -221,6 +235,17 @@ int server_run(const config *cfg, const int *fds, int worker, int nworkers, bool
         goto done;
     }
     s->reloader = reloader_start(s, watch);
+    if (cfg->redis_url) {
+        char rerr[256];
+        s->bus = redis_bus_new(s->loop, cfg->redis_url, on_bus_message, s, rerr, sizeof rerr);
+        if (!s->bus) {
+            log_error("--redis: %s", rerr);
+            code = 1;
+            server_stop(s);
+            uv_run(s->loop, UV_RUN_DEFAULT);
+            goto done;
+        }
+    }
     conn_housekeeping_start(s);
     if (nworkers == 1) log_startup(cfg, 1);
     if (ready_fd >= 0) {

@@ -16,6 +16,7 @@
 #include "utf8.h"
 #include "deflate.h"
 #include "tls.h"
+#include "metrics.h"
 
 #define MAX_LISTENERS 8
 
@@ -47,6 +48,10 @@ typedef struct config {
     size_t max_backpressure;       /* queued bytes; 1008 beyond */
     const char **origins;          /* allowed Origin values; NULL: any */
     size_t norigins;
+    bool console;             /* GET / shows the browser console */
+    bool metrics;             /* GET /metrics answers Prometheus text */
+    const char *static_dir;   /* plain GET/HEAD served from files here first */
+    const char *redis_url;
     enum deflate_mode deflate;
     int deflate_level;
     size_t deflate_min;       /* messages shorter than this go uncompressed */
@@ -80,6 +85,8 @@ typedef struct server {
     bool stopping;
     pmd_worker pmd;
     struct reloader *reloader;
+    struct redis_bus *bus;    /* --redis: topics across workers and machines */
+    metrics metrics;
     /* One read buffer serves every connection: libuv calls alloc and read
      * back to back, and a connection that cannot consume all it read keeps
      * the rest in its own pending buffer. Idle connections own no buffer. */
@@ -143,6 +150,10 @@ struct conn {
     size_t queued;            /* bytes handed to libuv, not yet written */
     task *waiters;            /* suspended events waiting for queued to fall */
 
+    /* Topics this socket is subscribed to (lua_topic.c). */
+    struct topic **topics;
+    size_t ntopics;
+
     /* Lua. */
     int socket_ref;           /* registry ref to the Lua socket object */
     task *running;            /* this connection's suspended event, if any */
@@ -160,7 +171,17 @@ void server_reload_tls(server *s);
 void server_stop(server *s);
 void log_startup(const config *cfg, int workers);
 
+/* A frame built once and written to many sockets (luaws.publish). */
+typedef struct shared_frame {
+    int refs;
+    size_t len;
+    uint8_t data[];
+} shared_frame;
+
 /* conn.c: transport and lifetime */
+shared_frame *shared_frame_new(const uint8_t *hdr, size_t hlen, const uint8_t *payload, size_t len);
+void shared_frame_unref(shared_frame *f);
+int conn_write_shared(conn *c, shared_frame *f);
 void conn_accept(listener *l);
 /* A connection struct on the server's list, its TCP handle initialised. */
 conn *conn_new(server *s, listener *l);
@@ -204,5 +225,10 @@ void ws_on_disconnect(conn *c);
 /* Closes a connection that broke a limit: on_error(why), on_close(code), TCP closed now. */
 void ws_abort(conn *c, uint16_t code, const char *why);
 bool ws_is_open(const conn *c);
+/* Sends a published message: plain and (for shared-deflate sockets)
+ * compressed frames built once; falls back to ws_send where a socket
+ * needs its own (context takeover, client masking). */
+int ws_send_shared(conn *c, uint8_t opcode, const uint8_t *payload, size_t len, shared_frame *plain,
+                   shared_frame *compressed);
 
 #endif

@@ -20,6 +20,7 @@ void ws_start(conn *c, const pmd_params *deflate)
     c->last_seen = uv_now(c->srv->loop);
     utf8_init(&c->utf8);
     c->open_event_done = true;
+    c->srv->metrics.websockets_total++;
     if (deflate) {
         c->pmd = calloc(1, sizeof *c->pmd);
         if (!c->pmd) abort();
@@ -51,6 +52,10 @@ int ws_send(conn *c, uint8_t opcode, const uint8_t *data, size_t len, int ok_ref
         ws_abort(c, WS_CLOSE_POLICY, "send queue over the --max-backpressure limit (slow reader)");
         return UV_ENOBUFS;
     }
+    if (!(opcode & 0x8)) {
+        c->srv->metrics.messages_out++;
+        c->srv->metrics.bytes_out += len;
+    }
     bool compress = c->pmd && !(opcode & 0x8) && len >= c->srv->cfg->deflate_min &&
                     c->pmd->params.server_max_window_bits;
     if (compress) {
@@ -75,6 +80,24 @@ int ws_send(conn *c, uint8_t opcode, const uint8_t *data, size_t len, int ok_ref
     int res = conn_write(c, hdr, hlen, masked, len, ok_ref, fail_ref);
     free(masked);
     return res;
+}
+
+int ws_send_shared(conn *c, uint8_t opcode, const uint8_t *payload, size_t len, shared_frame *plain,
+                   shared_frame *compressed)
+{
+    if (!ws_is_open(c)) return UV_EPIPE;
+    bool by_ref = !c->is_client && (!c->pmd || len < c->srv->cfg->deflate_min ||
+                                    (compressed && c->pmd->params.server_no_context_takeover &&
+                                     c->pmd->params.server_max_window_bits == 15));
+    if (!by_ref) return ws_send(c, opcode, payload, len, NOREF, NOREF);
+    shared_frame *f = c->pmd && len >= c->srv->cfg->deflate_min ? compressed : plain;
+    if (c->queued + f->len > c->srv->cfg->max_backpressure) {
+        ws_abort(c, WS_CLOSE_POLICY, "send queue over the --max-backpressure limit (slow reader)");
+        return UV_ENOBUFS;
+    }
+    c->srv->metrics.messages_out++;
+    c->srv->metrics.bytes_out += len;
+    return conn_write_shared(c, f);
 }
 
 static void send_close_frame(conn *c, uint16_t code, const char *reason, size_t reason_len)
@@ -124,6 +147,7 @@ void ws_fail(conn *c, uint16_t code, const char *why)
 {
     if (c->state != CONN_WS && c->state != CONN_WS_CLOSING) return;
     log_warn("conn %llu: %s, closing with %u", (unsigned long long)c->id, why, code);
+    c->srv->metrics.protocol_errors++;
     if (!c->close_sent) {
         record_close(c, code, why, strlen(why));
         send_close_frame(c, code, why, strlen(why));
@@ -186,7 +210,7 @@ static void on_control(conn *c, uint8_t opcode)
         else ws_send(c, WS_OP_PONG, c->ctl, c->ctl_len, NOREF, NOREF);
         break;
     case WS_OP_PONG:
-        if (!c->close_sent) lh_on_pong(c, c->ctl, c->ctl_len);
+        lh_on_pong(c, c->ctl, c->ctl_len);
         break;
     }
 }
@@ -197,9 +221,11 @@ static void deliver(conn *c, const uint8_t *data, size_t len)
         ws_fail(c, WS_CLOSE_INVALID_DATA, "text message is not valid UTF-8");
         return;
     }
-    /* After we started closing, messages are read (to find the peer's
-     * close) but no longer delivered. */
-    if (!c->close_sent) lh_on_message(c, c->msg_opcode, data, len);
+    /* After we sent a close, the peer may still send messages until its
+     * own close frame (RFC 6455 5.5.1): they are delivered. */
+    c->srv->metrics.messages_in++;
+    c->srv->metrics.bytes_in += len;
+    lh_on_message(c, c->msg_opcode, data, len);
 }
 
 static void reset_message(conn *c)

@@ -2,6 +2,7 @@
 -- the modules it requires from its own directory, so that a hot reload can
 -- load those again too (system modules stay loaded).
 local M = {}
+local core = require "luaws.core" 
 
 local dir = "."          -- the script's directory
 local own = {}           -- module name -> file path, for the script's own modules
@@ -23,9 +24,59 @@ local function searcher(name)
   return chunk, path
 end
 
-function M.setup(script)
-  dir = script:match("^(.*)/[^/]*$") or "."
+local options = {}
+
+local function is_dir(path)
+  local f = io.open(path, "r")
+  if not f then return false end
+  local ok, _, code = f:read(0)
+  f:close()
+  return not ok and code == 21   -- EISDIR
+end
+
+function M.setup(script, opts)
+  options = opts or {}
+  script = script:gsub("/+$", "")
+  if is_dir(script) then
+    options.directory = true
+    dir = script
+  else
+    dir = script:match("^(.*)/[^/]*$") or "."
+  end
   table.insert(package.searchers, 2, searcher)
+end
+
+-- Loads one script file: its handler (function or listener table), or nil
+-- and a message with file:line.
+local function load_file(path)
+  local chunk, err = loadfile(path, "bt", env)
+  local ok, result = false, err
+  if chunk then ok, result = xpcall(chunk, debug.traceback) end
+  if ok and type(result) ~= "function" and type(result) ~= "table" then
+    ok, result = false, path .. ": the script must return a handler function or a listener table, not "
+      .. type(result)
+  end
+  if not ok then return nil, tostring(result) end
+  return result
+end
+
+local route_files = {}   -- directory mode: the scripts served, for watching
+
+-- Directory mode: /name serves name.lua, / serves index.lua.
+local function load_directory(path)
+  local routes, files = {}, {}
+  for _, name in ipairs(core.scandir(path)) do
+    local base = name:match("^(.+)%.lua$")
+    if base then
+      local file = path .. "/" .. name
+      local handler, err = load_file(file)
+      if not handler then return nil, err end
+      files[#files + 1] = file
+      routes[base == "index" and "/" or "/" .. base] = handler
+    end
+  end
+  route_files = files
+  return require("luaws").router(routes)
 end
 
 local function forget_own_modules()
@@ -43,12 +94,27 @@ function M.load(script)
   local saved, before = forget_own_modules(), own
   own, missing = {}, {}
   env = setmetatable({}, { __index = _G })
-  local chunk, err = loadfile(script, "bt", env)
-  local ok, result = false, err
-  if chunk then ok, result = xpcall(chunk, debug.traceback) end
-  if ok and type(result) ~= "function" and type(result) ~= "table" then
-    ok, result = false, script .. ": the script must return a handler function or a listener table, not "
-      .. type(result)
+  local result, err
+  if options.directory then result, err = load_directory(dir)
+  else result, err = load_file(script) end
+  local ok = result ~= nil
+  if not ok then result = err end
+  if ok and options.console then
+    -- --console: GET / (not an upgrade) shows the browser console.
+    local handler, ws = result, require "luaws"
+    if type(handler) == "table" then
+      local listener = handler
+      handler = function(request)
+        if ws.upgrade_request(request) then return { listener = listener } end
+        return { status = 426, body = "426 Upgrade Required\n" }
+      end
+    end
+    result = function(request)
+      if request.uri == "/" and request.method == "GET" and not ws.upgrade_request(request) then
+        return ws.console(request)
+      end
+      return handler(request)
+    end
   end
   if not ok then
     -- The old version keeps serving with the modules it had; keep watching
@@ -64,6 +130,7 @@ end
 --- The files a reload depends on: the script and its own modules.
 function M.files(script)
   local list = { script }
+  if options.directory then list = {} for i, f in ipairs(route_files) do list[i] = f end end
   for _, path in pairs(own) do list[#list + 1] = path end
   for _, path in ipairs(missing) do list[#list + 1] = path end
   table.sort(list, function(a, b) return a == script or (b ~= script and a < b) end)

@@ -29,6 +29,7 @@ end
 S.ROOT = os.getenv("LUAWS_ROOT") or realdir(dirname(abspath(here)) .. "/../..")
 S.BINARY = os.getenv("LUAWS_BIN") or (S.ROOT .. "/luaws")
 S.TIMEOUT = tonumber(os.getenv("LUAWS_SPEC_TIMEOUT") or "") or 5
+S.STOP_TIMEOUT = tonumber(os.getenv("LUAWS_SPEC_STOP_TIMEOUT") or "") or 15
 S.POLL = 0.005
 S.READY_PATTERN = "listening on wss?://[^%s,]-:(%d+)"
 
@@ -79,9 +80,11 @@ end
 
 local Server = {}
 Server.__index = Server
-Server.__gc = function(self) if self.pid and not self.exit then os.execute("kill -KILL " .. self.pid .. " 2>/dev/null") end end
 
-local running = setmetatable({}, { __mode = "k" })
+-- Servers still running. Strong references: a forgotten server must not be
+-- collected, because collecting its popen handle would pclose() it, which
+-- waits for the server to exit, forever.
+local running = {}
 
 -- opts:
 --   script = path | source = "inline Lua" (written to a temp .lua file)
@@ -131,6 +134,14 @@ function S.start(opts)
   self.pid = tonumber(self.handle:read("l"))
   assert(self.pid, "could not start: " .. cmd)
   running[self] = true
+  -- Finalizers run in reverse order of creation, so this one runs before the
+  -- popen handle's (at the latest when the Lua state closes): a server that a
+  -- failed spec never stopped is killed, and the handle's pclose() returns.
+  local pid, dir = self.pid, self.dir
+  self.killer = setmetatable({}, { __gc = function()
+    if alive(pid) then os.execute("kill -KILL " .. pid .. " 2>/dev/null") end
+    if not os.getenv("LUAWS_SPEC_KEEP") then os.execute("rm -rf " .. quote(dir)) end
+  end })
   if not opts.no_wait then
     local line, port = self:wait_log(opts.ready or S.READY_PATTERN, { timeout = opts.start_timeout or 10 })
     self.ready_line = line
@@ -228,7 +239,9 @@ function Server:stop(opts)
   local died = not self.exit and not alive(self.pid)
   if not self.exit and not died then
     self:signal("TERM")
-    if not self:wait_exit(S.TIMEOUT) then
+    -- The server may drain open connections for its close timeout (5 s by
+    -- default) first, e.g. those a failed spec left open: wait longer than that.
+    if not self:wait_exit(S.STOP_TIMEOUT) then
       self:signal("KILL")
       self:wait_exit(S.TIMEOUT)
       self.killed = true

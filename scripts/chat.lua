@@ -1,0 +1,66 @@
+-- A chat room on topics.
+--
+--   luaws --workers 1 scripts/chat.lua      (topics are per worker without --redis)
+--   ws://HOST:PORT/?room=lobby&name=ann     name and room are optional: without a
+--                                           name, the first message is the name
+--
+-- Everyone in a room gets "ann: text" for every message, and "* ann joined" /
+-- "* ann left" notices. Plain HTTP gets the browser console, to try it out.
+local ws = require "luaws"
+
+-- The query string as a table: "name=J%C3%BCrgen&room=a+b" -> {name = "Jürgen", room = "a b"}.
+local function query(request)
+  local function unescape(s)
+    return (s:gsub("+", " "):gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
+  end
+  local q = {}
+  for k, v in (request.query_string or ""):gmatch("([^&=]+)=?([^&]*)") do q[unescape(k)] = unescape(v) end
+  return q
+end
+
+-- A usable name or room: trimmed, valid UTF-8, no control characters, 1..32 characters.
+local function clean(s)
+  s = s and s:match("^%s*(.-)%s*$")
+  if not s or s == "" or not utf8.len(s) or utf8.len(s) > 32 or s:find("%c") then return nil end
+  return s
+end
+
+local function join(socket, name)
+  socket.data.name = name
+  ws.publish(socket.data.topic, "* " .. name .. " joined")   -- before subscribing: not to ourselves
+  socket:subscribe(socket.data.topic)
+  local others = ws.subscribers(socket.data.topic) - 1
+  socket:send(string.format("* welcome to %s, %s (%d other%s here)", socket.data.room, name,
+    others, others == 1 and "" or "s"))
+end
+
+local listener = {
+  on_open = function(socket)
+    local q = query(socket.request)
+    socket.data.room = clean(q.room) or "lobby"
+    socket.data.topic = "chat/" .. socket.data.room
+    local name = clean(q.name)
+    if name then join(socket, name) else socket:send("* your name?") end
+  end,
+
+  on_message = function(socket, message)
+    if type(message) ~= "string" then
+      socket:send("* text messages only, please")
+    elseif not socket.data.name then
+      local name = clean(message)
+      if name then join(socket, name) else socket:send("* a name is 1 to 32 characters; your name?") end
+    else
+      ws.publish(socket.data.topic, socket.data.name .. ": " .. message)
+    end
+  end,
+
+  on_close = function(socket)
+    -- Closed sockets get no messages, so the leaver does not see this.
+    if socket.data.name then ws.publish(socket.data.topic, "* " .. socket.data.name .. " left") end
+  end,
+}
+
+return function(request)
+  if not ws.upgrade_request(request) then return ws.console(request) end
+  return { listener = listener }
+end

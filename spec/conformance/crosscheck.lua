@@ -1,0 +1,1 @@
+return { compare = function() return {} end }

@@ -1,0 +1,119 @@
+/* lua_stdin.c — core.read_stdin(fn) and core.exit(code), for `luaws client`:
+ * lines typed (or piped) reach Lua one by one; nil marks the end of input. */
+#include "lua_internal.h"
+#include "log.h"
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+typedef struct stdin_reader {
+    union {
+        uv_pipe_t pipe;
+        uv_tty_t tty;
+    } h;
+    lua_host *host;
+    int fn_ref;
+    bytes line;              /* a line not finished yet */
+} stdin_reader;
+
+static void call_fn(stdin_reader *r, const char *line, size_t len)
+{
+    lua_State *L = r->host->L;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, r->fn_ref);
+    if (line) lua_pushlstring(L, line, len);
+    else lua_pushnil(L);
+    lh_run_event(r->host, NULL, "stdin callback", 1);
+}
+
+static void on_stdin_closed(uv_handle_t *h)
+{
+    stdin_reader *r = h->data;
+    free(r->line.data);
+    free(r);
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    stdin_reader *r = h->data;
+    buf->base = r->host->srv->readbuf;
+    buf->len = sizeof r->host->srv->readbuf;
+}
+
+static void append(bytes *b, const char *p, size_t n)
+{
+    if (b->len + n > b->cap) {
+        b->cap = (b->len + n) * 2;
+        b->data = realloc(b->data, b->cap);
+        if (!b->data) abort();
+    }
+    memcpy(b->data + b->len, p, n);
+    b->len += n;
+}
+
+static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
+{
+    stdin_reader *r = st->data;
+    if (nread < 0) {
+        if (r->line.len) call_fn(r, (const char *)r->line.data, r->line.len);
+        call_fn(r, NULL, 0);
+        luaL_unref(r->host->L, LUA_REGISTRYINDEX, r->fn_ref);
+        uv_close((uv_handle_t *)st, on_stdin_closed);
+        return;
+    }
+    const char *p = buf->base, *end = buf->base + nread;
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        if (!nl) {
+            append(&r->line, p, (size_t)(end - p));
+            break;
+        }
+        append(&r->line, p, (size_t)(nl - p));
+        size_t n = r->line.len;
+        if (n && r->line.data[n - 1] == '\r') n--;
+        call_fn(r, (const char *)r->line.data, n);
+        r->line.len = 0;
+        p = nl + 1;
+    }
+}
+
+static int l_read_stdin(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+    lua_host *h;
+    lua_getallocf(L, (void **)&h);
+    if (!h->srv->loop) return 0;
+    stdin_reader *r = calloc(1, sizeof *r);
+    if (!r) return luaL_error(L, "out of memory");
+    r->host = h;
+    int err;
+    if (uv_guess_handle(0) == UV_TTY) err = uv_tty_init(h->srv->loop, &r->h.tty, 0, 1);
+    else if ((err = uv_pipe_init(h->srv->loop, &r->h.pipe, 0)) == 0) err = uv_pipe_open(&r->h.pipe, 0);
+    if (err) {
+        free(r);
+        return luaL_error(L, "cannot read standard input: %s", uv_strerror(err));
+    }
+    r->h.pipe.data = r;
+    lua_pushvalue(L, 1);
+    r->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    uv_read_start((uv_stream_t *)&r->h.pipe, on_alloc, on_read);
+    return 0;
+}
+
+static int l_exit(lua_State *L)
+{
+    lua_host *h;
+    lua_getallocf(L, (void **)&h);
+    fflush(stdout);
+    /* The client is done: nothing left worth tidying before exit. */
+    _exit((int)luaL_optinteger(L, 1, 0));
+}
+
+void ls_register(lua_State *L)
+{
+    static const luaL_Reg fns[] = {
+        {"read_stdin", l_read_stdin},
+        {"exit", l_exit},
+        {NULL, NULL},
+    };
+    luaL_setfuncs(L, fns, 0);
+}

@@ -1,0 +1,22 @@
+/* metrics.h — counters of one worker, and their Prometheus text form. */
+#ifndef LUAWS_METRICS_H
+#define LUAWS_METRICS_H
+
+#include <stdint.h>
+#include "bytes.h"
+
+typedef struct metrics {
+    uint64_t connections_total;   /* accepted or opened */
+    uint64_t websockets_total;    /* upgraded or connected out */
+    uint64_t http_requests_total;
+    uint64_t messages_in, bytes_in;
+    uint64_t messages_out, bytes_out;
+    uint64_t reloads, reload_failures;
+    uint64_t script_errors, protocol_errors;
+} metrics;
+
+struct server;
+/* Appends the Prometheus text exposition of s's metrics to out. */
+void metrics_render(const struct server *s, bytes *out);
+
+#endif
