@@ -173,7 +173,8 @@ describe("--max-header", function()
   lazy_setup(function() srv = start { "--max-header", "512" } end)
   lazy_teardown(function() if srv then srv:stop() end end)
 
-  it("a header block over the limit gets 431 and TCP is closed (log line)", function()
+  it("a header block over the limit gets 431 and TCP is closed (log line); others go on", function()
+    local other = open(srv)
     local mark = srv:mark()
     local c = assert(wsc.tcp(srv.host, srv.port))
     local r = assert(c:request { path = "/", headers = { Host = "x", ["X-Big"] = string.rep("a", 600) } })
@@ -181,6 +182,9 @@ describe("--max-header", function()
     assert.is_true((c:tcp_closed()))
     c:shutdown()
     srv:wait_log("bad HTTP request from [%d.:]+, answering 431", { after = mark })
+    other:send_text("unaffected")
+    assert.equal("unaffected", (H.read(other)))
+    other:close(1000)
   end)
 
   it("also when the oversized block arrives a few bytes at a time", function()
@@ -213,12 +217,16 @@ describe("--max-body", function()
   lazy_setup(function() srv = start { "--max-body", "100" } end)
   lazy_teardown(function() if srv then srv:stop() end end)
 
-  it("a Content-Length body over the limit gets 413 (log line)", function()
+  it("a Content-Length body over the limit gets 413 (log line); others go on", function()
+    local other = open(srv)
     local mark = srv:mark()
     local r = assert(wsc.http(srv.host, srv.port,
       { method = "POST", path = "/", headers = { Host = "x" }, body = string.rep("b", 101) }))
     assert.equal(413, r.status)
     srv:wait_log("bad HTTP request from [%d.:]+, answering 413", { after = mark })
+    other:send_text("unaffected")
+    assert.equal("unaffected", (H.read(other)))
+    other:close(1000)
   end)
 
   it("a huge announced length is refused at once, without waiting for the body", function()
@@ -448,6 +456,22 @@ describe("--ping-interval", function()
     c:close(1000)
   end)
 
+  it("a socket is pinged before it is given up on, even when the loop was busy for long", function()
+    -- another socket's runaway event blocks the loop for 1 s (> 2 intervals)
+    local busy = start { "--ping-interval", "150", "--script-timeout", "1000" }
+    local idle = open(busy)
+    local spinner = open(busy)
+    spinner:send_text("!spin")
+    assert.equal(1011, (spinner:expect_close()))
+    -- the idle socket must now get a ping (and a chance to answer it),
+    -- not be cut as if it had ignored one
+    local data, kind = idle:read_message()
+    local cut = #busy:grep("conn " .. idle.id .. ": no answer to ping", { plain = true }) > 0
+    busy:stop()
+    assert.equal("ping", kind, "no ping before the cut (" .. tostring(data) .. ", " .. tostring(kind) ..
+      (cut and "; the server logged 'no answer to ping' without sending one)" or ")"))
+  end)
+
   it("any traffic counts as life: a chatty client that never sees a ping is kept", function()
     local c = open(srv)
     local silent = open(srv)
@@ -534,7 +558,8 @@ describe("--origin", function()
   end)
   lazy_teardown(function() if srv then srv:stop() end end)
 
-  it("an upgrade from another Origin gets 403 (log line) and never reaches the script", function()
+  it("an upgrade from another Origin gets 403 (log line) and never reaches the script; others go on", function()
+    local other = open(srv)
     local mark = srv:mark()
     local c = assert(wsc.connect(srv.host, srv.port, { headers = { Origin = "https://evil.example" } }))
     assert.equal(403, c.status)
@@ -543,6 +568,9 @@ describe("--origin", function()
     srv:wait_log("refused WebSocket handshake from [%d.:]+: Origin not in the %-%-origin allowlist %(403%)",
       { after = mark })
     assert.equal(0, #srv:grep("spec%-event open", { after = mark }))
+    other:send_text("unaffected")
+    assert.equal("unaffected", (H.read(other)))
+    other:close(1000)
   end)
 
   it("lookalikes are refused too", function()
@@ -820,6 +848,8 @@ describe("bad input", function()
       wait_until(function() now = fd_count(srv.pid); return now <= base end,
         function() return string.format("round %d: the fd count to return to %d (now %d)", round, base, now) end, 30)
       assert_serves(srv)
+      wait_until(function() now = fd_count(srv.pid); return now <= base end,
+        function() return string.format("round %d: the fd count to return to %d (now %d)", round, base, now) end)
       assert.equal(base, fd_count(srv.pid))
     end
   end)

@@ -122,7 +122,7 @@ describe("wss:// with a certificate signed by a throwaway CA", function()
 
   it("refuses a TLS 1.2 renegotiation (openssl s_client's R command)", function()
     local mark = srv:mark()
-    local code, out = T.exec({ T.OPENSSL, "s_client", "-connect", "127.0.0.1:" .. srv.wss_port, "-tls1_2",
+    local _, out = T.exec({ T.OPENSSL, "s_client", "-connect", "127.0.0.1:" .. srv.wss_port, "-tls1_2",
       "-CAfile", pki.ca, "-servername", "localhost" }, { stdin = "R\n", timeout = 10 })
     assert.truthy(out:find("RENEGOTIATING", 1, true), "s_client did not try:\n" .. out)
     srv:wait_log("TLS error: client attempted renegotiation", { after = mark, plain = true })
@@ -164,7 +164,6 @@ describe("wss:// with a certificate signed by a throwaway CA", function()
       .. "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
     assert.equal("closed", how)
     assert.truthy(reply:match("^HTTP/1%.1 400 "), "expected a 400, got: " .. reply)
-    assert.is_nil(reply:find("101", 1, true) and reply:find("Switching", 1, true))
     srv:wait_log("plain HTTP on the TLS port", { after = mark, plain = true })
     -- an HTTP request trickling in byte by byte is recognised as well
     local s = assert(require("socket").tcp())
@@ -328,6 +327,21 @@ describe("SIGHUP reloads the certificate and key", function()
     assert.truthy(T.same_serial("C3", serial), tostring(serial))
     assert.equal("luaws third", cn)
   end)
+
+  it("session tickets issued before a reload still resume after it", function()
+    local sess = dir .. "/session.pem"
+    local how, out = T.s_client12(srv.wss_port, pki.ca, { sess_out = sess })
+    assert.equal("New", how, out)
+    local again, aout = T.s_client12(srv.wss_port, pki.ca, { sess_in = sess })
+    assert.equal("Reused", again, aout)
+    put(certs[1])
+    local mark = srv:mark()
+    srv:signal("HUP")
+    srv:wait_log("TLS certificate and key reloaded", { after = mark, plain = true })
+    assert.truthy(T.same_serial("A1", (serial_now())))
+    local after, rout = T.s_client12(srv.wss_port, pki.ca, { sess_in = sess })
+    assert.equal("Reused", after, rout)
+  end)
 end)
 
 describe("request.scheme", function()
@@ -372,5 +386,48 @@ end
     assert.truthy(r.reply:find("\r\n\r\nscheme=https", 1, true), raw)
     local reply = T.raw_exchange(srv.ws_port, "GET /page HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
     assert.truthy(reply:find("\r\n\r\nscheme=http", 1, true), reply)
+  end)
+end)
+
+describe("TLS session tickets with two workers", function()
+  local pki, leaf, srv, sess
+  local SCRIPT = [[
+return function(request)
+  return { status = 200, headers = { ["content-type"] = "text/plain" }, body = "ok\n" }
+end
+]]
+
+  lazy_setup(function()
+    pki = T.pki()
+    leaf = pki:issue { cn = "luaws tickets 1" }
+    sess = pki.dir .. "/session.pem"
+    srv = T.start { cert = leaf.cert, key = leaf.key, source = SCRIPT, workers = 2 }
+  end)
+  lazy_teardown(function()
+    if srv then srv:stop() end
+    if pki then pki:cleanup() end
+  end)
+
+  -- tls.c creates the ticket keys with the context; they are shared only
+  -- if every worker has the same ones.
+  it("a ticket from one worker resumes on either worker", function()
+    local how, out = T.s_client12(srv.wss_port, pki.ca, { sess_out = sess, request = true })
+    assert.equal("New", how, out)
+    -- the kernel spreads connections over the workers: resume until both
+    -- have done it (each attempt must resume)
+    local seen, tries = {}, 0
+    local mark = srv:mark()
+    while not (seen.w1 and seen.w2) do
+      tries = tries + 1
+      assert.truthy(tries <= 60, "only one worker took connections in 60 tries")
+      local h = T.s_client12(srv.wss_port, pki.ca, { sess_in = sess, request = true })
+      local line, w = srv:wait_log("%[(w%d)%] conn %d+: TLSv1%.2 ", { after = mark })
+      assert(h == "Reused", string.format("attempt %d: worker %s made a full handshake (%s) instead of "
+        .. "resuming the ticket; TLS lines:\n%s", tries, w, tostring(h),
+        table.concat(srv:grep("conn %d+: TLSv1%.2 "), "\n")))
+      assert.truthy(line:find(" resumed", 1, true), line)
+      seen[w] = true
+      mark = srv:mark()
+    end
   end)
 end)

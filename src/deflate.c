@@ -243,6 +243,13 @@ bool pmd_compress(pmd_worker *w, pmd_conn *pc, const uint8_t *in, size_t len)
         z = pc->deflate;
     }
     w->out.len = 0;
+    if (len == 0) {
+        /* An empty message is one 0x00 (RFC 7692 7.2.3.6): zlib would
+         * emit nothing for a flush with no input after a flush. */
+        if (!reserve(&w->out, 1)) return false;
+        w->out.data[w->out.len++] = 0x00;
+        return true;
+    }
     z->next_in = (Bytef *)in;
     z->avail_in = (uInt)len;
     do {
@@ -263,6 +270,9 @@ int pmd_inflate(pmd_worker *w, pmd_conn *pc, const uint8_t *in, size_t len, bool
                 bytes *out, size_t limit)
 {
     static const uint8_t tail[4] = {0x00, 0x00, 0xff, 0xff};
+    if (len) pc->got_data = true;
+    if (final && !pc->got_data && len == 0) return 0;   /* an empty payload is an empty message */
+    if (final) pc->got_data = false;
     if (!pc->inflate && !(pc->inflate = get_inflate(w))) return 1011;
     z_stream *z = pc->inflate;
     for (int pass = 0; pass < 2; pass++) {

@@ -56,6 +56,7 @@ typedef struct pmd_conn {
     pmd_params params;
     z_stream *deflate;   /* dedicated mode only */
     z_stream *inflate;   /* while a compressed message is read, or kept for context takeover */
+    bool got_data;       /* the message being inflated had payload bytes */
 } pmd_conn;
 
 void pmd_worker_init(pmd_worker *w, enum deflate_mode mode, int level, size_t min_size);

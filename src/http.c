@@ -52,8 +52,9 @@ static void finish_header(http_reader *r)
         r->value[--r->value_len] = '\0';
     for (size_t i = 0; i < q->nheaders; i++) {
         if (strcmp(q->headers[i].name, r->field) == 0) {
+            /* An empty repeat adds nothing (and no dangling ", "). */
             size_t len = strlen(q->headers[i].value);
-            append(&q->headers[i].value, &len, ", ", 2);
+            if (r->value_len && len) append(&q->headers[i].value, &len, ", ", 2);
             append(&q->headers[i].value, &len, r->value, r->value_len);
             free(r->field);
             free(r->value);
@@ -199,12 +200,6 @@ enum http_read_status http_reader_feed(http_reader *r, const char *data, size_t 
     *used = n;
     if (r->done) {
         if (err == HPE_PAUSED) http_parser_pause(&r->parser, 0);
-        return HTTP_DONE;
-    }
-    if (r->parser.upgrade && r->req.method) {
-        /* http-parser stops after the headers of an upgrade request without
-         * calling on_message_complete: the rest is the new protocol's. */
-        r->done = true;
         return HTTP_DONE;
     }
     if (err != HPE_OK) {

@@ -146,10 +146,19 @@ static size_t fan_out(lua_host *h, struct topic *t, uint8_t opcode, const uint8_
 
 void lp_deliver(lua_host *h, const char *topic, size_t tlen, const uint8_t *payload, size_t len)
 {
-    /* Messages through Redis carry their kind in the first byte. */
-    if (len < 1) return;
-    uint8_t opcode = payload[0] == 'b' ? WS_OP_BINARY : WS_OP_TEXT;
-    fan_out(h, find(h->L, topic, tlen), opcode, payload + 1, len - 1);
+    /* Ours carry their kind in the first byte; a message another Redis
+     * client published on luaws:TOPIC is taken whole, as text. */
+    uint8_t opcode = WS_OP_TEXT;
+    if (len >= 1 && (payload[0] == 'b' || payload[0] == 't')) {
+        opcode = payload[0] == 'b' ? WS_OP_BINARY : WS_OP_TEXT;
+        payload++;
+        len--;
+    }
+    if (opcode == WS_OP_TEXT && !utf8_valid(payload, len)) {
+        log_warn("redis: dropped a message for topic %.*s: text that is not UTF-8", (int)tlen, topic);
+        return;
+    }
+    fan_out(h, find(h->L, topic, tlen), opcode, payload, len);
 }
 
 static conn *check_open_socket(lua_State *L)

@@ -374,6 +374,19 @@ int main(int argc, char **argv)
         fprintf(stderr, "luaws: wss:// needs --tls-cert FILE and --tls-key FILE\n");
         return EXIT_USAGE;
     }
+    /* One TLS context, made before forking: every worker then shares its
+     * session ticket keys, so a ticket resumes on any worker. */
+    tls_server *tls = NULL;
+    if (any_tls && !check) {
+        char terr[512];
+        tls = tls_server_new(cfg.tls_cert, cfg.tls_key, cfg.tls_ciphers, terr, sizeof terr);
+        if (!tls) {
+            fprintf(stderr, "luaws: TLS: %s\n", terr);
+            return EXIT_RUNTIME;
+        }
+        for (int i = 0; i < cfg.nlistens; i++)
+            if (cfg.listens[i].tls) cfg.listens[i].tls_ctx = tls;
+    }
     if (!cfg.max_connections) {
         struct rlimit rl;
         cfg.max_connections = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur > 128 ? rl.rlim_cur - 64 : 64;
@@ -403,7 +416,11 @@ int main(int argc, char **argv)
         printf("luaws: %s OK\n", cfg.script);
         return EXIT_OK;
     }
-    if (workers > 1) return workers_run(&cfg, workers, watch);
+    if (workers > 1) {
+        int code = workers_run(&cfg, workers, watch);
+        tls_server_free(tls);
+        return code;
+    }
     char msg[256];
     int fds[MAX_LISTENERS];
     for (int i = 0; i < cfg.nlistens; i++) {
@@ -416,6 +433,7 @@ int main(int argc, char **argv)
         }
     }
     int code = server_run(&cfg, fds, 0, 1, watch, -1);
+    tls_server_free(tls);
     if (code == 0) log_info("luaws stopped");
     return code;
 }

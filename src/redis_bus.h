@@ -31,7 +31,9 @@
  * (a bad number shows as a connection error) but does not separate the
  * topics of two deployments sharing one Redis.
  *
- * One bus per process and loop; create it after fork. Not thread-safe. */
+ * Create buses after fork (each owns its sockets), use them from their
+ * loop's thread only, and ignore SIGPIPE in the process: hiredis writes with
+ * write(2), so a write to a dead Redis would raise it. */
 #ifndef LUAWS_REDIS_BUS_H
 #define LUAWS_REDIS_BUS_H
 

@@ -139,15 +139,7 @@ static int listener_start(server *s, listener *l, const listen_spec *spec, int f
     l->srv = s;
     snprintf(l->host, sizeof l->host, "%s", spec->host);
     l->port = spec->port;
-    if (spec->tls) {
-        char err[256];
-        l->tls = tls_server_new(s->cfg->tls_cert, s->cfg->tls_key, s->cfg->tls_ciphers, err, sizeof err);
-        if (!l->tls) {
-            log_error("TLS: %s", err);
-            close(fd);
-            return -1;
-        }
-    }
+    l->tls = spec->tls_ctx;
     uv_tcp_init(s->loop, &l->tcp);
     l->tcp.data = l;
     int r = uv_tcp_open(&l->tcp, fd);
@@ -256,7 +248,6 @@ int server_run(const config *cfg, const int *fds, int worker, int nworkers, bool
 done:
     lh_free(s->lua);
     pmd_worker_free(&s->pmd);
-    for (int i = 0; i < s->nlisteners; i++) tls_server_free(s->listeners[i].tls);
     uv_loop_close(s->loop);
     return code;
 }

@@ -24,6 +24,7 @@ typedef struct listen_spec {
     char host[64];
     int port;                 /* 0: the kernel picks; resolved before workers start */
     bool tls;                 /* wss:// */
+    tls_server *tls_ctx;      /* made before any fork: workers share ticket keys */
 } listen_spec;
 
 typedef struct config {

@@ -8,6 +8,7 @@
 //   {"skip": "why"}                      chromium could not start
 //   {"ok": true, "steps": [...], ...}    every step passed
 //   {"ok": false, "error": "...", "steps": [...], "log": [...]}
+// LUAWS_BROWSER_SCREENSHOT=page.png saves a screenshot of the page at the end.
 // Every wait is for a DOM condition (a MutationObserver in the page), each
 // with a guard timeout that is reported as a failure, never a fixed sleep.
 'use strict';
@@ -104,7 +105,7 @@ function launch() {
     '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
     '--disable-background-networking', '--disable-component-update', '--disable-sync',
     '--disable-extensions', '--disable-default-apps', '--no-default-browser-check',
-    '--mute-audio', '--password-store=basic', '--use-mock-keychain',
+    '--mute-audio', '--password-store=basic', '--use-mock-keychain', '--disable-dev-shm-usage',
     '--user-data-dir=' + profile, '--remote-debugging-pipe', 'about:blank',
   ];
   return new Promise((resolve) => {
@@ -301,7 +302,13 @@ async function main() {
     try { log = await evaluate(`${entries('')}.map((li) => li.dataset.kind + ' ' + li.querySelector('.body').textContent)`); } catch (e2) { /* ignore */ }
     return finish({ ok: false, error: (e.step ? e.step + ': ' : '') + e.message, log });
   }
-  let log = await evaluate(`${entries('')}.map((li) => li.dataset.kind + ' ' + li.querySelector('.body').textContent)`);
+  const log = await evaluate(`${entries('')}.map((li) => li.dataset.kind + ' ' + li.querySelector('.body').textContent)`);
+  // LUAWS_BROWSER_SCREENSHOT=file.png keeps a picture of the page at the end.
+  if (process.env.LUAWS_BROWSER_SCREENSHOT) {
+    await page('Emulation.setDeviceMetricsOverride', { width: 1000, height: 800, deviceScaleFactor: 1, mobile: false });
+    const shot = await page('Page.captureScreenshot', { format: 'png' });
+    fs.writeFileSync(process.env.LUAWS_BROWSER_SCREENSHOT, Buffer.from(shot.data, 'base64'));
+  }
   finish({ ok: true, log });
 }
 

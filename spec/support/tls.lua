@@ -128,16 +128,10 @@ function PKI:issue(opts)
   return r
 end
 
--- The serial of a PEM certificate file, as upper-case hex.
-function T.serial_of(pem)
-  local out = T.openssl("x509", "-in", pem, "-noout", "-serial")
-  return (out:match("serial=(%x+)")):upper()
-end
-
 function PKI:cleanup() os.execute("rm -rf " .. quote(self.dir)) end
 
--- Python's getpeercert() serial ("1001" for 0x1001 is "1001"; leading zero
--- bytes are kept as openssl prints them).
+-- Serials as hex strings, compared without case or leading zeros (python's
+-- getpeercert() and node print them padded to whole bytes).
 function T.same_serial(a, b)
   local function norm(s) return (tostring(s):upper():gsub("^0+", "")) end
   return norm(a) == norm(b)
@@ -147,7 +141,7 @@ end
 -- Servers
 ---------------------------------------------------------------------------
 
--- opts: cert, key (paths); script | source; args = {...} more flags;
+-- opts: cert, key (paths); script | source; args = {...} more flags; workers;
 -- both = true: a ws:// and a wss:// listener (srv.ws_port, srv.wss_port),
 -- else the one listener of --port 0 is wss (srv.port == srv.wss_port).
 function T.start(opts)
@@ -157,7 +151,7 @@ function T.start(opts)
   end
   append(args, { "--tls-cert", opts.cert, "--tls-key", opts.key })
   append(args, opts.args or {})
-  local srv = H.start { script = opts.script, source = opts.source, args = args }
+  local srv = H.start { script = opts.script, source = opts.source, args = args, workers = opts.workers }
   if opts.both then
     local _, p = srv:wait_log("listening on ws://[^%s,]-:(%d+)")
     srv.ws_port = tonumber(p)
@@ -172,6 +166,20 @@ end
 
 function T.uri(srv, path, host)
   return "wss://" .. (host or "127.0.0.1") .. ":" .. srv.wss_port .. (path or "/")
+end
+
+-- openssl s_client -tls1_2 (its session ticket arrives in the handshake);
+-- opts.sess_out / sess_in: session files; opts.request: send one plain HTTP
+-- GET (so the server reads plaintext and logs the connection's TLS line).
+-- Returns "New" or "Reused" (nil if no handshake) and the output.
+function T.s_client12(port, ca, opts)
+  local argv = { T.OPENSSL, "s_client", "-connect", "127.0.0.1:" .. port, "-tls1_2", "-CAfile", ca,
+    "-servername", "localhost" }
+  if opts.sess_out then argv[#argv + 1] = "-sess_out"; argv[#argv + 1] = opts.sess_out end
+  if opts.sess_in then argv[#argv + 1] = "-sess_in"; argv[#argv + 1] = opts.sess_in end
+  local _, out = T.exec(argv, { stdin = opts.request and "GET / HTTP/1.1\r\nHost: localhost\r\n\r\n" or "",
+    timeout = 10 })
+  return out:match("\n(%a+), TLSv1%.2, Cipher is"), out
 end
 
 ---------------------------------------------------------------------------

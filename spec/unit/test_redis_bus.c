@@ -379,6 +379,10 @@ static void test_restart(server *s)
     sub(a, "y");
     check(wait_numsub(s->port, "luaws:x", 1) && wait_numsub(s->port, "luaws:y", 1), "x and y subscribed");
 
+    /* Unread input on the server's side turns its death into a reset. */
+    kill(s->pid, SIGSTOP);
+    for (int i = 0; i < 20; i++) pub(b, "x", "unread");
+    run_for(50);
     server_kill(s);
     check(run_until(is_disconnected, a, 3000) && run_until(is_disconnected, b, 3000), "kill noticed");
     check(logged("redis: connection lost ("), "\"connection lost\" logged");
