@@ -33,8 +33,12 @@ local function target_of(request)
   return url
 end
 
--- Close codes an endpoint may send; 1005/1006/1015 only describe what happened.
-local function sendable(code) return code and (code >= 1000 and code <= 1003 or code >= 1007 and code <= 1014 or code >= 3000 and code <= 4999) end
+-- The code to pass on: 1005 (no code given) becomes 1000; 1006 and 1015 only
+-- describe what happened (abnormal end, TLS failure) and are never sent.
+local function relayable(code)
+  if code == 1005 then return 1000 end
+  if code >= 1000 and code <= 1003 or code >= 1007 and code <= 1014 or code >= 3000 and code <= 4999 then return code end
+end
 
 local listener = {
   on_open = function(client)
@@ -48,14 +52,14 @@ local listener = {
         data.pending = nil
       end,
       on_message = function(upstream, message)
-        client:send(message)   -- waits while the client reads slowly: backpressure reaches the target
+        client:send(message)   -- waits (yields) while the client reads slowly
       end,
       on_error = function(upstream, why)
         ws.log("warn", "relay to " .. data.target .. ": " .. tostring(why))
       end,
       on_close = function(upstream, code, reason)
         if not client:is_open() then return end
-        if sendable(code) then client:close(code, reason)
+        if relayable(code) then client:close(relayable(code), reason)
         else client:close(1014, ("relay target: " .. (reason ~= "" and reason or "gone")):sub(1, 120)) end
       end,
     })
@@ -68,7 +72,7 @@ local listener = {
 
   on_close = function(client, code, reason)
     local upstream = client.data.upstream
-    if upstream and upstream:is_open() then upstream:close(sendable(code) and code or 1001, reason) end
+    if upstream and upstream:is_open() then upstream:close(relayable(code) or 1001, reason) end
   end,
 }
 

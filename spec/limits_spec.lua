@@ -71,6 +71,16 @@ local function wait_until(f, what, timeout)
   end
 end
 
+-- Waits until every connection the server accepted was freed (debug log).
+local function wait_no_conns(srv)
+  local conns, freed
+  wait_until(function()
+    conns = #srv:grep("conn %d+ connected from")
+    freed = #srv:grep("conn %d+ freed")
+    return conns == freed
+  end, function() return string.format("all connections freed (%d accepted, %d freed)", conns, freed) end, 30)
+end
+
 local function fd_count(pid)
   local h = io.popen("ls /proc/" .. pid .. "/fd 2>/dev/null | wc -l")
   local n = tonumber(h:read("l"))
@@ -433,12 +443,17 @@ describe("--ping-interval", function()
   end)
 
   it("a client busy reading a long synchronous flood, answering every ping, is not cut", function()
-    local c = open(srv)
+    -- its own server: a longer interval, so that a loaded machine cannot
+    -- stall the reader for two of them; the flood lasts several
+    local slow = start { "--ping-interval", "400" }
+    local c = open(slow)
     local n, size = 400, 100000     -- 40 MB through the 256 KiB high-water window
     c:send_text(string.format("!flood %d %d", n, size))
     local got, pings = 0, 0
+    local t0 = socket.gettime()
     while true do
       local data, kind = c:read_message()
+      if not data then slow:stop() end
       assert(data, string.format("connection lost after %d of %d messages (%d pings answered): %s",
         got, n, pings, tostring(kind)))
       if kind == "ping" then
@@ -448,12 +463,15 @@ describe("--ping-interval", function()
         if data == "flood_done " .. n then break end
         got = got + 1
         assert.equal(string.format("%08d", got), data:sub(1, 8))
-        socket.sleep(0.004)    -- a slowish reader: the flood lasts many ping intervals
+        socket.sleep(0.008)    -- a slowish reader: the flood lasts many ping intervals
       end
     end
+    local secs = socket.gettime() - t0
     assert.equal(n, got)
-    assert.equal(0, #events(srv, "close", c.id))
+    assert.equal(0, #events(slow, "close", c.id))
     c:close(1000)
+    slow:stop()
+    assert.truthy(secs > 1.6, "the flood took only " .. secs .. " s")
   end)
 
   it("a socket is pinged before it is given up on, even when the loop was busy for long", function()
@@ -813,6 +831,7 @@ describe("bad input", function()
 
   it("2,000 connections opened and dropped at once, twice: the server answers after, fds back to baseline", function()
     assert_serves(srv)
+    wait_no_conns(srv)
     local base = fd_count(srv.pid)
     local key = "dGhlIHNhbXBsZSBub25jZQ=="
     local upgrade = wsc.format_request { path = "/", headers = {
@@ -848,8 +867,7 @@ describe("bad input", function()
       wait_until(function() now = fd_count(srv.pid); return now <= base end,
         function() return string.format("round %d: the fd count to return to %d (now %d)", round, base, now) end, 30)
       assert_serves(srv)
-      wait_until(function() now = fd_count(srv.pid); return now <= base end,
-        function() return string.format("round %d: the fd count to return to %d (now %d)", round, base, now) end)
+      wait_no_conns(srv)
       assert.equal(base, fd_count(srv.pid))
     end
   end)

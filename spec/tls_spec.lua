@@ -142,6 +142,7 @@ describe("wss:// with a certificate signed by a throwaway CA", function()
 
   it("garbage bytes: closed without an HTTP answer, a TLS error logged, other connections unaffected", function()
     local hold = T.hold(T.uri(srv), pki.ca)
+    finally(function() T.drop(hold) end)
     assert.is_true(hold.first.binary_ok)
     local mark = srv:mark()
     local garbage = H.bytes(600, 77)
@@ -189,16 +190,19 @@ end)
 describe("wss:// with a certificate chain (leaf + intermediate in the cert file)", function()
   it("sends the intermediate, so clients that trust only the root verify", function()
     local pki = T.pki()
+    local srv
+    finally(function()
+      if srv then srv:stop() end
+      pki:cleanup()
+    end)
     local inter = pki:issue { cn = "luaws test intermediate", ca = true }
     local leaf = pki:issue { cn = "luaws chained leaf", issuer = inter }
-    local srv = T.start { cert = leaf.chain, key = leaf.key, script = ECHO }
+    srv = T.start { cert = leaf.chain, key = leaf.key, script = ECHO }
     local r, raw = T.py("verify", T.uri(srv), "--ca", pki.ca)
     assert.is_true(r.ok, "chain not served? " .. raw)
     assert.truthy(T.same_serial(leaf.serial, r.serial), raw)
     local n, nraw = T.node(T.uri(srv), pki.ca)
     check_echo(n, nraw)
-    srv:stop()
-    pki:cleanup()
   end)
 end)
 
@@ -277,6 +281,7 @@ describe("SIGHUP reloads the certificate and key", function()
 
   it("new connections get the new certificate; a connection opened before keeps echoing", function()
     local hold = T.hold(T.uri(srv), pki.ca)
+    finally(function() T.drop(hold) end)
     assert.truthy(T.same_serial("A1", hold.first.serial), "before: " .. tostring(hold.first.serial))
     assert.equal("luaws first", hold.first.cn)
 

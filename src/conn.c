@@ -160,6 +160,9 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     c->last_seen = uv_now(c->srv->loop);
     c->ping_sent = false;
     if (c->tls) {
+        /* After a failure (or once closed) input is only drained: feeding a
+         * failed session again would log the same error for every read. */
+        if (c->state >= CONN_LINGER) return;
         int r = tls_feed(c->tls, data, (size_t)nread);
         if (r < 0) tls_failed(c, r);
         else tls_drain(c);
@@ -620,6 +623,12 @@ static void on_closed(uv_handle_t *h)
 static void check_conn(conn *c, uint64_t now)
 {
     const config *cfg = c->srv->cfg;
+    if (c->state == CONN_HTTP && now >= c->deadline && c->tls && !tls_handshake_done(c->tls)) {
+        log_warn("conn %llu from %s: TLS handshake not finished within %u ms, closing", (unsigned long long)c->id,
+                 c->peer, cfg->handshake_timeout_ms);
+        conn_close_now(c);
+        return;
+    }
     if (c->state == CONN_HTTP && now >= c->deadline) {
         log_warn("conn %llu from %s: no complete request within %u ms, answering 408", (unsigned long long)c->id,
                  c->peer, cfg->handshake_timeout_ms);
@@ -633,11 +642,13 @@ static void check_conn(conn *c, uint64_t now)
         return;
     }
     if (c->state != CONN_WS || !cfg->ping_interval_ms) return;
-    uint64_t idle = now - c->last_seen;
-    if (idle >= 2ull * cfg->ping_interval_ms) {
+    /* Silent for an interval: ping. Still silent an interval after the
+     * ping (not after the last byte: the loop may have been busy): cut. */
+    if (c->ping_sent && now - c->ping_at >= cfg->ping_interval_ms) {
         ws_abort(c, WS_CLOSE_ABNORMAL, "no answer to ping (--ping-interval), peer presumed dead");
-    } else if (idle >= cfg->ping_interval_ms && !c->ping_sent) {
+    } else if (!c->ping_sent && now - c->last_seen >= cfg->ping_interval_ms) {
         c->ping_sent = true;
+        c->ping_at = now;
         ws_send(c, WS_OP_PING, (const uint8_t *)"luaws", 5, LUA_NOREF_, LUA_NOREF_);
     }
 }

@@ -601,14 +601,18 @@ static bool call_loader(lua_host *h, const char *fn, int nresults)
 static char *load_script(lua_host *h)
 {
     lua_State *L = h->L;
-    if (!call_loader(h, "load", 2)) {
+    /* Timers the new version starts while loading are marked as its own;
+     * those of older versions end once it loaded (else every reload would
+     * add another copy of a load-time luaws.every). */
+    h->loading = true;
+    bool called = call_loader(h, "load", 2);  /* handler | nil, message; or an error */
+    h->loading = false;
+    bool ok = called && !lua_isnil(L, -2);
+    if (ok) h->version++;
+    lt_end_load_timers(h, ok);
+    if (!ok) {
         char *err = dup_error(lua_tostring(L, -1));
-        lua_pop(L, 1);
-        return err;
-    }
-    if (lua_isnil(L, -2)) {
-        char *err = dup_error(lua_tostring(L, -1));
-        lua_pop(L, 2);
+        lua_pop(L, called ? 2 : 1);
         return err;
     }
     lua_pop(L, 1);
@@ -746,7 +750,8 @@ int lh_reload(lua_host *h, const char *why, bool quiet_repeat)
     /* First give every open socket its new listener, then run on_reload,
      * so that handlers of on_reload see every socket already moved. */
     for (conn *c = h->srv->conns; c; c = c->next) {
-        if (c->state != CONN_WS || c->socket_ref == LUA_NOREF) continue;
+        /* Outbound sockets (luaws.connect) keep the listener they were given. */
+        if (c->state != CONN_WS || c->socket_ref == LUA_NOREF || c->is_client) continue;
         if (!new_listener(h, c)) {
             kept++;
             continue;
@@ -919,6 +924,13 @@ static void upgrade(lua_host *h, conn *c, const http_request *req, const char *p
 {
     conn_upgrade(c, req, protocol, head, head_len);
     attach_socket(h, c);
+    if (protocol) {
+        push_socket(h, c);
+        lua_getiuservalue(h->L, -1, 1);
+        lua_pushstring(h->L, protocol);
+        lua_setfield(h->L, -2, "protocol");
+        lua_pop(h->L, 2);
+    }
     if (push_event(h, c, "on_open")) lh_run_event(h, c, "on_open", 1);
 }
 
@@ -1142,6 +1154,8 @@ void lh_on_close(conn *c)
     }
     c->closed_event_done = true;
     lua_host *h = c->srv->lua;
+    /* A closed socket is in no topic any more, also as on_close sees it. */
+    lp_conn_gone(h, c);
     if (!push_event(h, c, "on_close")) return;
     lua_pushinteger(h->L, c->close_code);
     lua_pushstring(h->L, c->close_reason ? c->close_reason : "");

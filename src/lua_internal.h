@@ -43,6 +43,8 @@ struct lua_host {
     task *free_tasks;
     int nfree;
     ltimer *timers;          /* every live timer, for shutdown */
+    bool loading;            /* the script is being loaded */
+    unsigned version;        /* successful loads so far */
     /* Runaway scripts: memory in use and its cap (enforced only while Lua
      * code runs, where an allocation failure is a catchable error), and the
      * time by which the running event must be done. */
@@ -66,6 +68,8 @@ void lh_resume(task *t);
 void lt_register(lua_State *L);       /* after, every, sleep into the table on top */
 void lt_conn_gone(lua_host *h, conn *c);  /* ends the timers a socket owns */
 void lt_free_all(lua_host *h);
+/* A new version loaded: timers the old versions started at load time end. */
+void lt_end_load_timers(lua_host *h, bool loaded);
 
 /* lua_stdin.c */
 void ls_register(lua_State *L);       /* read_stdin, exit */

@@ -16,6 +16,8 @@ struct ltimer {
     int handle_ref;          /* the Lua handle, kept while the timer lives */
     task *sleeper;           /* luaws.sleep: the task to resume */
     bool repeat;
+    bool at_load;            /* started while its version loaded: ends with it */
+    unsigned version;        /* ... that version (h->version + 1 while loading) */
     ltimer *prev, *next;     /* in h->timers */
 };
 
@@ -77,6 +79,8 @@ static ltimer *timer_new(lua_State *L, lua_host *h, lua_Integer ms, bool repeat)
     t->repeat = repeat;
     task *cur = lh_current_task(L);
     t->owner = cur ? cur->owner : NULL;
+    t->at_load = h->loading;
+    t->version = h->version + 1;
     uv_timer_init(h->srv->loop, &t->handle);
     t->handle.data = t;
     t->next = h->timers;
@@ -177,6 +181,16 @@ void lt_conn_gone(lua_host *h, conn *c)
     for (ltimer *t = h->timers, *next; t; t = next) {
         next = t->next;
         if (t->owner == c) timer_end(t);
+    }
+}
+
+void lt_end_load_timers(lua_host *h, bool loaded)
+{
+    /* Loaded: h->version is the new one, older load-time timers end.
+     * Failed: the timers the broken version started end. */
+    for (ltimer *t = h->timers, *next; t; t = next) {
+        next = t->next;
+        if (t->at_load && (loaded ? t->version != h->version : t->version == h->version + 1)) timer_end(t);
     }
 }
 

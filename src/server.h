@@ -121,6 +121,7 @@ struct conn {
     uint64_t deadline;        /* HTTP: the request must be complete by then (loop ms) */
     uint64_t last_seen;       /* WebSocket: when the peer last sent anything */
     bool ping_sent;           /* an automatic ping is out since last_seen */
+    uint64_t ping_at;         /* ... sent then */
 
     /* Input that could not be consumed yet (an event is suspended). */
     uint8_t *pending;

@@ -241,12 +241,22 @@ function T.release(hold)
   hold.h:write("go\n")
   hold.h:flush()
   hold.h:close()
+  hold.released = true
   local text = server.read_file(hold.out) or ""
   os.execute("rm -rf " .. quote(hold.dir))
   local last
   for l in text:gmatch("[^\n]+") do if l:match("^{") then last = l end end
   assert(last and last:find('"phase": "after"', 1, true), "hold helper did not finish:\n" .. text)
   return cjson.decode(last), text
+end
+
+-- For finally(): end a hold helper that was not released (its stdin closes,
+-- it finishes on its own) and remove its files.
+function T.drop(hold)
+  if not hold or hold.released then return end
+  hold.released = true
+  pcall(hold.h.close, hold.h)
+  os.execute("rm -rf " .. quote(hold.dir))
 end
 
 return T
