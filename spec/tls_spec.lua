@@ -225,7 +225,7 @@ describe("wss:// handshake timeout", function()
     assert.equal("", reply)   -- no plaintext 408 (nor anything) before TLS is up
     assert.truthy(elapsed >= 0.45, "closed too early: " .. elapsed .. " s")
     assert.truthy(elapsed < 3, "closed late (the default is 10 s): " .. elapsed .. " s")
-    srv:wait_log("no complete request within 500 ms", { plain = true })
+    srv:wait_log("TLS handshake not finished within 500 ms", { plain = true })
     assert.is_true(srv:alive())
   end)
 
