@@ -23,11 +23,18 @@ local function start(args, opts)
   return H.start(opts)
 end
 
--- A WebSocket whose server-side id we know (c.id).
+-- A WebSocket whose server-side id we know (c.id). A ping that comes before
+-- the id (a slow server, under valgrind, with a short --ping-interval) is not
+-- answered; c.pings counts them.
 local function open(srv, path, opts)
   local c = H.open(srv, path or "/", opts)
+  c.pings = 0
   c:send_text("!id")
-  local reply = H.read(c)
+  local reply, kind = H.read(c)
+  while kind == "ping" do
+    c.pings = c.pings + 1
+    reply, kind = H.read(c)
+  end
   c.id = assert(reply:match("^id (%d+)$"), "bad id reply: " .. reply)
   return c
 end
@@ -276,9 +283,12 @@ describe("--max-connections", function()
   it("beyond N, a connection gets 503 and is closed; the N open ones go on", function()
     local a, b, c = open(srv), open(srv), open(srv)
     local mark = srv:mark()
-    local d = assert(wsc.connect(srv.host, srv.port))
-    assert.equal(503, d.status)
-    assert.equal("1", d.headers["retry-after"])
+    -- the server answers at once, before reading a request (reading ours
+    -- first could race with its close and turn into a reset)
+    local d = assert(wsc.tcp(srv.host, srv.port))
+    local r = assert(d:read_response())
+    assert.equal(503, r.status)
+    assert.equal("1", r.headers["retry-after"])
     assert.is_true((d:tcp_closed()))
     d:shutdown()
     srv:wait_log("refused: 3 connections open (--max-connections)", { after = mark, plain = true })
@@ -286,9 +296,11 @@ describe("--max-connections", function()
       x:send_text("still " .. x.id)
       assert.equal("still " .. x.id, (H.read(x)))
     end
-    -- plain HTTP is refused the same way
-    local r = assert(wsc.http(srv.host, srv.port, { path = "/", headers = { Host = "x" } }))
-    assert.equal(503, r.status)
+    -- an upgrade attempt gets no WebSocket (a 503, or the reset of its request)
+    local e1 = wsc.connect(srv.host, srv.port)
+    assert.truthy(e1 == nil or e1.status == 503, "status " .. tostring(e1 and e1.status))
+    if e1 then e1:shutdown() end
+    assert.equal(0, #srv:grep("spec%-event open", { after = mark }))
     -- once one closes (and is freed), there is room again
     a:close(1000)
     wait_freed(srv, a.id)
@@ -406,14 +418,17 @@ describe("--ping-interval", function()
   lazy_teardown(function() if srv then srv:stop() end end)
 
   it("an idle socket gets a ping; silent after as long again, it is closed (on_error, on_close 1006)", function()
-    local c = open(srv)
     local mark = srv:mark()
-    local data, kind = c:read_message()
-    assert.equal("ping", kind)
-    assert.equal("luaws", data)
-    -- we do not answer: the server gives up on us and cuts TCP
+    local c = open(srv)
+    if c.pings == 0 then
+      local data, kind = c:read_message()
+      assert.equal("ping", kind)
+      assert.equal("luaws", data)
+    end
+    -- we do not answer: the server gives up on us and cuts TCP (a slow
+    -- server may have pinged once more, if its first ping beat our "!id")
     local got, err = read_until_closed(c)
-    assert.equal(0, #got)
+    for _, m in ipairs(got) do assert.equal("ping", m[1]) end
     assert.truthy(is_closed_err(err), tostring(err))
     c:shutdown()
     srv:wait_log("conn " .. c.id .. ": no answer to ping (--ping-interval), peer presumed dead, closing with 1006",
@@ -483,7 +498,8 @@ describe("--ping-interval", function()
     assert.equal(1011, (spinner:expect_close()))
     -- the idle socket must now get a ping (and a chance to answer it),
     -- not be cut as if it had ignored one
-    local data, kind = idle:read_message()
+    local data, kind = "luaws", "ping"
+    if idle.pings == 0 then data, kind = idle:read_message() end
     local cut = #busy:grep("conn " .. idle.id .. ": no answer to ping", { plain = true }) > 0
     busy:stop()
     assert.equal("ping", kind, "no ping before the cut (" .. tostring(data) .. ", " .. tostring(kind) ..

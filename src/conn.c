@@ -11,6 +11,8 @@
 #include <strings.h>
 
 #define LUA_NOREF_ (-2)   /* same value as lauxlib's LUA_NOREF */
+/* Larger frames are written at once rather than copied into the cork. */
+#define CORK_MAX (64 * 1024)
 
 /* A queued write owns a copy of its bytes, right behind the request. */
 typedef struct wreq {
@@ -262,7 +264,23 @@ void conn_resume(conn *c)
 
 /* Runs the bytes through whichever protocol the connection speaks now.
  * Returns how many were consumed: fewer than len only when paused. */
+static size_t feed_bytes(conn *c, uint8_t *buf, size_t len);
+
+/* Feeds input with the cork on: the replies to a batch of pipelined
+ * messages leave in one write. */
 static size_t feed(conn *c, uint8_t *buf, size_t len)
+{
+    bool outer = !c->corked;
+    c->corked = true;
+    size_t n = feed_bytes(c, buf, len);
+    if (outer) {
+        c->corked = false;
+        conn_uncork(c);
+    }
+    return n;
+}
+
+static size_t feed_bytes(conn *c, uint8_t *buf, size_t len)
 {
     size_t off = 0;
     while (off < len && !c->paused) {
@@ -452,6 +470,22 @@ int conn_write(conn *c, const uint8_t *hdr, size_t hlen, const uint8_t *data, si
                int ok_ref, int fail_ref)
 {
     if (c->state == CONN_DEAD) return UV_EPIPE;
+    bool notify = ok_ref != LUA_NOREF_ || fail_ref != LUA_NOREF_;
+    if (c->corked && !notify && len < CORK_MAX) {
+        size_t n = hlen + len;
+        if (c->cork.len + n > c->cork.cap) {
+            size_t cap = c->cork.cap ? c->cork.cap * 2 : 4096;
+            while (cap < c->cork.len + n) cap *= 2;
+            c->cork.data = realloc(c->cork.data, cap);
+            if (!c->cork.data) abort();
+            c->cork.cap = cap;
+        }
+        memcpy(c->cork.data + c->cork.len, hdr, hlen);
+        if (len) memcpy(c->cork.data + c->cork.len + hlen, data, len);
+        c->cork.len += n;
+        return 0;
+    }
+    if (c->cork.len) conn_uncork(c);   /* keep the order */
     if (c->tls) {
         /* Header and a small payload in one record. */
         uint8_t one[4096];
@@ -472,6 +506,20 @@ int conn_write(conn *c, const uint8_t *hdr, size_t hlen, const uint8_t *data, si
         return tls_flush(c, ok_ref, fail_ref);
     }
     return raw_write(c, hdr, hlen, data, len, ok_ref, fail_ref);
+}
+
+void conn_uncork(conn *c)
+{
+    bytes cork = c->cork;
+    memset(&c->cork, 0, sizeof c->cork);
+    if (cork.len && c->state != CONN_DEAD) {
+        if (c->tls) {
+            if (tls_write(c->tls, cork.data, cork.len) == 0) tls_flush(c, LUA_NOREF_, LUA_NOREF_);
+        } else {
+            raw_write(c, cork.data, cork.len, NULL, 0, LUA_NOREF_, LUA_NOREF_);
+        }
+    }
+    free(cork.data);
 }
 
 static int raw_write(conn *c, const uint8_t *hdr, size_t hlen, const uint8_t *data, size_t len,
@@ -559,6 +607,9 @@ static void on_shutdown(uv_shutdown_t *req, int status)
 void conn_linger(conn *c)
 {
     if (c->state >= CONN_LINGER) return;
+    /* What the cork holds goes before our FIN. */
+    conn_uncork(c);
+    c->corked = false;
     c->state = CONN_LINGER;
     free(c->msg.data);
     memset(&c->msg, 0, sizeof c->msg);
@@ -605,6 +656,7 @@ static void on_closed(uv_handle_t *h)
     }
     free(c->pending);
     free(c->msg.data);
+    free(c->cork.data);
     if (c->pmd) {
         pmd_conn_free(&s->pmd, c->pmd);
         free(c->pmd);
@@ -696,6 +748,7 @@ void shared_frame_unref(shared_frame *f)
 int conn_write_shared(conn *c, shared_frame *f)
 {
     if (c->state == CONN_DEAD) return UV_EPIPE;
+    if (c->cork.len) conn_uncork(c);   /* keep the order */
     if (c->tls) return conn_write(c, f->data, f->len, NULL, 0, LUA_NOREF_, LUA_NOREF_);
     size_t skip = 0;
     if (c->queued == 0) {

@@ -28,8 +28,13 @@ static void append(char **s, size_t *len, const char *at, size_t n)
 
 static http_reader *reader_of(http_parser *p) { return p->data; }
 
-static int count_header_bytes(http_reader *r, size_t n)
+/* Also refuses NUL bytes: header names and values become C strings. */
+static int count_header_bytes(http_reader *r, const char *at, size_t n)
 {
+    if (memchr(at, '\0', n)) {
+        r->error_status = 400;
+        return -1;
+    }
     r->header_bytes += n;
     if (r->header_bytes > r->max_header_bytes) {
         r->error_status = 431;
@@ -77,7 +82,7 @@ done:
 static int on_url(http_parser *p, const char *at, size_t n)
 {
     http_reader *r = reader_of(p);
-    if (count_header_bytes(r, n)) return -1;
+    if (count_header_bytes(r, at, n)) return -1;
     append(&r->req.url, &r->req.url_len, at, n);
     return 0;
 }
@@ -85,7 +90,7 @@ static int on_url(http_parser *p, const char *at, size_t n)
 static int on_header_field(http_parser *p, const char *at, size_t n)
 {
     http_reader *r = reader_of(p);
-    if (count_header_bytes(r, n)) return -1;
+    if (count_header_bytes(r, at, n)) return -1;
     if (r->in_value) finish_header(r);
     append(&r->field, &r->field_len, at, n);
     return 0;
@@ -94,7 +99,7 @@ static int on_header_field(http_parser *p, const char *at, size_t n)
 static int on_header_value(http_parser *p, const char *at, size_t n)
 {
     http_reader *r = reader_of(p);
-    if (count_header_bytes(r, n)) return -1;
+    if (count_header_bytes(r, at, n)) return -1;
     r->in_value = true;
     append(&r->value, &r->value_len, at, n);
     return 0;
@@ -235,6 +240,10 @@ bool http_token_list_has(const char *list, const char *token)
 static bool key_valid(const char *key)
 {
     if (!key || strlen(key) != 24 || key[22] != '=' || key[23] != '=') return false;
+    for (int i = 0; i < 22; i++)
+        if (!isalnum((unsigned char)key[i]) && key[i] != '+' && key[i] != '/') return false;
+    /* The last character holds 2 bits of data and 4 zero bits. */
+    if (!strchr("AQgw", key[21])) return false;
     unsigned char raw[18];
     return EVP_DecodeBlock(raw, (const unsigned char *)key, 24) == 18;
 }

@@ -352,6 +352,8 @@ static int l_socket_send(lua_State *L)
     }
     if (ws_send(c, opcode, data, len, LUA_NOREF, LUA_NOREF) < 0) return closed_result(L);
     task *t = *task_slot(L);
+    if (c->cork.len >= c->srv->cfg->write_high_water) conn_uncork(c);
+    /* Wait only for bytes libuv holds: their write callbacks wake us. */
     if (c->queued >= c->srv->cfg->write_high_water && t && t->co == L && lua_isyieldable(L)) {
         t->waiting_on = c;
         t->next = c->waiters;

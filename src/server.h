@@ -148,7 +148,10 @@ struct conn {
     char *close_reason;
     uv_timer_t *timer;        /* close / linger timeout, only while closing */
 
-    /* Writing. */
+    /* Writing. While a batch of input is processed, small frames collect in
+     * the cork and go out in one write when the batch is done. */
+    bytes cork;
+    bool corked;
     size_t queued;            /* bytes handed to libuv, not yet written */
     task *waiters;            /* suspended events waiting for queued to fall */
 
@@ -200,6 +203,10 @@ void conn_linger(conn *c);
 void conn_set_timer(conn *c, unsigned ms);
 void conn_close_now(conn *c);
 bool conn_writable(const conn *c);
+/* Writes what the cork collected. */
+void conn_uncork(conn *c);
+/* Bytes waiting to be written: queued in libuv or in the cork. */
+static inline size_t conn_backlog(const conn *c) { return c->queued + c->cork.len; }
 
 /* client.c: outbound connections (luaws.connect) */
 typedef struct client_request {

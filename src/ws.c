@@ -48,7 +48,7 @@ int ws_send(conn *c, uint8_t opcode, const uint8_t *data, size_t len, int ok_ref
     if (c->state != CONN_WS && c->state != CONN_WS_CLOSING) return UV_EPIPE;
     if (c->close_sent) return UV_EPIPE;
     uint8_t hdr[WS_MAX_HEADER];
-    if (c->queued + len > c->srv->cfg->max_backpressure) {
+    if (conn_backlog(c) + len > c->srv->cfg->max_backpressure) {
         ws_abort(c, WS_CLOSE_POLICY, "send queue over the --max-backpressure limit (slow reader)");
         return UV_ENOBUFS;
     }
@@ -91,7 +91,7 @@ int ws_send_shared(conn *c, uint8_t opcode, const uint8_t *payload, size_t len, 
                                      c->pmd->params.server_max_window_bits == 15));
     if (!by_ref) return ws_send(c, opcode, payload, len, NOREF, NOREF);
     shared_frame *f = c->pmd && len >= c->srv->cfg->deflate_min ? compressed : plain;
-    if (c->queued + f->len > c->srv->cfg->max_backpressure) {
+    if (conn_backlog(c) + f->len > c->srv->cfg->max_backpressure) {
         ws_abort(c, WS_CLOSE_POLICY, "send queue over the --max-backpressure limit (slow reader)");
         return UV_ENOBUFS;
     }

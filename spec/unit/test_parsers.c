@@ -803,9 +803,8 @@ TEST(http_headers_joined_and_lowercased)
     }
 }
 
-/* A repeated header whose later value is empty must not leave trailing
- * whitespace ("1, "): src/http.c trims each value, then joins with ", ".
- * Fails until finish_header skips (or trims after) an empty addition. */
+/* A repeated header whose later value is empty leaves no trailing
+ * whitespace ("1, "). (Regression, fixed in 0838cf9.) */
 TEST(http_repeated_header_with_empty_value)
 {
     const char *req = "GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\r\nX-A:\r\nX-B:\r\nX-B: 2\r\n\r\n";
@@ -925,9 +924,9 @@ TEST(http_upgrade_leaves_websocket_bytes)
     http_reader_free(&r);
 }
 
-/* An upgrade request with a body must be read like any other: its body first.
- * These fail while src/http.c returns HTTP_DONE from its "parser.upgrade &&
- * req.method" branch before the body has arrived, or after http-parser failed. */
+/* An upgrade request with a body is read like any other: its body first.
+ * (Regression: http_reader_feed used to return HTTP_DONE before the body had
+ * arrived, or after http-parser had failed; fixed in 0838cf9.) */
 TEST(http_upgrade_with_body_waits_for_the_body)
 {
     char req[1024];
@@ -1009,6 +1008,42 @@ TEST(http_handshake_statuses)
     CHECK(handshake_status(replace(R, "dGhlIHNhbXBsZSBub25jZQ==", "dGhlIHNhbXBsZSBub25j*Q==")) == 400);
     CHECK(handshake_status(replace(R, "dGhlIHNhbXBsZSBub25jZQ==", "dGhlIHNhbXBsZSBub25jZQ==AAAA")) == 400);
     CHECK(handshake_status(replace(R, "Host: server.example.com\r\n", "")) == 400);
+}
+
+/* A Sec-WebSocket-Key is base64 of 16 bytes: 22 characters of the base64
+ * alphabet, then "==". Fails while key_valid trusts EVP_DecodeBlock, which
+ * lets '=' through anywhere (found by fuzz_http: key-with-padding-inside). */
+TEST(http_handshake_rejects_malformed_keys)
+{
+    static const char *bad[] = {
+        "========================",
+        "dGhl=HNhbXBsZSBub25jZQ==",
+        "dGhlIHNh==BsZSBub25jZQ==",
+        "dGhlIHNhbXBsZSBub25jZ===",
+        "=GhlIHNhbXBsZSBub25jZQ==",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+        CHECKF(handshake_status(replace(UPGRADE_REQ, "dGhlIHNhbXBsZSBub25jZQ==", bad[i])) == 400, "key %s", bad[i]);
+    CHECK(handshake_status(replace(UPGRADE_REQ, "dGhlIHNhbXBsZSBub25jZQ==", "AAAAAAAAAAAAAAAAAAAAAA==")) == 0);
+    CHECK(handshake_status(replace(UPGRADE_REQ, "dGhlIHNhbXBsZSBub25jZQ==", "+/+/+/+/+/+/+/+/+/+/+w==")) == 0);
+}
+
+/* Header values are C strings, so a NUL byte must not get into one: 400.
+ * http-parser 2.9 checks every byte of a value but the first, so "X-A:\0b"
+ * gets through and reads as "" (found by fuzz_http:
+ * header-value-starting-with-nul). Fails until src/http.c rejects it. */
+TEST(http_header_value_with_nul_is_400)
+{
+    static const char req[] = "GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\r\nX-A:\0b\r\n\r\n";
+    for (size_t chunk = 0; chunk <= 1; chunk++) {
+        http_reader r;
+        http_reader_init(&r, 8192, 0);
+        size_t pos;
+        enum http_read_status st = http_feed(&r, req, sizeof req - 1, chunk, &pos);
+        const char *v = st == HTTP_DONE ? http_header_get(&r.req, "x-a") : NULL;
+        CHECKF(st == HTTP_FAILED && r.error_status == 400, "chunk %zu: status %d, x-a [%s]", chunk, st, v ? v : "");
+        http_reader_free(&r);
+    }
 }
 
 TEST(http_accept_key)
@@ -1285,13 +1320,12 @@ TEST(pmd_round_trips)
     free(out.data);
 }
 
-/* With context takeover, an empty message after another one must still be a
- * valid compressed message. zlib's deflate(Z_SYNC_FLUSH) with no input right
- * after a sync flush returns Z_BUF_ERROR and writes nothing, so pmd_compress
- * yields a 0-byte payload; the peer appends 00 00 ff ff, which starts a stored
- * block of 0xff00 bytes that swallows the following messages. This fails
- * while src/deflate.c sends that empty payload (a single 0x00 byte, an empty
- * stored block less its 4-byte tail, would be right: RFC 7692 7.2.3.6). */
+/* With context takeover, an empty message after another one is still a
+ * valid compressed message. (Regression, fixed in 0838cf9: zlib's
+ * deflate(Z_SYNC_FLUSH) with no input right after a sync flush writes nothing,
+ * and the peer's 00 00 ff ff on a 0-byte payload starts a stored block of
+ * 0xff00 bytes that swallows the following messages.) A peer that does send
+ * a 0-byte payload gets an empty message, and the context survives it. */
 TEST(pmd_empty_message_with_context_takeover)
 {
     pmd_worker tw, rw;
@@ -1309,6 +1343,13 @@ TEST(pmd_empty_message_with_context_takeover)
         int code = inflate_msg(&rw, &rx, tw.out.data, tw.out.len, 0, &out, 100);
         CHECKF(code == 0 && out.len == len && memcmp(out.data, msgs[i], len) == 0,
                "message %zu (\"%s\"): code %d, %zu bytes", i, msgs[i], code, out.len);
+    }
+    /* 0-byte payloads from the peer, whole and as an empty frame + final. */
+    for (size_t chunk = 0; chunk <= 1; chunk++) {
+        CHECK(inflate_msg(&rw, &rx, (const uint8_t *)"", 0, chunk, &out, 100) == 0 && out.len == 0);
+        CHECK(pmd_compress(&tw, &tx, (const uint8_t *)"Hello", 5));
+        CHECK(inflate_msg(&rw, &rx, tw.out.data, tw.out.len, chunk, &out, 100) == 0 && out.len == 5 &&
+              memcmp(out.data, "Hello", 5) == 0);
     }
     free(out.data);
     pmd_conn_free(&tw, &tx);
