@@ -5,18 +5,15 @@
 --   CLOCK_INTERVAL_MS=100 luaws scripts/clock.lua     (a faster clock)
 --
 -- One global timer publishes to the "clock" topic; sockets just subscribe.
--- Timers started at load time belong to no socket and run until cancelled.
+-- A timer started at load time belongs to this version of the script: a hot
+-- reload ends it once the new version (with its own timer) has loaded.
 local ws = require "luaws"
 
 local INTERVAL = tonumber(os.getenv("CLOCK_INTERVAL_MS")) or 1000
 
 local function now() return os.date("!%Y-%m-%dT%H:%M:%SZ") end
 
--- A hot reload runs this file again while the old version's timer is still
--- ticking: stop that one, or every tick would come twice. package.loaded is
--- shared by all versions, so it is where the handle is kept.
-if package.loaded["clock.ticker"] then package.loaded["clock.ticker"]:cancel() end
-package.loaded["clock.ticker"] = ws.every(INTERVAL, function()
+ws.every(INTERVAL, function()
   if ws.subscribers("clock") > 0 then ws.publish("clock", now()) end
 end)
 
