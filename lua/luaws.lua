@@ -98,20 +98,20 @@ end
 
 --- Opens a WebSocket to another server and drives listener's events with
 --- the same socket object as server-side ones. url: ws://host[:port][/path].
---- opts: protocols = {..}, headers = {name = value}, deflate = false.
+--- opts: protocols = {..}, headers = {name = value}, deflate = false,
+--- and for wss://: ca = "ca.pem", verify = false.
 function M.connect(url, listener, opts)
   opts = opts or {}
   assert(type(listener) == "table", "luaws.connect: the listener must be a table")
   local scheme, rest = tostring(url):match("^(wss?)://(.+)$")
   if not scheme then error("luaws.connect: not a ws:// URL: " .. tostring(url), 2) end
-  if scheme == "wss" then error("luaws.connect: wss:// is not supported yet for outbound connections", 2) end
   local authority, path = rest:match("^([^/?#]+)(.*)$")
   if not authority then error("luaws.connect: no host in " .. url, 2) end
   local host, port = authority:match("^%[(.+)%]:(%d+)$")
   if not host then host, port = authority:match("^%[(.+)%]$"), nil end
   if not host then host, port = authority:match("^([^:]+):(%d+)$") end
   if not host then host = authority end
-  port = tonumber(port) or 80
+  port = tonumber(port) or (scheme == "wss" and 443 or 80)
   if path == "" then path = "/" end
   if path:find("[%s]") or host:find("[%s]") then error("luaws.connect: bad URL " .. url, 2) end
 
@@ -146,7 +146,10 @@ function M.connect(url, listener, opts)
     protocol = "HTTP/1.1", scheme = scheme, headers = headers,
     server_name = host, server_port = port, url = url,
   }
-  return core.connect(host, port, request, key, protocols, deflate, listener, req)
+  -- wss://: the server's certificate is checked against the system's CAs
+  -- (or opts.ca, a PEM file) and its name; opts.verify = false skips that.
+  return core.connect(host, port, request, key, protocols, deflate, listener, req,
+                      scheme == "wss", opts.ca, opts.verify ~= false)
 end
 
 return M

@@ -20,6 +20,8 @@ struct client {
     char *protocols;
     bool deflate;
     bool resolving;
+    bool tls, verify, request_sent;
+    char *ca;
 };
 
 static char *xstrdup(const char *s)
@@ -31,6 +33,7 @@ static char *xstrdup(const char *s)
 
 static void client_destroy(struct client *cl)
 {
+    free(cl->ca);
     free(cl->host);
     free(cl->request);
     free(cl->protocols);
@@ -53,7 +56,8 @@ void client_free(conn *c)
 
 static void fail(conn *c, const char *why)
 {
-    log_warn("conn %llu: cannot open ws://%s: %s", (unsigned long long)c->id, c->peer, why);
+    log_warn("conn %llu: cannot open %s://%s: %s", (unsigned long long)c->id,
+             c->client && c->client->tls ? "wss" : "ws", c->peer, why);
     lh_client_failed(c, why);
     conn_close_now(c);
 }
@@ -70,8 +74,30 @@ static void on_connect(uv_connect_t *req, int status)
     uv_tcp_nodelay(&c->tcp, 1);
     c->state = CONN_CLIENT_HANDSHAKE;
     c->deadline = uv_now(c->srv->loop) + c->srv->cfg->handshake_timeout_ms;
-    conn_write(c, (const uint8_t *)cl->request, cl->request_len, NULL, 0, -2, -2);
+    if (cl->tls) {
+        char err[256];
+        tls_server *ctx = tls_client_ctx_new(cl->ca, cl->verify, err, sizeof err);
+        if (ctx) {
+            c->tls = tls_client_new(ctx, cl->host);
+            tls_server_free(ctx);   /* the connection holds its own reference */
+        }
+        if (!c->tls || tls_start(c->tls) < 0) {
+            fail(c, ctx ? "cannot start TLS" : err);
+            return;
+        }
+        conn_tls_flush(c);          /* the ClientHello; the request follows the handshake */
+    } else {
+        client_send_request(c);
+    }
     conn_start_reading(c);
+}
+
+void client_send_request(conn *c)
+{
+    struct client *cl = c->client;
+    if (!cl || cl->request_sent) return;
+    cl->request_sent = true;
+    conn_write(c, (const uint8_t *)cl->request, cl->request_len, NULL, 0, -2, -2);
 }
 
 static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
@@ -112,6 +138,9 @@ conn *client_connect(server *s, const client_request *req)
     cl->request_len = req->request_len;
     cl->protocols = req->protocols ? xstrdup(req->protocols) : NULL;
     cl->deflate = req->deflate;
+    cl->tls = req->tls;
+    cl->verify = req->verify;
+    cl->ca = req->ca ? xstrdup(req->ca) : NULL;
     ws_accept_key(req->key, cl->accept);
     snprintf(c->peer, sizeof c->peer, "%s:%d", req->host, req->port);
     c->http = malloc(sizeof *c->http);
@@ -128,7 +157,7 @@ void client_start(conn *c)
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
     cl->gai.data = c;
     cl->resolving = true;
-    log_info("conn %llu connecting to ws://%s", (unsigned long long)c->id, c->peer);
+    log_info("conn %llu connecting to %s://%s", (unsigned long long)c->id, cl->tls ? "wss" : "ws", c->peer);
     int r = uv_getaddrinfo(c->srv->loop, &cl->gai, on_resolved, cl->host, port, &hints);
     if (r < 0) {
         cl->resolving = false;

@@ -213,6 +213,11 @@ static void tls_failed(conn *c, int r)
         tls_flush(c, LUA_NOREF_, LUA_NOREF_);   /* the alert, if any */
     }
     if (c->state == CONN_WS || c->state == CONN_WS_CLOSING) ws_on_disconnect(c);
+    if (c->state == CONN_CLIENT_HANDSHAKE) {
+        lh_client_failed(c, *tls_error(c->tls) ? tls_error(c->tls) : "TLS closed by the server");
+        conn_close_now(c);
+        return;
+    }
     if (c->state < CONN_LINGER) conn_linger(c);
 }
 
@@ -238,8 +243,12 @@ static void tls_drain(conn *c)
         size_t used = feed(c, buf, (size_t)n);
         if (used < (size_t)n && c->state < CONN_LINGER) keep_pending(c, buf + used, (size_t)n - used);
     }
+    /* luaws.connect over TLS: the upgrade request waits for the handshake. */
+    if (c->client && c->state == CONN_CLIENT_HANDSHAKE && tls_handshake_done(c->tls)) client_send_request(c);
     if (c->state < CONN_DEAD) tls_flush(c, LUA_NOREF_, LUA_NOREF_);
 }
+
+void conn_tls_flush(conn *c) { tls_flush(c, LUA_NOREF_, LUA_NOREF_); }
 
 void conn_pause(conn *c)
 {

@@ -951,9 +951,12 @@ static int l_connect(lua_State *L)
     bool deflate = lua_toboolean(L, 6);
     luaL_checktype(L, 7, LUA_TTABLE);
     luaL_checktype(L, 8, LUA_TTABLE);
+    bool tls = lua_toboolean(L, 9);
+    const char *ca = luaL_optstring(L, 10, NULL);
+    bool verify = lua_isnoneornil(L, 11) || lua_toboolean(L, 11);
     if (port < 1 || port > 65535) return luaL_argerror(L, 2, "port out of range");
     if (!h->srv->loop) return luaL_error(L, "luaws.connect: the server is not running yet");
-    client_request cr = {host, (int)port, request, len, key, protocols, deflate};
+    client_request cr = {host, (int)port, request, len, key, protocols, deflate, tls, ca, verify};
     conn *c = client_connect(h->srv, &cr);
     lua_pushvalue(L, 8);
     lua_pushvalue(L, 7);

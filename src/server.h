@@ -205,6 +205,8 @@ void conn_close_now(conn *c);
 bool conn_writable(const conn *c);
 /* Writes what the cork collected. */
 void conn_uncork(conn *c);
+/* Sends what the TLS engine has for the socket. */
+void conn_tls_flush(conn *c);
 /* Bytes waiting to be written: queued in libuv or in the cork. */
 static inline size_t conn_backlog(const conn *c) { return c->queued + c->cork.len; }
 
@@ -217,12 +219,17 @@ typedef struct client_request {
     const char *key;          /* its Sec-WebSocket-Key */
     const char *protocols;    /* offered subprotocols, comma-separated, or NULL */
     bool deflate;             /* offered permessage-deflate */
+    bool tls;                 /* wss:// */
+    const char *ca;           /* CA file to verify the server with; NULL: the system's */
+    bool verify;              /* check the server's certificate and name */
 } client_request;
 conn *client_connect(server *s, const client_request *req);
 /* Starts resolving and connecting, once Lua has its socket object. */
 void client_start(conn *c);
 void client_on_response(conn *c);
 void client_free(conn *c);
+/* Sends the upgrade request once the connection (and TLS) is up. */
+void client_send_request(conn *c);
 
 /* ws.c: the WebSocket protocol over a connection */
 void ws_start(conn *c, const pmd_params *deflate);

@@ -41,6 +41,7 @@ struct tls_conn {
     const char *err;          /* static text; set once the connection failed */
     int err_code;             /* what every later call returns */
     bool started;             /* the first byte has been seen */
+    bool client;              /* we connected out (luaws.connect) */
     bool renegotiation;       /* the client tried to renegotiate */
 };
 
@@ -329,6 +330,70 @@ void tls_server_free(tls_server *s)
     if (s) server_unref(s);
 }
 
+/* ---- the client side (luaws.connect to wss://) ---- */
+
+static int fail_ssl(tls_conn *c);
+
+tls_server *tls_client_ctx_new(const char *ca_file, bool verify, char *err, size_t errlen)
+{
+    tls_server *s = xrealloc(NULL, sizeof *s);
+    memset(s, 0, sizeof *s);
+    s->refs = 1;
+    if (!(s->bio_method = bio_method_new())) {
+        snprintf(err, errlen, "cannot create the TLS transport");
+        server_unref(s);
+        return NULL;
+    }
+    ERR_clear_error();
+    SSL_CTX *ctx = s->ctx = SSL_CTX_new(TLS_client_method());
+    if (!ctx) {
+        snprintf(err, errlen, "cannot create a TLS context: %s", ssl_reason());
+        server_unref(s);
+        return NULL;
+    }
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
+    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+    static const unsigned char alpn[] = "\x08http/1.1";
+    SSL_CTX_set_alpn_protos(ctx, alpn, sizeof alpn - 1);
+    if (verify) {
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+        int ok = ca_file ? SSL_CTX_load_verify_locations(ctx, ca_file, NULL)
+                         : SSL_CTX_set_default_verify_paths(ctx);
+        if (ok != 1) {
+            snprintf(err, errlen, "cannot load CA certificates%s%s: %s", ca_file ? " from " : "",
+                     ca_file ? ca_file : "", ssl_reason());
+            server_unref(s);
+            return NULL;
+        }
+    }
+    return s;
+}
+
+tls_conn *tls_client_new(tls_server *s, const char *host)
+{
+    tls_conn *c = tls_conn_new(s);
+    if (!c) return NULL;
+    c->client = true;
+    SSL_set_connect_state(c->ssl);
+    /* An IP address is checked as one; a name is also sent as SNI. */
+    X509_VERIFY_PARAM *param = SSL_get0_param(c->ssl);
+    if (X509_VERIFY_PARAM_set1_ip_asc(param, host) != 1) {
+        ERR_clear_error();
+        SSL_set_tlsext_host_name(c->ssl, host);
+        SSL_set1_host(c->ssl, host);
+    }
+    return c;
+}
+
+int tls_start(tls_conn *c)
+{
+    ERR_clear_error();
+    if (SSL_do_handshake(c->ssl) == 1) return 0;
+    int e = SSL_get_error(c->ssl, 0);
+    return e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE ? 0 : fail_ssl(c);
+}
+
 /* ---- connections ---- */
 
 tls_conn *tls_conn_new(tls_server *s)
@@ -380,7 +445,7 @@ int tls_feed(tls_conn *c, const uint8_t *data, size_t len)
 {
     if (c->err) return c->err_code;
     if (len == 0) return 0;
-    if (!c->started) {
+    if (!c->started && !c->client) {
         c->started = true;
         /* A TLS record starts with a content type (20..24), an SSLv2 hello
          * with the high bit set; a capital letter is text: an HTTP method. */

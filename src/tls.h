@@ -73,6 +73,14 @@ size_t tls_pending_out(tls_conn *c, const uint8_t **data);
 void tls_consume_out(tls_conn *c, size_t n);
 
 bool tls_handshake_done(const tls_conn *c);
+
+/* Client side (luaws.connect to wss://): a context that verifies servers
+ * against ca_file (NULL: the system's CA store), or not at all. */
+tls_server *tls_client_ctx_new(const char *ca_file, bool verify, char *err, size_t errlen);
+/* A connection to host (sent as SNI, and checked against the certificate). */
+tls_conn *tls_client_new(tls_server *s, const char *host);
+/* Queues the ClientHello: flush tls_pending_out, then feed and read as usual. */
+int tls_start(tls_conn *c);
 /* Why the connection failed, for the log ("" if it did not). */
 const char *tls_error(const tls_conn *c);
 /* The SNI host name the client sent: NULL if none, "(unprintable)" if it
