@@ -46,7 +46,7 @@ static void usage(FILE *out)
         "  --handshake-timeout MS a whole HTTP request must arrive within this; 408 (default 10000)\n"
         "  --ping-interval MS     ping sockets idle this long, close them if still silent after\n"
         "                         as long again; 0 turns it off (default 30000)\n"
-        "  --max-connections N    refuse more with 503 (default: open-file limit - 64)\n"
+        "  --max-connections N    per worker: refuse more with 503 (default: open-file limit - 64)\n"
         "  --max-backpressure BYTES  bytes queued for one slow reader; beyond, the socket is\n"
         "                         closed with 1008 (default 67108864)\n"
         "  --origin ORIGIN        allow WebSocket upgrades only from this Origin (repeatable;\n"
