@@ -36,7 +36,7 @@ SRCS = $(wildcard src/*.c)
 OBJS = $(SRCS:src/%.c=$(BUILD)/%.o)
 HDRS = $(wildcard src/*.h)
 
-.PHONY: all deps run run-tls test clean install
+.PHONY: all deps run run-tls test conformance clean install
 
 all: deps $(BIN)
 
@@ -70,6 +70,10 @@ run: all
 
 test: all
 	@LUAWS_BIN=$(CURDIR)/$(BIN) bash spec/run
+
+# The conformance suite with its large cases (9.x up to 16 MiB), every deflate mode.
+conformance: all
+	@CONFORMANCE_LARGE=1 LUAWS_BIN=$(CURDIR)/$(BIN) bash spec/run spec/conformance_spec.lua
 
 # make run-tls: the echo bot on wss://127.0.0.1:8443 with a self-signed
 # certificate for localhost / 127.0.0.1, made once into build/tls/ (try:

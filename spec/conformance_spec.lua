@@ -8,8 +8,9 @@
 --   CONFORMANCE_PEERS=1   also check the suite itself against node ws and
 --                         Python websockets (differences: CROSSCHECK.md)
 --
--- The same from the command line: lua5.4 spec/conformance/run.lua --help-less
--- (see the top of spec/conformance/run.lua).
+-- The same from the command line: lua5.4 spec/conformance/run.lua [options]
+-- (see the top of spec/conformance/run.lua and spec/conformance/README.md).
+assert(pcall(require, "zlib"), "the conformance suite needs lua-zlib (Debian package lua-zlib)")
 local suite = require "spec.conformance.suite"
 local targets = require "spec.conformance.targets"
 local crosscheck = require "spec.conformance.crosscheck"

@@ -26,7 +26,7 @@ local function envnum(name, default) return tonumber(os.getenv(name) or "") or d
 -- the case falls back to completing the message (then NON-STRICT).
 J.READ_GUARD = envnum("CONFORMANCE_READ_GUARD", 10)
 J.CLOSE_GUARD = envnum("CONFORMANCE_CLOSE_GUARD", 2)
-J.FAILFAST_GUARD = envnum("CONFORMANCE_FAILFAST_GUARD", 1)
+J.FAILFAST_GUARD = envnum("CONFORMANCE_FAILFAST_GUARD", 2)
 
 local Failure = {}
 Failure.__index = Failure
@@ -92,8 +92,22 @@ function T:note(fmt, ...)
   self.notes[#self.notes + 1] = msg
 end
 
+-- The frame trace printed (--verbose) for a case that is not OK: the first 40
+-- and the last 200 entries.
 function T:trace(fmt, ...)
-  self.log[#self.log + 1] = string.format(fmt, ...)
+  local log = self.log
+  local n = (log.n or 0) + 1
+  log.n = n
+  local line = string.format(fmt, ...)
+  if n <= 40 then log[n] = line else log[41 + (n - 41) % 200] = line end
+end
+
+function T:trace_lines()
+  local log, n, out = self.log, self.log.n or 0, {}
+  for i = 1, math.min(n, 40) do out[#out + 1] = log[i] end
+  if n > 240 then out[#out + 1] = string.format("... (%d entries left out)", n - 240) end
+  for k = math.max(41, n - 199), n do out[#out + 1] = log[41 + (k - 41) % 200] end
+  return out
 end
 
 ---------------------------------------------------------------------------
@@ -485,7 +499,7 @@ function T:close(code, reason, opts)
     self:fail("expected the server's close frame answering close %s, got %s", tostring(code or "(empty)"),
       describe_event(ev, err))
   end
-  local ok_codes = opts.codes or (code and { code, 1000 } or { 1000 })
+  local ok_codes = opts.codes or ((code and code ~= 1000) and { code, 1000 } or { 1000 })
   if ev.code == nil then
     if code ~= nil and not opts.codes then
       self:nonstrict("the server answered close %d with a close frame without a status code", code)

@@ -94,7 +94,7 @@ function S.run(opts)
           (opts.verbose and #t.notes > 0) and (" [" .. table.concat(t.notes, "; ") .. "]") or ""))
         if verdict ~= "OK" and opts.verbose then
           out("            case: " .. c.desc)
-          for _, l in ipairs(t.log) do out("            | " .. l) end
+          for _, l in ipairs(t:trace_lines()) do out("            | " .. l) end
         end
       end
     else

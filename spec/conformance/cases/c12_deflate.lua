@@ -15,7 +15,8 @@ local D = require "spec.conformance.deflate"
 local M = {}
 
 -- Autobahn's (payload length, auto-fragment size) list. Autobahn sends 1000
--- messages per case; here 10 (4 of more than 16 KiB), 100 with large.
+-- messages per case; here 10 (4 of more than 16 KiB), and with large 100
+-- (20 of more than 4 KiB, 10 of more than 32 KiB).
 M.MSG_SIZES = {
   { 16, 0 }, { 64, 0 }, { 256, 0 }, { 1024, 0 }, { 4096, 0 }, { 8192, 0 }, { 16384, 0 }, { 32768, 0 },
   { 65536, 0 }, { 131072, 0 },
@@ -26,8 +27,12 @@ M.MSG_SIZES = {
 -- Round trips on a negotiated (or declined) connection. sets: list of data set
 -- names used in turn.
 function M.count(t, len)
-  if t.target.large then return 100 end
+  if t.target.large then return len > 32768 and 10 or len > 4096 and 20 or 100 end
   return len > 16384 and 4 or 10
+end
+
+function M.count_desc(len)
+  return string.format("%d (%d if large)", len > 16384 and 4 or 10, len > 32768 and 10 or len > 4096 and 20 or 100)
 end
 
 function M.roundtrips(t, sets, len, frag, count)
@@ -61,7 +66,7 @@ function M.register(case)
       local len, frag = sz[1], sz[2]
       case(string.format("12.%d.%d", j, i),
         string.format("Offer plain permessage-deflate; echo %s messages of %d bytes of %s%s",
-          len > 16384 and "4 (100 if large)" or "10 (100 if large)",
+          M.count_desc(len),
           len, P.SETS[set[1]].desc, frag > 0 and string.format(", in fragments of %d bytes", frag) or ""),
         function(t)
           t:negotiate({ "permessage-deflate" }, { plain = true })

@@ -72,7 +72,7 @@ return function(case)
       local len, frag = sz[1], sz[2]
       case(string.format("13.%d.%d", j, i),
         string.format("Offer %s; echo %s messages of %d bytes%s", o[1],
-          len > 16384 and "4 (100 if large)" or "10 (100 if large)", len,
+          C12.count_desc(len), len,
           frag > 0 and string.format(", in fragments of %d bytes", frag) or ""),
         function(t)
           t:negotiate(o[2], o[3])
