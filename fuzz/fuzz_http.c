@@ -21,17 +21,19 @@
  * (also for every header value as a key, any length). The reader is always
  * freed: LeakSanitizer reports anything left.
  *
- * Known bugs, with their reproducers in regressions/fuzz_http/:
- *  - upgrade-request-with-body: for an upgrade request with a body,
- *    http_reader_feed returns HTTP_DONE when the body has not fully arrived,
- *    or failed (413, bad chunk), because its "parser.upgrade && req.method"
- *    branch runs before the error check (and http-parser 2.9 does call
- *    on_message_complete for upgrades);
- *  - repeated-header-empty-value: a repeated header whose later value is
- *    empty is joined as "a, " (trailing whitespace).
- * Until src/http.c is fixed, FUZZ_KNOWN_BUGS=1 in the environment tolerates
- * them (skips upgrade requests with a body, allows a trailing ", ") so that
- * fuzzing can look for other bugs. */
+ * Bugs found, with their reproducers in regressions/fuzz_http/ (replayed by
+ * `make regress`; the first two bytes are this harness's options):
+ *  - upgrade-request-with-body (fixed in 0838cf9): HTTP_DONE before the body
+ *    of an upgrade request had arrived, or after http-parser failed;
+ *  - repeated-header-empty-value (fixed in 0838cf9): "1, " for X-A: 1 then
+ *    an empty X-A;
+ *  - key-with-padding-inside (fixed in 92506da): ws_handshake_check took
+ *    "========================" for a key (EVP_DecodeBlock lets '=' through);
+ *  - header-value-starting-with-nul (fixed in 92506da): http-parser 2.9 checks
+ *    every byte of a value but the first, so "X-A:\0b" read as "".
+ * FUZZ_KNOWN_BUGS=1 in the environment is the switch for tolerating a bug
+ * that is known but not yet fixed (none at present), so that fuzzing can go
+ * on looking for others. */
 #include "http.h"
 #include <ctype.h>
 #include <stdarg.h>
@@ -44,12 +46,13 @@
 #define CHECK(cond) do { if (!(cond)) { \
     fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); abort(); } } while (0)
 
-static bool known_bugs;   /* FUZZ_KNOWN_BUGS: tolerate the bugs listed above */
+static bool known_bugs;   /* FUZZ_KNOWN_BUGS: tolerate known open bugs */
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     const char *e = getenv("FUZZ_KNOWN_BUGS");
     known_bugs = e && *e && strcmp(e, "0") != 0;
+    (void)known_bugs;
     return 0;
 }
 
@@ -146,8 +149,7 @@ static void examine(transcript *t, const http_request *q)
         for (const char *c = name; *c; c++) CHECK(!isupper((unsigned char)*c));
         for (size_t j = 0; j < i; j++) CHECK(strcmp(q->headers[j].name, name) != 0);
         size_t vl = strlen(value);
-        bool joined_empty = known_bugs && vl >= 2 && value[vl - 2] == ',' && value[vl - 1] == ' ';
-        CHECK(vl == 0 || joined_empty || (value[vl - 1] != ' ' && value[vl - 1] != '\t'));
+        CHECK(vl == 0 || (value[vl - 1] != ' ' && value[vl - 1] != '\t'));
         CHECK(http_header_get(q, name) == value);
         tr_printf(t, " h:");
         tr_str(t, name, strlen(name));
@@ -239,12 +241,6 @@ static void read_stream(const uint8_t *s, size_t n, size_t max_header, size_t ma
                 break;
             }
             CHECK(rs == HTTP_DONE);
-            if (known_bugs && rd.req.upgrade &&
-                (http_header_get(&rd.req, "content-length") || http_header_get(&rd.req, "transfer-encoding"))) {
-                tr_printf(t, "SKIP\n");
-                stopped = true;
-                break;
-            }
             tr_printf(t, "DONE at %zu: ", pos + off);
             examine(t, &rd.req);
             if (rd.req.upgrade) {      /* the rest is WebSocket's */
@@ -274,9 +270,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     read_stream(data, size, max_header, max_body, WHOLE, seed, &t[0]);
     read_stream(data, size, max_header, max_body, BYTEWISE, seed, &t[1]);
     read_stream(data, size, max_header, max_body, RANDOM, seed, &t[2]);
-    bool skip = false;
-    for (int i = 0; i < 3; i++) skip |= strstr(t[i].data, "SKIP\n") != NULL;
-    for (int i = 1; i < 3 && !skip; i++) {
+    for (int i = 1; i < 3; i++) {
         if (t[i].len != t[0].len || memcmp(t[i].data, t[0].data, t[0].len) != 0) {
             fprintf(stderr, "transcripts differ (whole vs %s):\n--- whole\n%s\n--- %s\n%s\n",
                     i == 1 ? "bytewise" : "random", t[0].data, i == 1 ? "bytewise" : "random", t[i].data);

@@ -129,13 +129,19 @@ def http():
     }
     for name, data in cases.items():
         write("fuzz_http", name, bytes([rng.randrange(256), 0xff]) + data.encode("latin-1"))
-    # Reproducer of a bug found by fuzz_http (see fuzz_http.c): an upgrade
-    # request with a body is "done" before its body when the body comes later.
+    # Reproducers of bugs found by fuzz_http (see fuzz_http.c). An upgrade
+    # request with a body was "done" before its body when the body came later.
     body = UPGRADE.replace("\r\n\r\n", "\r\nContent-Length: 4\r\n\r\n") + "body\x81\x80abcd"
     write("../regressions/fuzz_http", "upgrade-request-with-body", b"\x00\xff" + body.encode("latin-1"))
-    # Another: a repeated header with an empty value is joined as "1, ".
+    # A repeated header with an empty value was joined as "1, ".
     write("../regressions/fuzz_http", "repeated-header-empty-value",
           b"\x00\xff" + b"GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\r\nX-A:\r\n\r\n")
+    # A header value could start with a NUL byte (read as "" or "1, ").
+    write("../regressions/fuzz_http", "header-value-starting-with-nul",
+          b"\x00\xff" + b"GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\r\nX-A:\x00b\r\n\r\n")
+    # A key made of padding passed ws_handshake_check.
+    write("../regressions/fuzz_http", "key-with-padding-inside",
+          b"\x00\xff" + UPGRADE.replace("dGhlIHNhbXBsZSBub25jZQ==", "=" * 24).encode("latin-1"))
 
 
 # ---- permessage-deflate ---------------------------------------------------
@@ -174,8 +180,8 @@ def inflate():
     }
     for name, data in streams.items():
         write("fuzz_inflate", "deflate_" + name, bytes([0x07, 0x31]) + data)
-    # Reproducer of a bug found while writing the round trip (see
-    # fuzz_inflate.c): dedicated mode with context takeover (byte 1 = 0x90),
+    # Reproducer of a bug found by the round trip (see fuzz_inflate.c):
+    # dedicated mode with context takeover (byte 1 = 0x90),
     # "Hello", then an empty message (0x90 % 6 == 0), then "Hello" again.
     write("../regressions/fuzz_inflate", "empty-message-after-context-takeover", b"\x00\x90Hello")
 

@@ -94,6 +94,9 @@ bool pmd_negotiate(const char *offers, enum deflate_mode mode, pmd_params *param
         offer o;
         bool valid;
         p = parse_params(p, &o, &valid);
+        /* Anything else before the next comma makes the offer malformed. */
+        p = skip_ws(p);
+        if (*p && *p != ',') valid = false;
         /* skip to the next extension */
         while (*p && *p != ',') p++;
         if (*p == ',') p++;

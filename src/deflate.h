@@ -66,8 +66,9 @@ void pmd_conn_free(pmd_worker *w, pmd_conn *pc);
 /* Compresses one message into w->out. Returns false on a zlib failure. */
 bool pmd_compress(pmd_worker *w, pmd_conn *pc, const uint8_t *in, size_t len);
 
-/* Inflates a chunk of a compressed message, appending to out without ever
- * letting it grow past limit. final adds the 0x00 0x00 0xff 0xff tail.
+/* Inflates a chunk of a compressed message, appending to out. final adds
+ * the 0x00 0x00 0xff 0xff tail. out never holds more than limit bytes on
+ * success; on 1009 it holds limit + 1 (the byte that proved the excess).
  * Returns 0, or a close code: 1009 (too big), 1007 (corrupt data). */
 int pmd_inflate(pmd_worker *w, pmd_conn *pc, const uint8_t *in, size_t len, bool final,
                 bytes *out, size_t limit);

@@ -99,6 +99,11 @@ static int on_header_field(http_parser *p, const char *at, size_t n)
 static int on_header_value(http_parser *p, const char *at, size_t n)
 {
     http_reader *r = reader_of(p);
+    /* A field name is a token: no whitespace, not empty (RFC 7230 3.2.4). */
+    if (!r->in_value && (!r->field || strpbrk(r->field, " \t"))) {
+        r->error_status = 400;
+        return -1;
+    }
     if (count_header_bytes(r, at, n)) return -1;
     r->in_value = true;
     append(&r->value, &r->value_len, at, n);

@@ -1,5 +1,6 @@
 /* log.c — plain line logging to stderr; see log.h. */
 #include "log.h"
+#include "utf8.h"
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -24,19 +25,35 @@ void log_set_tag(const char *t)
 
 void log_set_json(bool json) { as_json = json; }
 
-/* Appends s to out as the inside of a JSON string. */
+/* Appends s to out as the inside of a JSON string: always valid UTF-8,
+ * so bytes that are not (a request path, say) become U+FFFD, and a cut
+ * never splits a character. */
 static int json_escape(char *out, int room, const char *s)
 {
     int n = 0;
-    for (; *s && n < room - 7; s++) {
+    while (*s && n < room - 7) {
         unsigned char ch = (unsigned char)*s;
-        if (ch == '"' || ch == '\\') {
-            out[n++] = '\\';
-            out[n++] = (char)ch;
-        } else if (ch < 0x20) {
-            n += snprintf(out + n, (size_t)(room - n), "\\u%04x", ch);
+        if (ch < 0x80) {
+            if (ch == '"' || ch == '\\') {
+                out[n++] = '\\';
+                out[n++] = (char)ch;
+            } else if (ch < 0x20) {
+                n += snprintf(out + n, (size_t)(room - n), "\\u%04x", ch);
+            } else {
+                out[n++] = (char)ch;
+            }
+            s++;
+            continue;
+        }
+        size_t len = ch >= 0xF0 ? 4 : ch >= 0xE0 ? 3 : 2;
+        if (strnlen(s, len) == len && utf8_valid((const uint8_t *)s, len)) {
+            memcpy(out + n, s, len);
+            n += (int)len;
+            s += len;
         } else {
-            out[n++] = (char)ch;
+            memcpy(out + n, "\xef\xbf\xbd", 3);
+            n += 3;
+            s++;
         }
     }
     return n;

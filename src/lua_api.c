@@ -393,6 +393,17 @@ static int l_socket_close(lua_State *L)
         return luaL_argerror(L, 2, "not a close code an endpoint may send (1000-1003, 1007-1014, 3000-4999)");
     if (rlen > WS_MAX_CONTROL_PAYLOAD - 2) return luaL_argerror(L, 3, "close reason over 123 bytes");
     if (!utf8_valid((const uint8_t *)reason, rlen)) return luaL_argerror(L, 3, "close reason is not valid UTF-8");
+    conn *c = s->c;
+    if (c && c->is_client && (c->state == CONN_CONNECTING || c->state == CONN_CLIENT_HANDSHAKE)) {
+        /* Given up before it opened: no on_open; on_close(code, reason)
+         * follows from the loop, once the connection is gone. */
+        c->close_code = (uint16_t)code;
+        free(c->close_reason);
+        c->close_reason = strdup(reason);
+        conn_close_now(c);
+        lua_pushboolean(L, 1);
+        return 1;
+    }
     if (!s->c || !ws_is_open(s->c)) return closed_result(L);
     ws_close(s->c, (uint16_t)code, reason, rlen);
     lua_pushboolean(L, 1);
@@ -1159,8 +1170,10 @@ void lh_on_close(conn *c)
     }
     c->closed_event_done = true;
     lua_host *h = c->srv->lua;
-    /* A closed socket is in no topic any more, also as on_close sees it. */
+    /* A closed socket is in no topic any more and its timers have ended,
+     * also as on_close sees it (TCP may linger a while yet). */
     lp_conn_gone(h, c);
+    lt_conn_gone(h, c);
     if (!push_event(h, c, "on_close")) return;
     lua_pushinteger(h->L, c->close_code);
     lua_pushstring(h->L, c->close_reason ? c->close_reason : "");

@@ -4,6 +4,7 @@
 #include "log.h"
 #include <stdlib.h>
 #include <string.h>
+#include <stdint.h>
 #include <unistd.h>
 
 typedef struct stdin_reader {
@@ -99,13 +100,30 @@ static int l_read_stdin(lua_State *L)
     return 0;
 }
 
+static void on_exit_timer(uv_timer_t *t)
+{
+    fflush(stdout);
+    /* The client is done: nothing left worth tidying before exit. */
+    _exit((int)(intptr_t)t->data);
+}
+
+/* core.exit(code): exits once the loop has turned a little more, so that
+ * what is being written (the reply to a close frame) leaves first. */
 static int l_exit(lua_State *L)
 {
     lua_host *h;
     lua_getallocf(L, (void **)&h);
-    fflush(stdout);
-    /* The client is done: nothing left worth tidying before exit. */
-    _exit((int)luaL_optinteger(L, 1, 0));
+    int code = (int)luaL_optinteger(L, 1, 0);
+    if (!h->srv->loop) {
+        fflush(stdout);
+        _exit(code);
+    }
+    uv_timer_t *t = malloc(sizeof *t);
+    if (!t) _exit(code);
+    uv_timer_init(h->srv->loop, t);
+    t->data = (void *)(intptr_t)code;
+    uv_timer_start(t, on_exit_timer, 20, 0);
+    return 0;
 }
 
 void ls_register(lua_State *L)

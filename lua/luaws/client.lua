@@ -75,6 +75,8 @@ local listener = {
   end,
   on_close = function(socket, code, reason)
     note("closed " .. code .. (reason ~= "" and " " .. reason or ""))
+    -- core.exit lets the loop turn first: our reply to the server's close
+    -- frame leaves before the process ends.
     core.exit((code == 1000 or code == 1001) and 0 or 1)
   end,
 }
