@@ -8,6 +8,7 @@
 -- The Redis specs start their own redis-server on a free loopback port.
 -- Nothing here sleeps for a fixed time: every wait is on a log line, a reply,
 -- a client's report, or a condition polled with a guard timeout.
+-- TOPICS_LOG_LEVEL=debug runs the Redis specs' servers at debug level.
 local cjson = require "cjson"
 local socket = require "socket"
 local server = require "spec.support.server"
@@ -274,7 +275,7 @@ describe("topics", function()
     -- client-initiated close handshake
     assert.equal(1000, (a:close(1000, "bye")))
     local line = srv:wait_log("topics%-left id=" .. a.id .. " ")
-    assert.truthy(line:find("topics=0 counts=room:3,second:2", 1, true), line)
+    assert.truthy(line:find("topics=0 counts=room:3,second:2 late=nil,closed", 1, true), line)
     assert.equal("pub room 3", say(p, "pub room after-a"))
 
     -- the server closes it
@@ -295,6 +296,45 @@ describe("topics", function()
     assert.equal("after-a", H.read(stay))
     assert.equal("after-b", H.read(stay))
     assert.equal("last", H.read(stay))
+  end)
+
+  it("on_close can tell the room: a leaving socket's publish reaches the others, not itself", function()
+    srv = H.start { script = SCRIPT }
+    local a, b, c = keep(open(srv, "/sub/room")), keep(open(srv, "/sub/room")), keep(open(srv, "/sub/room"))
+    assert.equal("sub side true", say(b, "sub side"))
+    assert.equal("sub side true", say(c, "sub side"))
+    assert.equal("announce", say(b, "announce"))
+    b:shutdown()
+    local line = srv:wait_log("topics%-left id=" .. b.id .. " ")
+    assert.truthy(line:find("announced=room:2,side:1", 1, true), line)
+    assert.equal("left " .. b.id, H.read(a))
+    local first, second = H.read(c), H.read(c)
+    assert.same({ "left " .. b.id, "left " .. b.id }, { first, second })
+    assert.equal("count room 2", say(a, "count room"))
+    assert.equal("count late 0", say(a, "count late"))
+  end)
+
+  it("a hot reload keeps every socket's topics", function()
+    local src = server.read_file(server.ROOT .. "/" .. SCRIPT)
+    srv = H.start { source = src }
+    local a, b = keep(open(srv, "/sub/room")), keep(open(srv, "/sub/room"))
+    assert.equal("sub other true", say(b, "sub other"))
+    assert.equal("version v1", say(a, "version"))
+    local mark = srv:mark()
+    local tmp = srv.script .. ".new"
+    server.write_file(tmp, (src:gsub('local VERSION = "v1"', 'local VERSION = "v2"')))
+    assert(os.rename(tmp, srv.script))
+    srv:wait_log("reloaded %(file changed%) .- 2 connections moved", { after = mark })
+    assert.equal("version v2", say(a, "version"))
+    assert.equal("topics other,room", say(b, "topics"))
+    assert.equal("count room 2", say(a, "count room"))
+    a:send_text("pub room after-reload")
+    assert.equal("after-reload", H.read(a))   -- its own copy comes before the reply
+    assert.equal("pub room 2", H.read(a))
+    assert.equal("after-reload", H.read(b))
+    local p = keep(open(srv, "/pub"))
+    assert.equal("pub other 1", say(p, "pub other new-code"))
+    assert.equal("new-code", H.read(b))
   end)
 
   it("topic names are byte strings: empty, with NUL, with spaces, many per socket", function()
@@ -328,7 +368,7 @@ describe("topics", function()
     local a, b = keep(open(srv, "/sub/room")), keep(open(srv, "/sub/room"))
     local p = keep(open(srv, "/pub"))
     b:send_text("close")
-    local d, k = H.read(b)
+    local _, k = H.read(b)
     assert.equal("close", k)
     -- b has not answered its close frame yet
     assert.equal("pub room 1", say(p, "pub room after-close"))

@@ -569,8 +569,6 @@ static int raw_write(conn *c, const uint8_t *hdr, size_t hlen, const uint8_t *da
     return 0;
 }
 
-bool conn_writable(const conn *c) { return c->state != CONN_DEAD; }
-
 /* ---- closing ---- */
 
 static void on_timer_closed(uv_handle_t *h) { free(h); }

@@ -202,7 +202,6 @@ int conn_write(conn *c, const uint8_t *hdr, size_t hlen, const uint8_t *data, si
 void conn_linger(conn *c);
 void conn_set_timer(conn *c, unsigned ms);
 void conn_close_now(conn *c);
-bool conn_writable(const conn *c);
 /* Writes what the cork collected. */
 void conn_uncork(conn *c);
 /* Sends what the TLS engine has for the socket. */

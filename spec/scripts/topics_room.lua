@@ -13,13 +13,18 @@
 --   pubhex T HEX   -> "pub T RESULT"              luaws.publish(T, luaws.buffer(bytes))
 --   pubraw T HEX   -> "pub T RESULT" or "err ..." luaws.publish(T, bytes) as text (may be bad UTF-8)
 --   close          -> the socket closes (1000)
+--   announce       -> "announce": on_close will publish "left ID" to every
+--                     topic this socket had subscribed to through the script
+--   version        -> "version V" (V is VERSION below; the reload spec rewrites it)
 -- A binary message "T\n<bytes>" publishes <bytes> to T as binary.
 -- RESULT is tostring of publish's result: a count, or "true" when handed to Redis.
 --
--- on_close logs "topics-left id=ID topics=N counts=T:n,..." for every topic
--- the socket had subscribed to through this script: by then the socket must
--- have left them (topics() empty, subscribers() without it).
+-- on_close logs "topics-left id=ID code=C topics=N counts=T:n,... late=R"
+-- for every topic the socket had subscribed to through this script: by then
+-- the socket must have left them (topics() empty, subscribers() without it),
+-- and late= is what subscribe() says on the closed socket ("nil,closed").
 local ws = require "luaws"
+local VERSION = "v1"
 
 local function unhex(h)
   return (h:gsub("%x%x", function(x) return string.char(tonumber(x, 16)) end))
@@ -58,6 +63,11 @@ local function command(socket, m)
     local ok, r = pcall(ws.publish, topic, unhex(hex))
     if not ok then return "err " .. tostring(r) end
     return "pub " .. topic .. " " .. tostring(r)
+  elseif verb == "announce" then
+    socket.data.announce = true
+    return "announce"
+  elseif verb == "version" then
+    return "version " .. VERSION
   elseif verb == "close" then
     socket:close(1000, "asked")
     return nil
@@ -91,11 +101,18 @@ return function(request)
         if reply then socket:send(reply) end
       end,
       on_close = function(socket, code)
-        local counts = {}
-        for t in pairs(socket.data.seen or {}) do counts[#counts + 1] = t .. ":" .. ws.subscribers(t) end
+        local counts, announced = {}, {}
+        for t in pairs(socket.data.seen or {}) do
+          if socket.data.announce then announced[#announced + 1] = t .. ":" .. tostring(ws.publish(t, "left " .. socket.id)) end
+          counts[#counts + 1] = t .. ":" .. ws.subscribers(t)
+        end
         table.sort(counts)
+        table.sort(announced)
+        local late, err = socket:subscribe("late")
         ws.log("info", "topics-left id=" .. socket.id, "code=" .. tostring(code),
-          "topics=" .. #socket:topics(), "counts=" .. table.concat(counts, ","))
+          "topics=" .. #socket:topics(), "counts=" .. table.concat(counts, ","),
+          "late=" .. tostring(late) .. "," .. tostring(err),
+          socket.data.announce and ("announced=" .. table.concat(announced, ",")) or "")
       end,
     },
   }
