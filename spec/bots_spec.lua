@@ -1104,6 +1104,12 @@ describe("luaws.connect", function()
   end)
 
   it("a host name is resolved (localhost)", function()
+    -- A bare chroot may have no /etc/hosts: then there is no name to resolve.
+    local hosts = io.open("/etc/hosts") and io.open("/etc/hosts"):read("a") or ""
+    if not hosts:find("%f[%w]localhost%f[%W]") then
+      pending("this machine has no localhost in /etc/hosts")
+      return
+    end
     local c = go("ws://localhost:" .. target.port .. "/")
     assert.equal("up open protocol=nil is_open=true same=true", read_text(c))
     c:close(1000)
