@@ -508,8 +508,7 @@ int conn_write(conn *c, const uint8_t *hdr, size_t hlen, const uint8_t *data, si
             if (r == 0 && len) r = tls_write(c->tls, data, len);
         }
         if (r < 0) {
-            if (ok_ref != LUA_NOREF_ || fail_ref != LUA_NOREF_)
-                lh_send_done(c->srv->lua, ok_ref, fail_ref, "TLS error");
+            if (notify) lh_send_done(c->srv->lua, ok_ref, fail_ref, "TLS error");
             return UV_EPROTO;
         }
         return tls_flush(c, ok_ref, fail_ref);
@@ -531,26 +530,47 @@ void conn_uncork(conn *c)
     free(cork.data);
 }
 
+/* Nothing queued: offers the bytes to the kernel at once; returns how
+ * many it took. */
+static size_t try_write(conn *c, const uint8_t *hdr, size_t hlen, const uint8_t *data, size_t len)
+{
+    if (c->queued) return 0;
+    uv_buf_t bufs[2] = {uv_buf_init((char *)hdr, (unsigned)hlen), uv_buf_init((char *)data, (unsigned)len)};
+    int r = uv_try_write((uv_stream_t *)&c->tcp, bufs, len ? 2 : 1);
+    return r > 0 ? (size_t)r : 0;
+}
+
+/* Hands w (bytes at p) to libuv; on_write frees it. */
+static int enqueue(conn *c, wreq *w, uint8_t *p, size_t n)
+{
+    w->c = c;
+    w->len = n;
+    uv_buf_t b = uv_buf_init((char *)p, (unsigned)n);
+    int r = uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_write);
+    if (r < 0) {
+        shared_frame_unref(w->shared);
+        free(w);
+        return r;
+    }
+    c->queued += n;
+    return 0;
+}
+
 static int raw_write(conn *c, const uint8_t *hdr, size_t hlen, const uint8_t *data, size_t len,
                      int ok_ref, int fail_ref)
 {
     if (c->state == CONN_DEAD) return UV_EPIPE;
     size_t skip = 0;
-    /* Nothing queued and nobody to tell: try the kernel first, and only
-     * copy what it did not take. */
-    if (c->queued == 0 && ok_ref == LUA_NOREF_ && fail_ref == LUA_NOREF_) {
-        uv_buf_t bufs[2] = {uv_buf_init((char *)hdr, (unsigned)hlen), uv_buf_init((char *)data, (unsigned)len)};
-        int r = uv_try_write((uv_stream_t *)&c->tcp, bufs, len ? 2 : 1);
-        if (r > 0) skip = (size_t)r;
+    /* Nobody to tell: try the kernel first, and only copy what it did not take. */
+    if (ok_ref == LUA_NOREF_ && fail_ref == LUA_NOREF_) {
+        skip = try_write(c, hdr, hlen, data, len);
         if (skip == hlen + len) return 0;
     }
     size_t rest = hlen + len - skip;
     wreq *w = xmalloc(sizeof *w + rest);
     w->shared = NULL;
-    w->c = c;
     w->ok_ref = ok_ref;
     w->fail_ref = fail_ref;
-    w->len = rest;
     uint8_t *p = w->data;
     if (skip < hlen) {
         memcpy(p, hdr + skip, hlen - skip);
@@ -559,14 +579,7 @@ static int raw_write(conn *c, const uint8_t *hdr, size_t hlen, const uint8_t *da
     } else {
         memcpy(p, data + (skip - hlen), len - (skip - hlen));
     }
-    uv_buf_t b = uv_buf_init((char *)w->data, (unsigned)rest);
-    int r = uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_write);
-    if (r < 0) {
-        free(w);
-        return r;
-    }
-    c->queued += rest;
-    return 0;
+    return enqueue(c, w, w->data, rest);
 }
 
 /* ---- closing ---- */
@@ -682,13 +695,14 @@ static void on_closed(uv_handle_t *h)
 static void check_conn(conn *c, uint64_t now)
 {
     const config *cfg = c->srv->cfg;
-    if (c->state == CONN_HTTP && now >= c->deadline && c->tls && !tls_handshake_done(c->tls)) {
-        log_warn("conn %llu from %s: TLS handshake not finished within %u ms, closing", (unsigned long long)c->id,
-                 c->peer, cfg->handshake_timeout_ms);
-        conn_close_now(c);
-        return;
-    }
     if (c->state == CONN_HTTP && now >= c->deadline) {
+        if (c->tls && !tls_handshake_done(c->tls)) {
+            /* No TLS yet: nothing can be answered. */
+            log_warn("conn %llu from %s: TLS handshake not finished within %u ms, closing",
+                     (unsigned long long)c->id, c->peer, cfg->handshake_timeout_ms);
+            conn_close_now(c);
+            return;
+        }
         log_warn("conn %llu from %s: no complete request within %u ms, answering 408", (unsigned long long)c->id,
                  c->peer, cfg->handshake_timeout_ms);
         static const char body[] = "408 Request Timeout\n";
@@ -757,27 +771,12 @@ int conn_write_shared(conn *c, shared_frame *f)
     if (c->state == CONN_DEAD) return UV_EPIPE;
     if (c->cork.len) conn_uncork(c);   /* keep the order */
     if (c->tls) return conn_write(c, f->data, f->len, NULL, 0, LUA_NOREF_, LUA_NOREF_);
-    size_t skip = 0;
-    if (c->queued == 0) {
-        uv_buf_t b = uv_buf_init((char *)f->data, (unsigned)f->len);
-        int r = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
-        if (r > 0) skip = (size_t)r;
-        if (skip == f->len) return 0;
-    }
+    size_t skip = try_write(c, f->data, f->len, NULL, 0);
+    if (skip == f->len) return 0;
     /* Whatever the kernel did not take waits in the queue by reference. */
     wreq *w = xmalloc(sizeof *w);
-    w->c = c;
     w->ok_ref = w->fail_ref = LUA_NOREF_;
-    w->len = f->len - skip;
     w->shared = f;
     f->refs++;
-    uv_buf_t b = uv_buf_init((char *)f->data + skip, (unsigned)w->len);
-    int r = uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_write);
-    if (r < 0) {
-        shared_frame_unref(f);
-        free(w);
-        return r;
-    }
-    c->queued += w->len;
-    return 0;
+    return enqueue(c, w, f->data + skip, f->len - skip);
 }

@@ -31,8 +31,7 @@ static void *l_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 
 static void l_hook(lua_State *L, lua_Debug *ar)
 {
-    lua_host *h;
-    lua_getallocf(L, (void **)&h);
+    lua_host *h = lh_host(L);
     if (h->deadline && uv_hrtime() > h->deadline) {
         /* From now on every instruction fails, so a pcall in the runaway
          * code cannot swallow the error: it escapes at the next step. */
@@ -931,19 +930,24 @@ static void attach_socket(lua_host *h, conn *c)
     c->socket_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 }
 
+/* socket.protocol: the subprotocol in use, if any. */
+static void set_protocol(lua_host *h, conn *c, const char *protocol)
+{
+    if (!protocol) return;
+    push_socket(h, c);
+    lua_getiuservalue(h->L, -1, 1);
+    lua_pushstring(h->L, protocol);
+    lua_setfield(h->L, -2, "protocol");
+    lua_pop(h->L, 2);
+}
+
 /* Upgrades c with the listener on top of the stack and the request below it. */
 static void upgrade(lua_host *h, conn *c, const http_request *req, const char *protocol,
                     const char *head, size_t head_len)
 {
     conn_upgrade(c, req, protocol, head, head_len);
     attach_socket(h, c);
-    if (protocol) {
-        push_socket(h, c);
-        lua_getiuservalue(h->L, -1, 1);
-        lua_pushstring(h->L, protocol);
-        lua_setfield(h->L, -2, "protocol");
-        lua_pop(h->L, 2);
-    }
+    set_protocol(h, c, protocol);
     if (push_event(h, c, "on_open")) lh_run_event(h, c, "on_open", 1);
 }
 
@@ -951,8 +955,7 @@ static void upgrade(lua_host *h, conn *c, const http_request *req, const char *p
  * listener, request_table) -> socket. lua/luaws.lua builds the request. */
 static int l_connect(lua_State *L)
 {
-    lua_host *h;
-    lua_getallocf(L, (void **)&h);
+    lua_host *h = lh_host(L);
     const char *host = luaL_checkstring(L, 1);
     lua_Integer port = luaL_checkinteger(L, 2);
     size_t len;
@@ -990,13 +993,7 @@ static int l_client_key(lua_State *L)
 void lh_client_open(conn *c)
 {
     lua_host *h = c->srv->lua;
-    if (c->client_protocol) {
-        push_socket(h, c);
-        lua_getiuservalue(h->L, -1, 1);
-        lua_pushstring(h->L, c->client_protocol);
-        lua_setfield(h->L, -2, "protocol");
-        lua_pop(h->L, 2);
-    }
+    set_protocol(h, c, c->client_protocol);
     if (push_event(h, c, "on_open")) lh_run_event(h, c, "on_open", 1);
 }
 

@@ -57,6 +57,14 @@ typedef struct lsocket {
     conn *c;                 /* NULL once the connection is gone */
 } lsocket;
 
+/* The host of a state: it is the allocator's user data. */
+static inline lua_host *lh_host(lua_State *L)
+{
+    void *ud;
+    lua_getallocf(L, &ud);
+    return ud;
+}
+
 /* lua_api.c */
 task *lh_current_task(lua_State *L);
 /* Runs fn(args...) from the top of the main stack as an event of c (may be NULL). */

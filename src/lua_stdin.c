@@ -80,8 +80,7 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 static int l_read_stdin(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TFUNCTION);
-    lua_host *h;
-    lua_getallocf(L, (void **)&h);
+    lua_host *h = lh_host(L);
     if (!h->srv->loop) return 0;
     stdin_reader *r = calloc(1, sizeof *r);
     if (!r) return luaL_error(L, "out of memory");
@@ -111,8 +110,7 @@ static void on_exit_timer(uv_timer_t *t)
  * what is being written (the reply to a close frame) leaves first. */
 static int l_exit(lua_State *L)
 {
-    lua_host *h;
-    lua_getallocf(L, (void **)&h);
+    lua_host *h = lh_host(L);
     int code = (int)luaL_optinteger(L, 1, 0);
     if (!h->srv->loop) {
         fflush(stdout);

@@ -90,19 +90,12 @@ static ltimer *timer_new(lua_State *L, lua_host *h, lua_Integer ms, bool repeat)
     return t;
 }
 
-static lua_host *host_of(lua_State *L)
-{
-    void *ud;
-    lua_getallocf(L, &ud);
-    return ud;
-}
-
 static int start(lua_State *L, bool repeat)
 {
     lua_Integer ms = luaL_checkinteger(L, 1);
     luaL_checktype(L, 2, LUA_TFUNCTION);
     if (ms < 0 || (repeat && ms == 0)) return luaL_argerror(L, 1, repeat ? "must be > 0" : "must be >= 0");
-    lua_host *h = host_of(L);
+    lua_host *h = lh_host(L);
     timer_handle *th = lua_newuserdatauv(L, sizeof *th, 0);
     th->t = NULL;
     luaL_setmetatable(L, TIMER_MT);
@@ -130,7 +123,7 @@ static int l_sleep(lua_State *L)
     task *cur = lh_current_task(L);
     if (!cur || !lua_isyieldable(L))
         return luaL_error(L, "luaws.sleep works only inside a listener event or a timer callback");
-    lua_host *h = host_of(L);
+    lua_host *h = lh_host(L);
     ltimer *t = timer_new(L, h, ms, false);
     if (!t) return luaL_error(L, "out of memory");
     t->owner = NULL;   /* the sleep ends on time even if the socket closed */

@@ -21,13 +21,6 @@ struct topic {
     size_t n, cap;
 };
 
-static lua_host *host_of(lua_State *L)
-{
-    void *ud;
-    lua_getallocf(L, &ud);
-    return ud;
-}
-
 /* Pushes the registry's topic table. */
 static void push_topics(lua_State *L)
 {
@@ -177,7 +170,7 @@ static int l_subscribe(lua_State *L)
         lua_pushliteral(L, "closed");
         return 2;
     }
-    lua_pushboolean(L, subscribe(L, host_of(L), c, name, len));
+    lua_pushboolean(L, subscribe(L, lh_host(L), c, name, len));
     return 1;
 }
 
@@ -186,7 +179,7 @@ static int l_unsubscribe(lua_State *L)
     lsocket *s = luaL_checkudata(L, 1, SOCKET_MT);
     size_t len;
     const char *name = luaL_checklstring(L, 2, &len);
-    bool done = s->c && unsubscribe(L, host_of(L), s->c, find(L, name, len));
+    bool done = s->c && unsubscribe(L, lh_host(L), s->c, find(L, name, len));
     lua_pushboolean(L, done);
     return 1;
 }
@@ -205,7 +198,7 @@ static int l_topics(lua_State *L)
 
 static int l_publish(lua_State *L)
 {
-    lua_host *h = host_of(L);
+    lua_host *h = lh_host(L);
     size_t tlen, len;
     const char *name = luaL_checklstring(L, 1, &tlen);
     const uint8_t *data;

@@ -234,6 +234,10 @@ int main(int argc, char **argv)
         case OPT_MAX_BODY:
         case OPT_HIGH_WATER:
         case OPT_CLOSE_TIMEOUT:
+        case OPT_HANDSHAKE_TIMEOUT:
+        case OPT_MAX_CONNECTIONS:
+        case OPT_MAX_BACKPRESSURE:
+        case OPT_SHUTDOWN_TIMEOUT:
             if (!parse_size(optarg, &n) || n == 0) {
                 fprintf(stderr, "luaws: %s needs a positive number, not '%s'\n", argv[optind - 2], optarg);
                 return EXIT_USAGE;
@@ -242,7 +246,11 @@ int main(int argc, char **argv)
             else if (opt == OPT_MAX_HEADER) cfg.max_header = n;
             else if (opt == OPT_MAX_BODY) cfg.max_body = n;
             else if (opt == OPT_HIGH_WATER) cfg.write_high_water = n;
-            else cfg.close_timeout_ms = (unsigned)n;
+            else if (opt == OPT_CLOSE_TIMEOUT) cfg.close_timeout_ms = (unsigned)n;
+            else if (opt == OPT_HANDSHAKE_TIMEOUT) cfg.handshake_timeout_ms = (unsigned)n;
+            else if (opt == OPT_MAX_CONNECTIONS) cfg.max_connections = n;
+            else if (opt == OPT_MAX_BACKPRESSURE) cfg.max_backpressure = n;
+            else cfg.shutdown_timeout_ms = (unsigned)n;
             break;
         case OPT_LOG_LEVEL:
             cfg.log_level = log_level_parse(optarg);
@@ -273,19 +281,6 @@ int main(int argc, char **argv)
                 return EXIT_USAGE;
             }
             cfg.deflate_min = n;
-            break;
-        case OPT_HANDSHAKE_TIMEOUT:
-        case OPT_MAX_CONNECTIONS:
-        case OPT_MAX_BACKPRESSURE:
-        case OPT_SHUTDOWN_TIMEOUT:
-            if (!parse_size(optarg, &n) || n == 0) {
-                fprintf(stderr, "luaws: %s needs a positive number, not '%s'\n", argv[optind - 2], optarg);
-                return EXIT_USAGE;
-            }
-            if (opt == OPT_HANDSHAKE_TIMEOUT) cfg.handshake_timeout_ms = (unsigned)n;
-            else if (opt == OPT_MAX_CONNECTIONS) cfg.max_connections = n;
-            else if (opt == OPT_MAX_BACKPRESSURE) cfg.max_backpressure = n;
-            else cfg.shutdown_timeout_ms = (unsigned)n;
             break;
         case OPT_PING_INTERVAL:
         case OPT_SCRIPT_TIMEOUT:

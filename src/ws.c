@@ -43,19 +43,27 @@ static const char *op_name(uint8_t op)
     }
 }
 
-int ws_send(conn *c, uint8_t opcode, const uint8_t *data, size_t len, int ok_ref, int fail_ref)
+/* A data message of len bytes (wire bytes: wire) may be queued: under the
+ * --max-backpressure cap (else the socket is cut), and counted. */
+static bool admit(conn *c, uint8_t opcode, size_t len, size_t wire)
 {
-    if (c->state != CONN_WS && c->state != CONN_WS_CLOSING) return UV_EPIPE;
-    if (c->close_sent) return UV_EPIPE;
-    uint8_t hdr[WS_MAX_HEADER];
-    if (conn_backlog(c) + len > c->srv->cfg->max_backpressure) {
+    if (conn_backlog(c) + wire > c->srv->cfg->max_backpressure) {
         ws_abort(c, WS_CLOSE_POLICY, "send queue over the --max-backpressure limit (slow reader)");
-        return UV_ENOBUFS;
+        return false;
     }
     if (!(opcode & 0x8)) {
         c->srv->metrics.messages_out++;
         c->srv->metrics.bytes_out += len;
     }
+    return true;
+}
+
+int ws_send(conn *c, uint8_t opcode, const uint8_t *data, size_t len, int ok_ref, int fail_ref)
+{
+    if (c->state != CONN_WS && c->state != CONN_WS_CLOSING) return UV_EPIPE;
+    if (c->close_sent) return UV_EPIPE;
+    uint8_t hdr[WS_MAX_HEADER];
+    if (!admit(c, opcode, len, len)) return UV_ENOBUFS;
     bool compress = c->pmd && !(opcode & 0x8) && len >= c->srv->cfg->deflate_min &&
                     c->pmd->params.server_max_window_bits;
     if (compress) {
@@ -91,12 +99,7 @@ int ws_send_shared(conn *c, uint8_t opcode, const uint8_t *payload, size_t len, 
                                      c->pmd->params.server_max_window_bits == 15));
     if (!by_ref) return ws_send(c, opcode, payload, len, NOREF, NOREF);
     shared_frame *f = c->pmd && len >= c->srv->cfg->deflate_min ? compressed : plain;
-    if (conn_backlog(c) + f->len > c->srv->cfg->max_backpressure) {
-        ws_abort(c, WS_CLOSE_POLICY, "send queue over the --max-backpressure limit (slow reader)");
-        return UV_ENOBUFS;
-    }
-    c->srv->metrics.messages_out++;
-    c->srv->metrics.bytes_out += len;
+    if (!admit(c, opcode, len, f->len)) return UV_ENOBUFS;
     return conn_write_shared(c, f);
 }
 
