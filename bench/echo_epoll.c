@@ -376,6 +376,9 @@ static void on_readable(struct conn *c)
         }
         if (c->state == ST_CLOSING)
             break;
+        if ((size_t)n < sizeof rbuf)
+            break;                              /* short read: queue drained, the next
+                                                   arrival raises a new edge */
     }
 }
 
