@@ -11,8 +11,9 @@
 #include <strings.h>
 
 #define LUA_NOREF_ (-2)   /* same value as lauxlib's LUA_NOREF */
-/* Larger frames are written at once rather than copied into the cork. */
-#define CORK_MAX (64 * 1024)
+/* Larger payloads are not copied into the cork: they leave at once, with
+ * whatever the cork holds in front of them, in one writev. */
+#define CORK_COPY_MAX (4 * 1024)
 
 /* A queued write owns a copy of its bytes, right behind the request. */
 typedef struct wreq {
@@ -176,8 +177,8 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 
 /* ---- TLS: records in, plaintext through feed(), records out ---- */
 
-static int raw_write(conn *c, const uint8_t *hdr, size_t hlen, const uint8_t *data, size_t len,
-                     int ok_ref, int fail_ref);
+static int raw_write(conn *c, const uint8_t *p, size_t n, int ok_ref, int fail_ref);
+static int raw_writev(conn *c, const uv_buf_t *bufs, unsigned nbufs, int ok_ref, int fail_ref);
 
 /* Sends what the TLS engine has for the socket; callbacks ride on the last piece. */
 static int tls_flush(conn *c, int ok_ref, int fail_ref)
@@ -186,13 +187,13 @@ static int tls_flush(conn *c, int ok_ref, int fail_ref)
     size_t n;
     int r = 0;
     while ((n = tls_pending_out(c->tls, &p)) > 0) {
-        r = raw_write(c, p, n, NULL, 0, LUA_NOREF_, LUA_NOREF_);
+        r = raw_write(c, p, n, LUA_NOREF_, LUA_NOREF_);
         tls_consume_out(c->tls, n);
         if (r < 0) break;
     }
     if (ok_ref != LUA_NOREF_ || fail_ref != LUA_NOREF_) {
         /* Tell the sender once the kernel has taken everything so far. */
-        if (r == 0) r = raw_write(c, (const uint8_t *)"", 0, NULL, 0, ok_ref, fail_ref);
+        if (r == 0) r = raw_write(c, (const uint8_t *)"", 0, ok_ref, fail_ref);
         else lh_send_done(c->srv->lua, ok_ref, fail_ref, uv_strerror(r));
     }
     return r;
@@ -205,7 +206,7 @@ static void tls_failed(conn *c, int r)
                                    "Content-Length: 46\r\nConnection: close\r\n\r\n"
                                    "This port speaks TLS: use https:// or wss://.\n";
         log_warn("conn %llu from %s: plain HTTP on the TLS port", (unsigned long long)c->id, c->peer);
-        raw_write(c, (const uint8_t *)resp, sizeof resp - 1, NULL, 0, LUA_NOREF_, LUA_NOREF_);
+        raw_write(c, (const uint8_t *)resp, sizeof resp - 1, LUA_NOREF_, LUA_NOREF_);
     } else if (r == TLS_CLOSED) {
         log_debug("conn %llu: TLS close_notify from the peer", (unsigned long long)c->id);
     } else {
@@ -480,7 +481,7 @@ int conn_write(conn *c, const uint8_t *hdr, size_t hlen, const uint8_t *data, si
 {
     if (c->state == CONN_DEAD) return UV_EPIPE;
     bool notify = ok_ref != LUA_NOREF_ || fail_ref != LUA_NOREF_;
-    if (c->corked && !notify && len < CORK_MAX) {
+    if (c->corked && !notify && len < CORK_COPY_MAX) {
         size_t n = hlen + len;
         if (c->cork.len + n > c->cork.cap) {
             size_t cap = c->cork.cap ? c->cork.cap * 2 : 4096;
@@ -494,8 +495,8 @@ int conn_write(conn *c, const uint8_t *hdr, size_t hlen, const uint8_t *data, si
         c->cork.len += n;
         return 0;
     }
-    if (c->cork.len) conn_uncork(c);   /* keep the order */
     if (c->tls) {
+        if (c->cork.len) conn_uncork(c);   /* keep the order */
         /* Header and a small payload in one record. */
         uint8_t one[4096];
         int r;
@@ -513,7 +514,17 @@ int conn_write(conn *c, const uint8_t *hdr, size_t hlen, const uint8_t *data, si
         }
         return tls_flush(c, ok_ref, fail_ref);
     }
-    return raw_write(c, hdr, hlen, data, len, ok_ref, fail_ref);
+    /* The cork's bytes go first (keep the order), in the same writev. */
+    bytes cork = c->cork;
+    memset(&c->cork, 0, sizeof c->cork);
+    uv_buf_t bufs[3];
+    unsigned n = 0;
+    if (cork.len) bufs[n++] = uv_buf_init((char *)cork.data, (unsigned)cork.len);
+    bufs[n++] = uv_buf_init((char *)hdr, (unsigned)hlen);
+    if (len) bufs[n++] = uv_buf_init((char *)data, (unsigned)len);
+    int r = raw_writev(c, bufs, n, ok_ref, fail_ref);
+    free(cork.data);
+    return r;
 }
 
 void conn_uncork(conn *c)
@@ -524,7 +535,7 @@ void conn_uncork(conn *c)
         if (c->tls) {
             if (tls_write(c->tls, cork.data, cork.len) == 0) tls_flush(c, LUA_NOREF_, LUA_NOREF_);
         } else {
-            raw_write(c, cork.data, cork.len, NULL, 0, LUA_NOREF_, LUA_NOREF_);
+            raw_write(c, cork.data, cork.len, LUA_NOREF_, LUA_NOREF_);
         }
     }
     free(cork.data);
@@ -532,11 +543,10 @@ void conn_uncork(conn *c)
 
 /* Nothing queued: offers the bytes to the kernel at once; returns how
  * many it took. */
-static size_t try_write(conn *c, const uint8_t *hdr, size_t hlen, const uint8_t *data, size_t len)
+static size_t try_write(conn *c, const uv_buf_t *bufs, unsigned nbufs)
 {
     if (c->queued) return 0;
-    uv_buf_t bufs[2] = {uv_buf_init((char *)hdr, (unsigned)hlen), uv_buf_init((char *)data, (unsigned)len)};
-    int r = uv_try_write((uv_stream_t *)&c->tcp, bufs, len ? 2 : 1);
+    int r = uv_try_write((uv_stream_t *)&c->tcp, bufs, nbufs);
     return r > 0 ? (size_t)r : 0;
 }
 
@@ -556,30 +566,38 @@ static int enqueue(conn *c, wreq *w, uint8_t *p, size_t n)
     return 0;
 }
 
-static int raw_write(conn *c, const uint8_t *hdr, size_t hlen, const uint8_t *data, size_t len,
-                     int ok_ref, int fail_ref)
+static int raw_writev(conn *c, const uv_buf_t *bufs, unsigned nbufs, int ok_ref, int fail_ref)
 {
     if (c->state == CONN_DEAD) return UV_EPIPE;
-    size_t skip = 0;
+    size_t total = 0, skip = 0;
+    for (unsigned i = 0; i < nbufs; i++) total += bufs[i].len;
     /* Nobody to tell: try the kernel first, and only copy what it did not take. */
     if (ok_ref == LUA_NOREF_ && fail_ref == LUA_NOREF_) {
-        skip = try_write(c, hdr, hlen, data, len);
-        if (skip == hlen + len) return 0;
+        skip = try_write(c, bufs, nbufs);
+        if (skip == total) return 0;
     }
-    size_t rest = hlen + len - skip;
-    wreq *w = xmalloc(sizeof *w + rest);
+    wreq *w = xmalloc(sizeof *w + (total - skip));
     w->shared = NULL;
     w->ok_ref = ok_ref;
     w->fail_ref = fail_ref;
     uint8_t *p = w->data;
-    if (skip < hlen) {
-        memcpy(p, hdr + skip, hlen - skip);
-        p += hlen - skip;
-        if (len) memcpy(p, data, len);
-    } else {
-        memcpy(p, data + (skip - hlen), len - (skip - hlen));
+    for (unsigned i = 0; i < nbufs; i++) {
+        size_t n = bufs[i].len;
+        if (skip >= n) {
+            skip -= n;
+            continue;
+        }
+        memcpy(p, bufs[i].base + skip, n - skip);
+        p += n - skip;
+        skip = 0;
     }
-    return enqueue(c, w, w->data, rest);
+    return enqueue(c, w, w->data, (size_t)(p - w->data));
+}
+
+static int raw_write(conn *c, const uint8_t *p, size_t n, int ok_ref, int fail_ref)
+{
+    uv_buf_t b = uv_buf_init((char *)p, (unsigned)n);
+    return raw_writev(c, &b, 1, ok_ref, fail_ref);
 }
 
 /* ---- closing ---- */
@@ -771,7 +789,8 @@ int conn_write_shared(conn *c, shared_frame *f)
     if (c->state == CONN_DEAD) return UV_EPIPE;
     if (c->cork.len) conn_uncork(c);   /* keep the order */
     if (c->tls) return conn_write(c, f->data, f->len, NULL, 0, LUA_NOREF_, LUA_NOREF_);
-    size_t skip = try_write(c, f->data, f->len, NULL, 0);
+    uv_buf_t b = uv_buf_init((char *)f->data, (unsigned)f->len);
+    size_t skip = try_write(c, &b, 1);
     if (skip == f->len) return 0;
     /* Whatever the kernel did not take waits in the queue by reference. */
     wreq *w = xmalloc(sizeof *w);

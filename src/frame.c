@@ -88,6 +88,7 @@ size_t ws_parse(ws_parser *p, uint8_t *buf, size_t len, ws_event *ev)
 {
     ev->data = NULL;
     ev->len = 0;
+    ev->ascii = false;
 
     switch (p->state) {
     case ST_HEADER: {
@@ -114,7 +115,7 @@ size_t ws_parse(ws_parser *p, uint8_t *buf, size_t len, ws_event *ev)
             ev->type = WS_EV_NEED_MORE;
             return 0;
         }
-        if (p->frame.masked) ws_mask(buf, n, p->frame.mask, p->done);
+        ev->ascii = p->frame.masked && ws_mask(buf, n, p->frame.mask, p->done);
         p->done += n;
         if (p->done == p->frame.length) p->state = ST_END;
         ev->type = WS_EV_PAYLOAD;
@@ -134,22 +135,39 @@ size_t ws_parse(ws_parser *p, uint8_t *buf, size_t len, ws_event *ev)
     }
 }
 
-void ws_mask(uint8_t *data, size_t len, const uint8_t mask[4], uint64_t off)
+bool ws_mask(uint8_t *data, size_t len, const uint8_t mask[4], uint64_t off)
 {
     uint8_t m[8];
     for (int i = 0; i < 8; i++) m[i] = mask[(off + (unsigned)i) & 3];
-    size_t i = 0;
     /* Word-wise: the key repeats every 4 bytes, so an 8-byte rotated key
-     * applies to every aligned 8-byte step of the payload. */
-    uint64_t m64;
+     * applies to every aligned 8-byte step of the payload.  The OR of what
+     * comes out tells whether it is all ASCII, in the same pass. */
+    uint64_t m64, acc = 0;
     memcpy(&m64, m, 8);
+    size_t i = 0;
+    for (; i + 32 <= len; i += 32) {
+        uint64_t w[4];
+        memcpy(w, data + i, 32);
+        w[0] ^= m64;
+        w[1] ^= m64;
+        w[2] ^= m64;
+        w[3] ^= m64;
+        memcpy(data + i, w, 32);
+        acc |= w[0] | w[1] | w[2] | w[3];
+    }
     for (; i + 8 <= len; i += 8) {
         uint64_t w;
         memcpy(&w, data + i, 8);
         w ^= m64;
         memcpy(data + i, &w, 8);
+        acc |= w;
     }
-    for (; i < len; i++) data[i] ^= m[i & 7];
+    uint8_t tail = 0;
+    for (; i < len; i++) {
+        data[i] ^= m[i & 7];
+        tail |= data[i];
+    }
+    return !(acc & 0x8080808080808080ULL) && !(tail & 0x80);
 }
 
 size_t ws_frame_header(uint8_t *out, bool fin, bool rsv1, uint8_t opcode,

@@ -55,6 +55,8 @@ typedef struct ws_event {
     enum ws_event_type type;
     uint8_t *data;
     size_t len;
+    bool ascii;              /* PAYLOAD: unmasked to all-ASCII bytes (a hint:
+                                false says nothing) */
     uint16_t close_code;
     const char *reason;
 } ws_event;
@@ -76,8 +78,9 @@ void ws_parser_init(ws_parser *p, enum ws_role role);
  * consumed. After WS_EV_ERROR the parser must not be used again. */
 size_t ws_parse(ws_parser *p, uint8_t *buf, size_t len, ws_event *ev);
 
-/* XORs data with the masking key, as if it started at payload offset off. */
-void ws_mask(uint8_t *data, size_t len, const uint8_t mask[4], uint64_t off);
+/* XORs data with the masking key, as if it started at payload offset off.
+ * Returns true when every resulting byte is ASCII. */
+bool ws_mask(uint8_t *data, size_t len, const uint8_t mask[4], uint64_t off);
 
 /* Writes a frame header into out (WS_MAX_HEADER bytes) and returns its size.
  * mask may be NULL (server frames are never masked). */

@@ -322,7 +322,9 @@ size_t ws_consume(conn *c, uint8_t *buf, size_t len)
                 if (!inflate_chunk(c, ev.data, ev.len, false)) return len;
                 break;
             }
-            if (c->msg_opcode == WS_OP_TEXT && !utf8_feed(&c->utf8, ev.data, ev.len)) {
+            /* ASCII after a code point boundary needs no second look. */
+            if (c->msg_opcode == WS_OP_TEXT && !(ev.ascii && utf8_complete(&c->utf8)) &&
+                !utf8_feed(&c->utf8, ev.data, ev.len)) {
                 ws_fail(c, WS_CLOSE_INVALID_DATA, "text message is not valid UTF-8");
                 return len;
             }

@@ -332,6 +332,16 @@ TEST(frame_masks)
             CHECKF(ok, "off %u len %zu", (unsigned)off, len);
         }
     }
+    /* Its ASCII report: true exactly when no unmasked byte has the high bit,
+     * wherever the one such byte sits (32- and 8-byte steps, and the tail). */
+    for (size_t len = 0; len <= 70; len++) {
+        for (size_t hi = 0; hi <= len; hi++) {      /* hi == len: none */
+            uint8_t d[70];
+            for (size_t i = 0; i < len; i++) d[i] = (uint8_t)(('a' + i % 26) ^ KEY[i % 4]);
+            if (hi < len) d[hi] = (uint8_t)(0xC3 ^ KEY[hi % 4]);
+            CHECKF(ws_mask(d, len, KEY, 0) == (hi == len), "len %zu high byte at %zu", len, hi);
+        }
+    }
 }
 
 TEST(frame_rule_violations)
@@ -654,6 +664,23 @@ TEST(utf8_tables)
             bool ok = utf8_feed(&st, s, k) && utf8_feed(&st, s + k, c->len - k) && utf8_complete(&st);
             CHECKF(ok == valid, "case %zu split at %zu", i, k);
         }
+    }
+}
+
+TEST(utf8_long_runs)
+{
+    /* ASCII runs long enough for the 32- and 8-byte steps, with one
+     * multibyte character (valid or cut short) at every position. */
+    uint8_t b[100];
+    for (size_t pos = 0; pos + 2 <= sizeof b; pos++) {
+        memset(b, 'a', sizeof b);
+        b[pos] = 0xC3;
+        b[pos + 1] = 0xA9;
+        CHECKF(utf8_valid(b, sizeof b), "e-acute at %zu", pos);
+        b[pos + 1] = 'a';
+        CHECKF(!utf8_valid(b, sizeof b), "lone lead byte at %zu", pos);
+        b[pos] = 0x80;
+        CHECKF(!utf8_valid(b, sizeof b), "stray continuation at %zu", pos);
     }
 }
 
