@@ -35,6 +35,21 @@ describe("socket", function()
       c:close(1000)
     end)
 
+    it("refuses a long string that is not valid UTF-8 right after a long valid message", function()
+      local c = H.subject(srv)
+      local m = "!invalid_utf8_long " .. string.rep("\u{e9}a", 400)
+      c:send_text(m)
+      local data = H.read(c)
+      local ok, r = data:match("^invalid_utf8_long (%S+) (%S+) ")
+      assert.truthy(ok, "expected the report, got " .. H.hex(data:sub(1, 80)))
+      assert.truthy(ok == "false" or r == "nil", "send of invalid UTF-8 succeeded: " .. data)
+      -- the message it received goes back unharmed
+      local back, kind = H.read(c)
+      assert.equal("text", kind)
+      assert.equal(m, back)
+      c:close(1000)
+    end)
+
     it("sends a luaws.buffer as a binary frame", function()
       local c = H.subject(srv)
       local payload = "\0zero\0\255"

@@ -42,6 +42,13 @@ static void *xmalloc(size_t n)
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     conn *c = h->data;
+    size_t room;
+    uint8_t *direct = c->pending ? NULL : ws_read_target(c, &room);
+    if (direct) {
+        buf->base = (char *)direct;
+        buf->len = room;
+        return;
+    }
     buf->base = c->srv->readbuf;
     buf->len = sizeof c->srv->readbuf;
 }

@@ -135,6 +135,11 @@ size_t ws_parse(ws_parser *p, uint8_t *buf, size_t len, ws_event *ev)
     }
 }
 
+uint64_t ws_payload_left(const ws_parser *p)
+{
+    return p->state == ST_PAYLOAD ? p->frame.length - p->done : 0;
+}
+
 bool ws_mask(uint8_t *data, size_t len, const uint8_t mask[4], uint64_t off)
 {
     uint8_t m[8];

@@ -78,6 +78,11 @@ void ws_parser_init(ws_parser *p, enum ws_role role);
  * consumed. After WS_EV_ERROR the parser must not be used again. */
 size_t ws_parse(ws_parser *p, uint8_t *buf, size_t len, ws_event *ev);
 
+/* Payload bytes of the current frame not returned yet while the parser is
+ * inside a payload, else 0: lets a caller read them straight to where they
+ * belong. */
+uint64_t ws_payload_left(const ws_parser *p);
+
 /* XORs data with the masking key, as if it started at payload offset off.
  * Returns true when every resulting byte is ASCII. */
 bool ws_mask(uint8_t *data, size_t len, const uint8_t mask[4], uint64_t off);

@@ -319,7 +319,7 @@ static int l_socket_send(lua_State *L)
     size_t len;
     uint8_t opcode;
     const uint8_t *data = check_payload(L, 2, &len, &opcode);
-    if (opcode == WS_OP_TEXT && !utf8_valid(data, len))
+    if (opcode == WS_OP_TEXT && !lh_text_valid(lh_host(L), data, len))
         return luaL_error(L, "send: text message is not valid UTF-8 (send a luaws.buffer for binary)");
     bool async = !lua_isnoneornil(L, 3) || !lua_isnoneornil(L, 4);
     if (async) {
@@ -654,6 +654,8 @@ lua_host *lh_new(server *srv, const char *script, char **err)
     lua_pop(L, 1);
     set_package_path(L);
 
+    lua_pushboolean(L, 0);
+    h->valid_text_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_pushcfunction(L, traceback);
     h->traceback_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_rawgeti(L, LUA_REGISTRYINDEX, h->traceback_ref);
@@ -1122,13 +1124,29 @@ void lh_request(lua_host *h, conn *c, const http_request *req)
 
 /* ---- events ---- */
 
+#define VALID_TEXT_MIN 256
+
 void lh_on_message(conn *c, uint8_t opcode, const uint8_t *data, size_t len)
 {
     lua_host *h = c->srv->lua;
     if (!push_event(h, c, "on_message")) return;
-    if (opcode == WS_OP_TEXT) lua_pushlstring(h->L, (const char *)data, len);
-    else push_buffer(h->L, data, len);
+    if (opcode == WS_OP_TEXT) {
+        lua_pushlstring(h->L, (const char *)data, len);
+        /* Short ones cost less to check again than to remember. */
+        if (len >= VALID_TEXT_MIN) {
+            lua_pushvalue(h->L, -1);
+            lua_rawseti(h->L, LUA_REGISTRYINDEX, h->valid_text_ref);
+            h->valid_text = lua_tostring(h->L, -1);
+        }
+    } else {
+        push_buffer(h->L, data, len);
+    }
     lh_run_event(h, c, "on_message", 2);
+}
+
+bool lh_text_valid(lua_host *h, const uint8_t *p, size_t len)
+{
+    return (h->valid_text && (const char *)p == h->valid_text) || utf8_valid(p, len);
 }
 
 static void control_event(conn *c, const char *name, const uint8_t *data, size_t len)

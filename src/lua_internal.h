@@ -51,6 +51,10 @@ struct lua_host {
     size_t mem, mem_limit;
     int depth;               /* nesting of resume/pcall into Lua */
     uint64_t deadline;       /* uv_hrtime() ns; 0: none */
+    /* The last long text message handed to Lua, kept alive in the registry:
+     * sending or publishing that very string needs no second UTF-8 pass. */
+    int valid_text_ref;
+    const char *valid_text;
 };
 
 typedef struct lsocket {
@@ -67,6 +71,8 @@ static inline lua_host *lh_host(lua_State *L)
 
 /* lua_api.c */
 task *lh_current_task(lua_State *L);
+/* UTF-8 check of outgoing text, skipped for the validated message itself. */
+bool lh_text_valid(lua_host *h, const uint8_t *p, size_t len);
 /* Runs fn(args...) from the top of the main stack as an event of c (may be NULL). */
 void lh_run_event(lua_host *h, conn *c, const char *event, int nargs);
 /* Resumes a suspended task with no values. */

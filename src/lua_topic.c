@@ -206,7 +206,7 @@ static int l_publish(lua_State *L)
     if (lua_type(L, 2) == LUA_TSTRING) {
         data = (const uint8_t *)lua_tolstring(L, 2, &len);
         opcode = WS_OP_TEXT;
-        if (!utf8_valid(data, len))
+        if (!lh_text_valid(h, data, len))
             return luaL_error(L, "publish: text message is not valid UTF-8 (publish a luaws.buffer for binary)");
     } else {
         data = luaL_checkudata(L, 2, BUFFER_MT);

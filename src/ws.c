@@ -243,22 +243,52 @@ static void reset_message(conn *c)
     c->msg_compressed = false;
 }
 
+static bool reserve_message(conn *c, size_t need)
+{
+    bytes *m = &c->msg;
+    if (need <= m->cap) return true;
+    size_t cap = m->cap ? m->cap : 1024;
+    while (cap < need) cap *= 2;
+    if (cap > c->srv->cfg->max_message && need <= c->srv->cfg->max_message) cap = c->srv->cfg->max_message;
+    uint8_t *p = realloc(m->data, cap);
+    if (!p) return false;
+    m->data = p;
+    m->cap = cap;
+    return true;
+}
+
 static bool append_message(conn *c, const uint8_t *data, size_t len)
 {
     bytes *m = &c->msg;
-    if (m->len + len > m->cap) {
-        size_t cap = m->cap ? m->cap : 1024;
-        while (cap < m->len + len) cap *= 2;
-        if (cap > c->srv->cfg->max_message && m->len + len <= c->srv->cfg->max_message)
-            cap = c->srv->cfg->max_message;
-        uint8_t *p = realloc(m->data, cap);
-        if (!p) return false;
-        m->data = p;
-        m->cap = cap;
+    /* Read straight into place by ws_read_target: nothing to copy. */
+    if (m->data && data == m->data + m->len) {
+        m->len += len;
+        return true;
     }
+    if (!reserve_message(c, m->len + len)) return false;
     memcpy(m->data + m->len, data, len);
     m->len += len;
     return true;
+}
+
+/* Below this, reading into the shared buffer and copying costs less than
+ * growing the message buffer ahead of the data. */
+#define DIRECT_READ_MIN (16 * 1024)
+
+uint8_t *ws_read_target(conn *c, size_t *room)
+{
+    if (c->tls || c->paused || c->msg_compressed || (c->parser.frame.opcode & 0x8)) return NULL;
+    if (c->state != CONN_WS && c->state != CONN_WS_CLOSING) return NULL;
+    uint64_t left = ws_payload_left(&c->parser);
+    if (left < DIRECT_READ_MIN) return NULL;
+    /* Grow at most to twice what has arrived (and 64 KiB ahead at first),
+     * never to a length a peer merely announced. */
+    size_t ahead = c->msg.len > 64 * 1024 ? c->msg.len : 64 * 1024;
+    if (ahead > left) ahead = (size_t)left;
+    if (c->msg.cap - c->msg.len < DIRECT_READ_MIN && !reserve_message(c, c->msg.len + ahead)) return NULL;
+    size_t n = c->msg.cap - c->msg.len;
+    *room = n < left ? n : (size_t)left;
+    return c->msg.data + c->msg.len;
 }
 
 /* Inflates a chunk of a compressed message into c->msg, checking the

@@ -138,6 +138,15 @@ function commands.invalid_utf8(s)
   s:send(string.format("invalid_utf8 %s %s %s", tostring(ok), tostring(r), hex(tostring(e))))
 end
 
+-- Sent as a long message (the server remembers long text it validated):
+-- a long string that is not UTF-8 is still refused, the message itself is not.
+function commands.invalid_utf8_long(s, pad, m)
+  local bad = m:sub(1, 300) .. "\xff" .. m:sub(301)
+  local ok, r, e = pcall(s.send, s, bad)
+  s:send(string.format("invalid_utf8_long %s %s %s", tostring(ok), tostring(r), hex(tostring(e))))
+  s:send(m)
+end
+
 function commands.buffer(s, arg)
   local data = unhex(arg)
   local b = ws.buffer(data)
@@ -179,6 +188,7 @@ local function subject(extra)
           local w = words(m:sub(2))
           local f = commands[w[1]]
           if not f then s:send("unknown command " .. w[1]); return end
+          if w[1] == "invalid_utf8_long" then return f(s, w[2], m) end
           return f(s, table.unpack(w, 2))
         end
         s:send(m)
