@@ -180,6 +180,43 @@ describe("echo", function()
       c:close(1000)
     end)
 
+    -- Past 16 KiB the server reads the rest of a frame straight into the
+    -- message buffer: pieces of odd sizes, characters split across them, and
+    -- the next frame right behind must all come out whole.
+    it("large text frames in odd-sized pieces, multibyte characters split across them", function()
+      local c = greeted(srv)
+      local unit = "a\u{e9}\u{20ac}\u{1f600}"           -- 1 + 2 + 3 + 4 bytes
+      local one = string.rep(unit, 20000)                  -- 200,000 bytes
+      local two = string.rep("z", 30000) .. unit
+      local blob = wsc.encode_frame { opcode = 1, payload = one }
+          .. wsc.encode_frame { opcode = 1, payload = two }
+      assert(c:send_raw(blob, { chop = 4099 }))
+      assert.is_true((H.read(c)) == one, "first message differs")
+      assert.is_true((H.read(c)) == two, "second message differs")
+      c:close(1000)
+    end)
+
+    it("a large fragmented message with a ping between its fragments", function()
+      local c = greeted(srv)
+      local parts = { H.bytes(100000, 1), H.bytes(70000, 2), H.bytes(50000, 3) }
+      assert(c:send_fragmented("binary", parts, function(i) if i == 1 then c:ping("mid") end end))
+      local data, kind = H.read(c)
+      assert.equal("pong", kind)
+      assert.equal("mid", data)
+      data, kind = H.read(c)
+      assert.equal("binary", kind)
+      assert.is_true(data == table.concat(parts), "message differs")
+      c:close(1000)
+    end)
+
+    it("a large text frame with invalid UTF-8 deep inside fails with 1007", function()
+      local c = greeted(srv)
+      local payload = string.rep("a", 150000) .. "\xff" .. string.rep("b", 50000)
+      assert(c:send_raw(wsc.encode_frame { opcode = 1, payload = payload }, { chop = 8192 }))
+      local code = c:expect_close()
+      assert.equal(1007, code)
+    end)
+
     it("several frames in one write", function()
       local c = greeted(srv)
       local blob = wsc.encode_frame { opcode = 1, payload = "one" }
