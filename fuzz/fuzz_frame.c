@@ -174,6 +174,9 @@ static void feed_chunk(run *r, const uint8_t *src, size_t clen)
             CHECK(ev.data >= buf && ev.data + ev.len <= buf + clen);
             seen_frame *sf = &r->frames[r->nframes - 1];
             CHECK(sf->pay_len + ev.len <= sf->f.length);
+            if (ev.ascii) {                 /* the hint must never lie */
+                for (size_t k = 0; k < ev.len; k++) CHECK(ev.data[k] < 0x80);
+            }
             memcpy(r->out + r->out_len, ev.data, ev.len);
             r->out_len += ev.len;
             sf->pay_len += ev.len;
