@@ -43,7 +43,8 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     conn *c = h->data;
     size_t room;
-    uint8_t *direct = c->pending ? NULL : ws_read_target(c, &room);
+    /* Not under TLS (records, not frames, arrive) nor while kept bytes wait. */
+    uint8_t *direct = c->tls || c->pending ? NULL : ws_read_target(c, &room);
     if (direct) {
         buf->base = (char *)direct;
         buf->len = room;

@@ -233,9 +233,9 @@ void client_send_request(conn *c);
 /* ws.c: the WebSocket protocol over a connection */
 void ws_start(conn *c, const pmd_params *deflate);
 size_t ws_consume(conn *c, uint8_t *buf, size_t len);
-/* Where the next read may go instead of the shared read buffer: the free
- * end of the message being assembled, while a large plain data frame is
- * arriving (NULL otherwise). Saves copying it there afterwards. */
+/* Where the next plain-TCP read may go instead of the shared read buffer:
+ * the free end of the message being assembled, while a large uncompressed
+ * data frame is arriving (NULL otherwise). Saves copying it there afterwards. */
 uint8_t *ws_read_target(conn *c, size_t *room);
 int ws_send(conn *c, uint8_t opcode, const uint8_t *data, size_t len, int ok_ref, int fail_ref);
 void ws_close(conn *c, uint16_t code, const char *reason, size_t reason_len);

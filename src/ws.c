@@ -277,8 +277,9 @@ static bool append_message(conn *c, const uint8_t *data, size_t len)
 
 uint8_t *ws_read_target(conn *c, size_t *room)
 {
-    if (c->tls || c->paused || c->msg_compressed || (c->parser.frame.opcode & 0x8)) return NULL;
+    if (c->paused || c->msg_compressed) return NULL;
     if (c->state != CONN_WS && c->state != CONN_WS_CLOSING) return NULL;
+    /* A control frame never has this much payload left. */
     uint64_t left = ws_payload_left(&c->parser);
     if (left < DIRECT_READ_MIN) return NULL;
     /* Grow at most to twice what has arrived (and 64 KiB ahead at first),
