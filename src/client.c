@@ -3,11 +3,12 @@
  * (RFC 6455 4.1). From the 101 on, the connection is like any other, with
  * the roles of masking reversed. */
 #include "server.h"
-#include "lua_api.h"
+#include "xalloc.h"
 #include "log.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <assert.h>
 
 struct client {
     uv_getaddrinfo_t gai;     /* first: an orphaned resolve finds cl from it */
@@ -23,13 +24,6 @@ struct client {
     bool tls, verify, request_sent;
     char *ca;
 };
-
-static char *xstrdup(const char *s)
-{
-    char *d = strdup(s ? s : "");
-    if (!d) abort();
-    return d;
-}
 
 static void client_destroy(struct client *cl)
 {
@@ -54,21 +48,65 @@ void client_free(conn *c)
     client_destroy(cl);
 }
 
-static void fail(conn *c, const char *why)
+bool client_is_connecting(const conn *c)
 {
+    return c->is_client && (c->state == CONN_CONNECTING || c->state == CONN_CLIENT_HANDSHAKE);
+}
+
+void client_failed(conn *c, const char *why)
+{
+    if (conn_is_dead(c)) return;
     log_warn("conn %llu: cannot open %s://%s: %s", (unsigned long long)c->id,
              c->client && c->client->tls ? "wss" : "ws", c->peer, why);
-    lh_client_failed(c, why);
+    c->close_code = WS_CLOSE_ABNORMAL;
+    free(c->close_reason);
+    c->close_reason = xstrdup(why);
     conn_close_now(c);
+    if (!c->host_closed) c->srv->host->error(c->srv->host_ud, c, why);
+    conn_tell_close(c);
 }
+
+void client_abandon(conn *c, uint16_t code, const char *reason)
+{
+    assert(client_is_connecting(c));
+    c->close_code = code;
+    free(c->close_reason);
+    c->close_reason = xstrdup(reason);
+    conn_close_now(c);   /* on_close(code, reason) once it is gone */
+}
+
+/* ---- the phase conn.c feeds until the 101 ---- */
+
+static size_t client_feed(conn *c, uint8_t *buf, size_t len)
+{
+    if (c->state != CONN_CLIENT_HANDSHAKE) return len;   /* nothing is due before our request */
+    size_t n;
+    enum http_read_status st = http_reader_feed(c->http, (char *)buf, len, &n);
+    if (st == HTTP_FAILED) {
+        client_failed(c, "the server's answer is not valid HTTP");
+        return len;
+    }
+    if (st == HTTP_DONE) client_on_response(c);
+    return n;
+}
+
+static void client_lost(conn *c, const char *why) { client_failed(c, why); }
+
+static const conn_phase client_phase = {
+    .name = "client handshake",
+    .feed = client_feed,
+    .lost = client_lost,
+    .secured = client_send_request,
+    .release = client_free,
+};
 
 static void on_connect(uv_connect_t *req, int status)
 {
     conn *c = req->data;
-    if (status == UV_ECANCELED || c->state == CONN_DEAD) return;
+    if (status == UV_ECANCELED || conn_is_dead(c)) return;
     struct client *cl = c->client;
     if (status < 0) {
-        fail(c, uv_strerror(status));
+        client_failed(c, uv_strerror(status));
         return;
     }
     uv_tcp_nodelay(&c->tcp, 1);
@@ -78,11 +116,12 @@ static void on_connect(uv_connect_t *req, int status)
         char err[256];
         tls_server *ctx = tls_client_ctx_new(cl->ca, cl->verify, err, sizeof err);
         if (ctx) {
-            c->tls = tls_client_new(ctx, cl->host);
+            tls_conn *t = tls_client_new(ctx, cl->host);
             tls_server_free(ctx);   /* the connection holds its own reference */
+            if (t) conn_tls_attach(c, t);
         }
         if (!c->tls || tls_start(c->tls) < 0) {
-            fail(c, ctx ? "cannot start TLS" : err);
+            client_failed(c, ctx ? "cannot start TLS" : err);
             return;
         }
         conn_tls_flush(c);          /* the ClientHello; the request follows the handshake */
@@ -97,7 +136,7 @@ void client_send_request(conn *c)
     struct client *cl = c->client;
     if (!cl || cl->request_sent) return;
     cl->request_sent = true;
-    conn_write(c, (const uint8_t *)cl->request, cl->request_len, NULL, 0, -2, -2);
+    conn_write(c, (const uint8_t *)cl->request, cl->request_len, NULL, 0, NULL, NULL);
 }
 
 static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
@@ -110,24 +149,30 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
     }
     struct client *cl = c->client;
     cl->resolving = false;
+    if (conn_is_dead(c)) {
+        /* Closed while resolving (given up, timed out): connect no more. */
+        uv_freeaddrinfo(res);
+        return;
+    }
     if (status < 0 || !res) {
         uv_freeaddrinfo(res);
-        fail(c, status < 0 ? uv_strerror(status) : "no address");
+        client_failed(c, status < 0 ? uv_strerror(status) : "no address");
         return;
     }
     cl->connect.data = c;
     int r = uv_tcp_connect(&cl->connect, &c->tcp, res->ai_addr, on_connect);
     uv_freeaddrinfo(res);
-    if (r < 0) fail(c, uv_strerror(r));
+    if (r < 0) client_failed(c, uv_strerror(r));
 }
 
-conn *client_connect(server *s, const client_request *req)
+conn *client_connect(server *s, const client_request *req, uint64_t id)
 {
-    conn *c = conn_new(s, NULL);
+    conn *c = conn_new(s, NULL, id, &client_phase);
     struct client *cl = calloc(1, sizeof *cl);
     if (!cl) abort();
     c->client = cl;
     c->is_client = true;
+    c->host_knows = true;     /* the host made it: it hears its close */
     c->state = CONN_CONNECTING;
     c->deadline = uv_now(s->loop) + s->cfg->handshake_timeout_ms;
     cl->host = xstrdup(req->host);
@@ -161,7 +206,7 @@ void client_start(conn *c)
     int r = uv_getaddrinfo(c->srv->loop, &cl->gai, on_resolved, cl->host, port, &hints);
     if (r < 0) {
         cl->resolving = false;
-        fail(c, uv_strerror(r));
+        client_failed(c, uv_strerror(r));
     }
 }
 
@@ -188,19 +233,19 @@ void client_on_response(conn *c)
     } else if (ext && (!cl->deflate || !pmd_client_accept(ext, &params))) {
         snprintf(why, sizeof why, "the server answered an extension we cannot accept: %s", ext);
     } else {
-        log_info("conn %llu open to ws://%s:%d%s%s%s%s", (unsigned long long)c->id, cl->host, cl->port,
-                 proto ? " protocol " : "", proto ? proto : "", ext ? " " : "", ext ? ext : "");
+        log_info("conn %llu open to %s://%s:%d%s%s%s%s", (unsigned long long)c->id, cl->tls ? "wss" : "ws",
+                 cl->host, cl->port, proto ? " protocol " : "", proto ? proto : "", ext ? " " : "", ext ? ext : "");
         if (proto) {
-            free(c->client_protocol);
-            c->client_protocol = xstrdup(proto);
+            free(c->protocol);
+            c->protocol = xstrdup(proto);
         }
         client_free(c);
         http_reader_free(c->http);
         free(c->http);
         c->http = NULL;
         ws_start(c, ext ? &params : NULL);
-        lh_client_open(c);
+        c->srv->host->open(c->srv->host_ud, c);
         return;
     }
-    fail(c, why);
+    client_failed(c, why);
 }

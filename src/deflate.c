@@ -1,5 +1,6 @@
 /* deflate.c — permessage-deflate (RFC 7692); see deflate.h. */
 #include "deflate.h"
+#include "xalloc.h"
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -144,13 +145,6 @@ bool pmd_client_accept(const char *answer, pmd_params *params)
 
 /* ---- streams ---- */
 
-static void *xcalloc(size_t n)
-{
-    void *p = calloc(1, n);
-    if (!p) abort();
-    return p;
-}
-
 static z_stream *new_deflate(int level, int bits)
 {
     z_stream *z = xcalloc(sizeof *z);
@@ -224,13 +218,7 @@ void pmd_conn_free(pmd_worker *w, pmd_conn *pc)
 
 static bool reserve(bytes *b, size_t extra)
 {
-    if (b->len + extra <= b->cap) return true;
-    size_t cap = b->cap ? b->cap : 4096;
-    while (cap < b->len + extra) cap *= 2;
-    uint8_t *p = realloc(b->data, cap);
-    if (!p) return false;
-    b->data = p;
-    b->cap = cap;
+    bytes_reserve(b, extra, 4096);
     return true;
 }
 

@@ -1,5 +1,6 @@
 /* http.c — collects http-parser's callbacks into a request; see http.h. */
 #include "http.h"
+#include "xalloc.h"
 #include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,13 +10,6 @@
 #include <openssl/rand.h>
 
 #define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-
-static void *xrealloc(void *p, size_t n)
-{
-    void *q = realloc(p, n ? n : 1);
-    if (!q) abort();  /* out of memory: nothing sensible left to do */
-    return q;
-}
 
 /* Appends to a NUL-terminated growable string. */
 static void append(char **s, size_t *len, const char *at, size_t n)

@@ -1,6 +1,22 @@
-/* lua_internal.h — what the Lua-facing files (lua_api.c, lua_timer.c,
- * lua_topic.c) share: the host, tasks (coroutines running events) and
- * the socket object. Not for the C core: it talks to lua_api.h. */
+/* lua_internal.h — what the files of the Lua binding share (lua_state.c,
+ * lua_task.c, lua_socket.c, lua_request.c, lua_timer.c, lua_topic.c,
+ * lua_stdin.c): the host, tasks (coroutines running events), the socket
+ * object and the event queue. Nothing below the binding includes it.
+ *
+ * Ownership rules (README "Ownership"), which make use-after-free of a
+ * connection impossible by construction:
+ *  - Lua-side state of a connection lives in its socket object (lsocket, a
+ *    userdata), never in the conn. A task, a timer or a queued event points
+ *    at the lsocket, never at the conn. The conn is reached only through
+ *    lsocket.c, which the transport clears (lh_conn_gone) before freeing it.
+ *  - The lsocket is kept alive by a registry ref while its conn lives, an
+ *    event of it runs or is suspended, or events wait for it.
+ *  - Events of one socket run one at a time, in order: an event raised
+ *    while another of the same socket is suspended waits in its queue.
+ *  - Lua is never entered re-entrantly from the C core: an event raised
+ *    while Lua code runs (a send that aborts a slow reader, a publish whose
+ *    subscriber is cut, a connect that fails at once) is queued and runs
+ *    when the outermost entry returns (lh_settle). */
 #ifndef LUAWS_LUA_INTERNAL_H
 #define LUAWS_LUA_INTERNAL_H
 
@@ -14,21 +30,58 @@
 #define TASK_POOL_MAX 64
 
 typedef struct ltimer ltimer;
+typedef struct lsocket lsocket;
+typedef struct lua_event lua_event;
 
-/* A listener event running in its own coroutine. While it is suspended in
- * a synchronous send, it sits in the waiters list of the connection it
- * sends to; while in luaws.sleep, a timer holds it. Meanwhile its owner
- * (the connection whose event it is) reads no input. */
+/* A Lua function running in its own coroutine: a listener event, a timer
+ * callback or a send callback. While it is suspended in a synchronous
+ * send, it sits in the waiters list of the socket it sends to; while in
+ * luaws.sleep, a timer holds it. */
 struct task {
     lua_State *co;
     int ref;                 /* registry ref keeping co alive */
     lua_host *h;
-    conn *owner;
-    conn *waiting_on;
+    lsocket *owner;          /* the socket whose event it is, or NULL */
+    lsocket *waiting_on;     /* a synchronous send waits for this socket's queue */
     ltimer *sleeping;        /* luaws.sleep in progress */
     task *next;              /* in waiting_on->waiters, or the free list */
+    task *all_prev, *all_next; /* in h->tasks: every task not in the pool */
     const char *event;
     bool woke_closed;        /* the socket it waited on closed */
+};
+
+enum lua_event_kind { EV_OPEN, EV_MESSAGE, EV_PING, EV_PONG, EV_ERROR, EV_CLOSE, EV_RELOAD, EV_CALLBACK };
+
+/* An event that could not run at once: Lua was running, or another event
+ * of the same socket is suspended. Owns a copy of its payload. */
+struct lua_event {
+    lua_event *next;
+    enum lua_event_kind kind;
+    uint8_t opcode;          /* EV_MESSAGE: text or binary */
+    uint16_t code;           /* EV_CLOSE */
+    int fn_ref;              /* EV_CALLBACK: the function (or a table holding it at fn_index), */
+    int fn_index;            /* ... run with data as its argument if has_arg */
+    bool has_arg;
+    const char *name;        /* EV_CALLBACK: what the log calls it */
+    size_t len;
+    uint8_t data[];          /* payload, error message or close reason; NUL-terminated */
+};
+
+/* The Lua side of one connection (inbound or luaws.connect). */
+struct lsocket {
+    conn *c;                 /* NULL once the connection is gone */
+    lua_host *h;
+    int ref;                 /* registry ref to this userdata; LUA_NOREF once released */
+    task *running;           /* the suspended event of this socket */
+    task *waiters;           /* tasks waiting for c's write queue to fall */
+    lua_event *queue, *queue_tail; /* events waiting their turn */
+    lsocket *ready_next;     /* in h->ready: has queued events to run */
+    bool ready;
+    bool close_queued;       /* on_close raised: no event after it */
+    bool closed;             /* on_close has started: timers started now belong to nobody */
+    bool reload_queued;      /* an on_reload waits in the queue */
+    bool paused;             /* we paused c's input */
+    bool reloaded;           /* moved by the reload in progress */
 };
 
 struct lua_host {
@@ -42,6 +95,7 @@ struct lua_host {
     char *last_error;        /* of the last failed reload */
     task *free_tasks;
     int nfree;
+    task *tasks;             /* every task not in the pool (freed at shutdown) */
     ltimer *timers;          /* every live timer, for shutdown */
     bool loading;            /* the script is being loaded */
     unsigned version;        /* successful loads so far */
@@ -51,15 +105,19 @@ struct lua_host {
     size_t mem, mem_limit;
     int depth;               /* nesting of resume/pcall into Lua */
     uint64_t deadline;       /* uv_hrtime() ns; 0: none */
+    /* Events raised while Lua ran: sockets with queued events, and
+     * callbacks of no socket (send callbacks), run by lh_settle. */
+    lsocket *ready, *ready_tail;
+    lua_event *loose, *loose_tail;
+    bool settling;
+    /* The socket layer, for the task layer below it (lua_socket.c). */
+    void (*run_socket_event)(lsocket *ls, lua_event *ev);
+    void (*on_socket_idle)(lsocket *ls);
     /* The last long text message handed to Lua, kept alive in the registry:
      * sending or publishing that very string needs no second UTF-8 pass. */
     int valid_text_ref;
     const char *valid_text;
 };
-
-typedef struct lsocket {
-    conn *c;                 /* NULL once the connection is gone */
-} lsocket;
 
 /* The host of a state: it is the allocator's user data. */
 static inline lua_host *lh_host(lua_State *L)
@@ -69,18 +127,59 @@ static inline lua_host *lh_host(lua_State *L)
     return ud;
 }
 
-/* lua_api.c */
+/* lua_state.c: the state, luaws.core, loading */
+int lh_traceback(lua_State *L);
+
+/* lua_task.c: limits, tasks and the event queue */
+#define LH_HOOK_EVERY 10000               /* instructions between deadline checks */
+void lh_hook(lua_State *L, lua_Debug *ar); /* --script-timeout */
+void lh_enter(lua_host *h);           /* around every entry into Lua code */
+void lh_leave(lua_host *h);
 task *lh_current_task(lua_State *L);
+/* Runs fn(args...) from the top of the main stack in a task owned by ls
+ * (may be NULL). Call only when lh_can_run(h, ls). */
+void lh_run(lua_host *h, lsocket *ls, const char *event, int nargs);
+/* Lua may be entered now for an event of ls: no Lua code is running and
+ * ls (if any) has no event suspended or waiting. */
+bool lh_can_run(lua_host *h, const lsocket *ls);
+/* Queues an event for ls (or a loose callback when ls is NULL). */
+void lh_queue(lua_host *h, lsocket *ls, lua_event *ev);
+void lh_mark_ready(lua_host *h, lsocket *ls);   /* ls has queued events and nothing running */
+lua_event *lh_event_new(enum lua_event_kind kind, const void *data, size_t len);
+/* Runs what was queued, unless Lua is running or this is already being
+ * done further up the stack. Every entry from the core ends with it. */
+void lh_settle(lua_host *h);
+/* Resumes a suspended task with no values (from a libuv callback). */
+void lh_resume(task *t);
+void lh_tasks_abandon(lua_host *h);
+void lh_tasks_free(lua_host *h);
+void lh_guard_coroutines(lua_State *L); /* coroutine.resume/close refuse event coroutines */
 /* UTF-8 check of outgoing text, skipped for the validated message itself. */
 bool lh_text_valid(lua_host *h, const uint8_t *p, size_t len);
-/* Runs fn(args...) from the top of the main stack as an event of c (may be NULL). */
-void lh_run_event(lua_host *h, conn *c, const char *event, int nargs);
-/* Resumes a suspended task with no values. */
-void lh_resume(task *t);
+
+/* lua_socket.c: socket and buffer objects, events */
+void lh_socket_metatables(lua_State *L);
+extern const luaL_Reg lh_core_socket_fns[];
+/* Makes c's socket from the request (below) and listener (top); pops both. */
+lsocket *lh_socket_new(lua_host *h, conn *c);
+void lh_socket_attach(lsocket *ls, conn *c);
+void lh_push_socket(lua_host *h, const lsocket *ls);
+void lh_set_protocol(lua_host *h, lsocket *ls, const char *protocol);
+/* Queues an event of ls (dropped after on_close); lh_settle runs it. */
+void lh_socket_defer(lsocket *ls, lua_event *ev);
+void lh_run_socket_event(lsocket *ls, lua_event *ev);
+void lh_socket_idle(lsocket *ls);     /* no event runs or waits: input may flow, the ref may go */
+void lh_push_buffer(lua_State *L, const void *data, size_t len);
+static inline lsocket *lh_socket_of(const conn *c) { return c->user; }
+
+/* lua_request.c */
+void lh_request_entry(lua_host *h, conn *c, const http_request *req);
+/* Asks the current handler for ls's listener, given its original request. */
+bool lh_new_listener(lua_host *h, lsocket *ls);
 
 /* lua_timer.c */
 void lt_register(lua_State *L);       /* after, every, sleep into the table on top */
-void lt_conn_gone(lua_host *h, conn *c);  /* ends the timers a socket owns */
+void lt_socket_closed(lua_host *h, lsocket *ls);  /* ends the timers a socket owns */
 void lt_free_all(lua_host *h);
 /* A new version loaded: timers the old versions started at load time end. */
 void lt_end_load_timers(lua_host *h, bool loaded);
@@ -92,7 +191,5 @@ void ls_register(lua_State *L);       /* read_stdin, exit */
 void lp_register(lua_State *L);       /* publish, subscribers into the table on top */
 extern const luaL_Reg lp_socket_methods[];
 void lp_conn_gone(lua_host *h, conn *c);
-/* A message for a topic came back from Redis: deliver it here. */
-void lp_deliver(lua_host *h, const char *topic, size_t tlen, const uint8_t *payload, size_t len);
 
 #endif

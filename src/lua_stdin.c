@@ -2,6 +2,7 @@
  * lines typed (or piped) reach Lua one by one; nil marks the end of input. */
 #include "lua_internal.h"
 #include "log.h"
+#include "xalloc.h"
 #include <stdlib.h>
 #include <string.h>
 #include <stdint.h>
@@ -23,7 +24,8 @@ static void call_fn(stdin_reader *r, const char *line, size_t len)
     lua_rawgeti(L, LUA_REGISTRYINDEX, r->fn_ref);
     if (line) lua_pushlstring(L, line, len);
     else lua_pushnil(L);
-    lh_run_event(r->host, NULL, "stdin callback", 1);
+    lh_run(r->host, NULL, "stdin callback", 1);
+    lh_settle(r->host);
 }
 
 static void on_stdin_closed(uv_handle_t *h)
@@ -40,16 +42,7 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     buf->len = sizeof r->host->srv->readbuf;
 }
 
-static void append(bytes *b, const char *p, size_t n)
-{
-    if (b->len + n > b->cap) {
-        b->cap = (b->len + n) * 2;
-        b->data = realloc(b->data, b->cap);
-        if (!b->data) abort();
-    }
-    memcpy(b->data + b->len, p, n);
-    b->len += n;
-}
+static void append(bytes *b, const char *p, size_t n) { bytes_append(b, p, n); }
 
 static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 {

@@ -1,19 +1,23 @@
 /* lua_timer.c — luaws.after, luaws.every and luaws.sleep on libuv timers.
  *
  * A timer started inside a socket's event belongs to that socket and ends
- * when it closes; one started elsewhere (at load time, say) lives until it
- * is cancelled or the server stops. The Lua handle only points at the
- * timer; the timer keeps its handle and callback alive while it runs. */
+ * when its on_close starts; one started elsewhere (at load time, in a
+ * timer callback, or in on_close itself) belongs to nobody and lives until
+ * it fires, is cancelled or the server stops. The Lua handle only points
+ * at the timer; the timer keeps its handle and callback alive while it
+ * runs. A timer points at its owner's lsocket, never at a connection. */
 #include "lua_internal.h"
+#include "xalloc.h"
 #include "log.h"
 #include <stdlib.h>
+#include <string.h>
 
 struct ltimer {
     uv_timer_t handle;
     lua_host *h;
-    conn *owner;             /* the socket it belongs to, or NULL */
-    int fn_ref;              /* callback; LUA_NOREF for sleep */
-    int handle_ref;          /* the Lua handle, kept while the timer lives */
+    lsocket *owner;          /* the socket it belongs to, or NULL */
+    int handle_ref;          /* the Lua handle (holding the callback), kept while
+                                the timer lives; LUA_NOREF for sleep */
     task *sleeper;           /* luaws.sleep: the task to resume */
     bool repeat;
     bool at_load;            /* started while its version loaded: ends with it */
@@ -42,7 +46,6 @@ static void timer_end(ltimer *t)
         lua_pop(L, 1);
         luaL_unref(L, LUA_REGISTRYINDEX, t->handle_ref);
     }
-    luaL_unref(L, LUA_REGISTRYINDEX, t->fn_ref);
     if (t->sleeper) t->sleeper->sleeping = NULL;
     t->handle.data = t;
     uv_close((uv_handle_t *)&t->handle, on_timer_closed);
@@ -60,25 +63,27 @@ static void on_timer(uv_timer_t *handle)
         lh_resume(sleeper);
         return;
     }
-    lua_rawgeti(h->L, LUA_REGISTRYINDEX, t->fn_ref);
-    conn *owner = t->owner;
+    /* The callback runs as a task of no socket: it does not hold up the
+     * socket's input (but the timer ends with the socket). */
+    lua_rawgeti(h->L, LUA_REGISTRYINDEX, t->handle_ref);
+    lua_getiuservalue(h->L, -1, 1);
+    lua_remove(h->L, -2);
     if (!t->repeat) timer_end(t);
-    /* The callback runs as its own task; it does not hold up the socket's
-     * input, but it ends with the socket. */
-    (void)owner;
-    lh_run_event(h, NULL, "timer", 0);
+    lh_run(h, NULL, "timer", 0);
+    lh_settle(h);
 }
 
+/* C only: cannot raise. */
 static ltimer *timer_new(lua_State *L, lua_host *h, lua_Integer ms, bool repeat)
 {
-    ltimer *t = calloc(1, sizeof *t);
-    if (!t) return NULL;
+    ltimer *t = xmalloc(sizeof *t);
+    memset(t, 0, sizeof *t);
     t->h = h;
-    t->fn_ref = LUA_NOREF;
     t->handle_ref = LUA_NOREF;
     t->repeat = repeat;
     task *cur = lh_current_task(L);
-    t->owner = cur ? cur->owner : NULL;
+    /* From on_close on, a socket owns nothing: such a timer fires. */
+    t->owner = cur && cur->owner && !cur->owner->closed ? cur->owner : NULL;
     t->at_load = h->loading;
     t->version = h->version + 1;
     uv_timer_init(h->srv->loop, &t->handle);
@@ -96,18 +101,22 @@ static int start(lua_State *L, bool repeat)
     luaL_checktype(L, 2, LUA_TFUNCTION);
     if (ms < 0 || (repeat && ms == 0)) return luaL_argerror(L, 1, repeat ? "must be > 0" : "must be >= 0");
     lua_host *h = lh_host(L);
-    timer_handle *th = lua_newuserdatauv(L, sizeof *th, 0);
+    /* The handle holds the callback (its user value) and the timer holds
+     * the handle: one ref, taken before the timer starts. */
+    timer_handle *th = lua_newuserdatauv(L, sizeof *th, 1);
     th->t = NULL;
     luaL_setmetatable(L, TIMER_MT);
+    lua_pushvalue(L, 2);
+    lua_setiuservalue(L, -2, 1);
     /* While only checking a script (no loop yet), timers do not run. */
     if (!h->srv->loop) return 1;
-    ltimer *t = timer_new(L, h, ms, repeat);
-    if (!t) return luaL_error(L, "out of memory");
-    th->t = t;
-    lua_pushvalue(L, 2);
-    t->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    /* The refs first: they may raise (--script-memory), and a timer
+     * already running would then be one nobody can cancel. */
     lua_pushvalue(L, -1);
-    t->handle_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    int handle_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    ltimer *t = timer_new(L, h, ms, repeat);
+    th->t = t;
+    t->handle_ref = handle_ref;
     return 1;
 }
 
@@ -125,7 +134,6 @@ static int l_sleep(lua_State *L)
         return luaL_error(L, "luaws.sleep works only inside a listener event or a timer callback");
     lua_host *h = lh_host(L);
     ltimer *t = timer_new(L, h, ms, false);
-    if (!t) return luaL_error(L, "out of memory");
     t->owner = NULL;   /* the sleep ends on time even if the socket closed */
     t->sleeper = cur;
     cur->sleeping = t;
@@ -169,11 +177,11 @@ void lt_register(lua_State *L)
     luaL_setfuncs(L, fns, 0);
 }
 
-void lt_conn_gone(lua_host *h, conn *c)
+void lt_socket_closed(lua_host *h, lsocket *ls)
 {
     for (ltimer *t = h->timers, *next; t; t = next) {
         next = t->next;
-        if (t->owner == c) timer_end(t);
+        if (t->owner == ls) timer_end(t);
     }
 }
 

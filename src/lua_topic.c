@@ -8,17 +8,24 @@
  * through Redis and comes back to each worker that has subscribers. */
 #include "lua_internal.h"
 #include "log.h"
+#include "xalloc.h"
 #include "redis_bus.h"
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define TOPICS_KEY "luaws.topics"   /* registry: name -> light userdata topic */
+#define TOPICS_KEY "luaws.topics"   /* registry: name -> topic userdata */
+#define TOPIC_MT "luaws.topic"
 
+/* A topic is a userdata in the registry's topic table, so that nothing is
+ * lost if an allocation raises half-way through (--script-memory). Its
+ * subscriber array is C memory, freed when the last one leaves. */
 struct topic {
-    char *name;
-    size_t len;
     conn **subs;
     size_t n, cap;
+    int walking;             /* fan_out in progress: subs must not change */
+    size_t len;
+    char name[];
 };
 
 /* Pushes the registry's topic table. */
@@ -42,32 +49,34 @@ static struct topic *find(lua_State *L, const char *name, size_t len)
     return t;
 }
 
-static void *xrealloc(void *p, size_t n)
+static int topic_gc(lua_State *L)
 {
-    p = realloc(p, n);
-    if (!p) abort();
-    return p;
+    struct topic *t = lua_touserdata(L, 1);
+    free(t->subs);
+    t->subs = NULL;
+    return 0;
 }
 
+/* Every Lua allocation comes first (any may raise), then the C arrays. */
 static bool subscribe(lua_State *L, lua_host *h, conn *c, const char *name, size_t len)
 {
     struct topic *t = find(L, name, len);
-    for (size_t i = 0; i < c->ntopics; i++)
-        if (c->topics[i] == t && t) return false;
+    for (size_t i = 0; t && i < c->ntopics; i++)
+        if (c->topics[i] == t) return false;
     if (!t) {
-        t = calloc(1, sizeof *t);
-        if (!t) abort();
-        t->name = xrealloc(NULL, len + 1);
+        push_topics(L);
+        lua_pushlstring(L, name, len);
+        t = lua_newuserdatauv(L, sizeof *t + len + 1, 0);
+        memset(t, 0, sizeof *t);
         memcpy(t->name, name, len);
         t->name[len] = '\0';
         t->len = len;
-        push_topics(L);
-        lua_pushlstring(L, name, len);
-        lua_pushlightuserdata(L, t);
+        luaL_setmetatable(L, TOPIC_MT);
         lua_rawset(L, -3);
         lua_pop(L, 1);
         if (h->srv->bus) redis_bus_subscribe(h->srv->bus, name, len);
     }
+    assert(!t->walking);
     if (t->n == t->cap) {
         t->cap = t->cap ? t->cap * 2 : 8;
         t->subs = xrealloc(t->subs, t->cap * sizeof *t->subs);
@@ -83,6 +92,15 @@ static bool unsubscribe(lua_State *L, lua_host *h, conn *c, struct topic *t)
     size_t i;
     for (i = 0; i < c->ntopics && c->topics[i] != t; i++) {}
     if (!t || i == c->ntopics) return false;
+    assert(!t->walking);
+    if (t->n == 1) {
+        /* The last subscriber: out of the table first (may raise). */
+        push_topics(L);
+        lua_pushlstring(L, t->name, t->len);
+        lua_pushnil(L);
+        lua_rawset(L, -3);
+        lua_pop(L, 1);
+    }
     c->topics[i] = c->topics[--c->ntopics];
     if (c->ntopics == 0) {
         free(c->topics);
@@ -95,14 +113,9 @@ static bool unsubscribe(lua_State *L, lua_host *h, conn *c, struct topic *t)
     t->n--;
     if (t->n == 0) {
         if (h->srv->bus) redis_bus_unsubscribe(h->srv->bus, t->name, t->len);
-        push_topics(L);
-        lua_pushlstring(L, t->name, t->len);
-        lua_pushnil(L);
-        lua_rawset(L, -3);
-        lua_pop(L, 1);
         free(t->subs);
-        free(t->name);
-        free(t);
+        t->subs = NULL;
+        t->cap = 0;
     }
     return true;
 }
@@ -124,21 +137,21 @@ static size_t fan_out(lua_host *h, struct topic *t, uint8_t opcode, const uint8_
         }
         pmd_conn_free(&s->pmd, &one);
     }
-    /* A subscriber may be closed (and unsubscribed) by a send: walk a copy. */
-    size_t n = t->n, sent = 0;
-    conn **subs = malloc(n * sizeof *subs);
-    if (!subs) abort();
-    memcpy(subs, t->subs, n * sizeof *subs);
-    for (size_t i = 0; i < n; i++)
-        if (ws_send_shared(subs[i], opcode, data, len, plain, compressed) == 0) sent++;
-    free(subs);
+    /* A send may cut a slow subscriber; its on_close (which leaves the
+     * topic) is queued until Lua is free, so the array stays as it is. */
+    size_t sent = 0;
+    t->walking++;
+    for (size_t i = 0; i < t->n; i++)
+        if (ws_send_shared(t->subs[i], opcode, data, len, plain, compressed) == 0) sent++;
+    t->walking--;
     shared_frame_unref(plain);
     shared_frame_unref(compressed);
     return sent;
 }
 
-void lp_deliver(lua_host *h, const char *topic, size_t tlen, const uint8_t *payload, size_t len)
+void lh_host_topic_message(void *host, const char *topic, size_t tlen, const uint8_t *payload, size_t len)
 {
+    lua_host *h = host;
     /* Ours carry their kind in the first byte; a message another Redis
      * client published on luaws:TOPIC is taken whole, as text. */
     uint8_t opcode = WS_OP_TEXT;
@@ -151,13 +164,19 @@ void lp_deliver(lua_host *h, const char *topic, size_t tlen, const uint8_t *payl
         log_warn("redis: dropped a message for topic %.*s: text that is not UTF-8", (int)tlen, topic);
         return;
     }
-    fan_out(h, find(h->L, topic, tlen), opcode, payload, len);
+    struct topic *t = find(h->L, topic, tlen);
+    /* As if Lua ran: what the fan-out raises (on_close of a subscriber cut
+     * for backpressure) is queued until it is over. */
+    h->depth++;
+    fan_out(h, t, opcode, payload, len);
+    h->depth--;
+    lh_settle(h);
 }
 
 static conn *check_open_socket(lua_State *L)
 {
-    lsocket *s = luaL_checkudata(L, 1, SOCKET_MT);
-    return s->c && ws_is_open(s->c) ? s->c : NULL;
+    lsocket *ls = luaL_checkudata(L, 1, SOCKET_MT);
+    return ls->c && ws_is_open(ls->c) ? ls->c : NULL;
 }
 
 static int l_subscribe(lua_State *L)
@@ -241,6 +260,11 @@ static int l_subscribers(lua_State *L)
 
 void lp_register(lua_State *L)
 {
+    if (luaL_newmetatable(L, TOPIC_MT)) {
+        lua_pushcfunction(L, topic_gc);
+        lua_setfield(L, -2, "__gc");
+    }
+    lua_pop(L, 1);
     static const luaL_Reg fns[] = {
         {"publish", l_publish},
         {"subscribers", l_subscribers},

@@ -400,19 +400,19 @@ int main(int argc, char **argv)
     char *err = NULL;
     static server probe;
     probe.cfg = &cfg;
-    lua_host *lua = lh_new(&probe, cfg.script, &err);
+    void *lua = lua_host_ops.create(&probe, cfg.script, &err);
     if (!lua) {
         fprintf(stderr, "luaws: cannot load %s: %s\n", cfg.script, err);
         free(err);
         return EXIT_RUNTIME;
     }
-    lh_free(lua);
+    lua_host_ops.destroy(lua);
     if (check) {
         printf("luaws: %s OK\n", cfg.script);
         return EXIT_OK;
     }
     if (workers > 1) {
-        int code = workers_run(&cfg, workers, watch);
+        int code = workers_run(&cfg, &lua_host_ops, workers, watch);
         tls_server_free(tls);
         return code;
     }
@@ -427,7 +427,7 @@ int main(int argc, char **argv)
             return EXIT_RUNTIME;
         }
     }
-    int code = server_run(&cfg, fds, 0, 1, watch, -1);
+    int code = server_run(&cfg, &lua_host_ops, fds, 0, 1, watch, -1);
     tls_server_free(tls);
     if (code == 0) log_info("luaws stopped");
     return code;

@@ -1,6 +1,7 @@
 /* metrics.c — Prometheus text for GET /metrics (--metrics). Each worker
  * answers for itself, labelled with its number: sum over workers. */
 #include "metrics.h"
+#include "xalloc.h"
 #include "server.h"
 #include <stdarg.h>
 #include <stdio.h>
@@ -14,12 +15,7 @@ static void put(bytes *out, const char *fmt, ...)
     int n = vsnprintf(line, sizeof line, fmt, ap);
     va_end(ap);
     if (n <= 0) return;
-    if (out->len + (size_t)n > out->cap) {
-        out->cap = (out->len + (size_t)n) * 2;
-        out->data = realloc(out->data, out->cap);
-        if (!out->data) abort();
-    }
-    for (int i = 0; i < n; i++) out->data[out->len++] = (uint8_t)line[i];
+    bytes_append(out, line, (size_t)n);
 }
 
 static void metric(bytes *out, const char *name, const char *type, const char *help, unsigned worker,
@@ -37,13 +33,13 @@ void metrics_render(const struct server *s, bytes *out)
     metric(out, "connections_total", "counter", "Connections accepted or opened.", w, m->connections_total);
     metric(out, "websockets_total", "counter", "WebSockets opened.", w, m->websockets_total);
     metric(out, "http_requests_total", "counter", "Plain HTTP requests answered.", w, m->http_requests_total);
-    metric(out, "messages_received_total", "counter", "WebSocket messages received.", w, m->messages_in);
-    metric(out, "received_bytes_total", "counter", "Payload bytes of messages received.", w, m->bytes_in);
-    metric(out, "messages_sent_total", "counter", "WebSocket messages sent.", w, m->messages_out);
-    metric(out, "sent_bytes_total", "counter", "Payload bytes of messages sent.", w, m->bytes_out);
+    metric(out, "messages_received_total", "counter", "WebSocket messages received.", w, m->ws.messages_in);
+    metric(out, "received_bytes_total", "counter", "Payload bytes of messages received.", w, m->ws.bytes_in);
+    metric(out, "messages_sent_total", "counter", "WebSocket messages sent.", w, m->ws.messages_out);
+    metric(out, "sent_bytes_total", "counter", "Payload bytes of messages sent.", w, m->ws.bytes_out);
     metric(out, "reloads_total", "counter", "Successful hot reloads.", w, m->reloads);
     metric(out, "reload_failures_total", "counter", "Hot reloads that failed to load.", w, m->reload_failures);
     metric(out, "script_errors_total", "counter", "Errors raised by Lua events and handlers.", w, m->script_errors);
     metric(out, "protocol_errors_total", "counter", "Connections failed for protocol violations.", w,
-           m->protocol_errors);
+           m->ws.protocol_errors);
 }

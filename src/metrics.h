@@ -4,15 +4,15 @@
 
 #include <stdint.h>
 #include "bytes.h"
+#include "ws_stats.h"
 
 typedef struct metrics {
     uint64_t connections_total;   /* accepted or opened */
     uint64_t websockets_total;    /* upgraded or connected out */
     uint64_t http_requests_total;
-    uint64_t messages_in, bytes_in;
-    uint64_t messages_out, bytes_out;
+    wss_stats ws;                 /* messages and bytes in and out, protocol errors */
     uint64_t reloads, reload_failures;
-    uint64_t script_errors, protocol_errors;
+    uint64_t script_errors;
 } metrics;
 
 struct server;

@@ -6,7 +6,6 @@
  * window are coalesced, and a reload happens only if a file's identity,
  * size or mtime really changed. */
 #include "reload.h"
-#include "lua_api.h"
 #include "log.h"
 #include <stdlib.h>
 #include <string.h>
@@ -126,7 +125,7 @@ static void rewatch(reloader *r)
     free_files(r);
     for (int i = 0; i < r->ndirs; i++) r->dir_used[i] = false;
     size_t n;
-    char **paths = lh_watched_files(r->srv->lua, &n);
+    char **paths = r->srv->host->watched_files(r->srv->host_ud, &n);
     r->files = calloc(n ? n : 1, sizeof *r->files);
     if (!r->files) abort();
     for (size_t i = 0; i < n; i++) {
@@ -167,7 +166,7 @@ static void reload(reloader *r, const char *why, bool retry)
         before[i].path = strdup(r->files[i].path);
         before[i].exists = stat(before[i].path, &before[i].st) == 0;
     }
-    r->failed = lh_reload(r->srv->lua, why, retry) != 0;
+    r->failed = r->srv->host->reload(r->srv->host_ud, why, retry) != 0;
     rewatch(r);
     bool again = false;
     for (size_t i = 0; i < r->nfiles; i++) {

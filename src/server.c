@@ -1,10 +1,8 @@
 /* server.c — the listening socket, accepting, and stopping on a signal. */
 #include "server.h"
-#include "lua_api.h"
 #include "log.h"
 #include "reload.h"
 #include "redis_bus.h"
-#include "lua_internal.h"
 #include <stdio.h>
 #include <errno.h>
 #include <stdlib.h>
@@ -40,7 +38,7 @@ static void on_shutdown_timeout(uv_timer_t *t)
              s->nconns, s->cfg->shutdown_timeout_ms);
     for (conn *c = s->conns, *next; c; c = next) {
         next = c->next;
-        if (c->state == CONN_WS || c->state == CONN_WS_CLOSING) ws_on_disconnect(c);
+        if (conn_is_websocket(c)) ws_on_disconnect(c);
         conn_close_now(c);
     }
 }
@@ -61,8 +59,9 @@ static void on_signal(uv_signal_t *sig, int signum)
     static const char reason[] = "server shutting down";
     for (conn *c = s->conns, *next; c; c = next) {
         next = c->next;
-        if (c->state == CONN_WS) ws_close(c, WS_CLOSE_GOING_AWAY, reason, sizeof reason - 1);
+        if (ws_is_open(c)) ws_close(c, WS_CLOSE_GOING_AWAY, reason, sizeof reason - 1);
         else if (c->state == CONN_HTTP) conn_linger(c);
+        else if (client_is_connecting(c)) client_abandon(c, WS_CLOSE_GOING_AWAY, reason);
     }
     if (s->nconns == 0) {
         server_stop(s);
@@ -74,12 +73,76 @@ static void on_signal(uv_signal_t *sig, int signum)
     uv_unref((uv_handle_t *)&s->shutdown_timer);
 }
 
+/* ---- timeouts and pings, checked for every connection by one timer ---- */
+
+static void check_conn(conn *c, uint64_t now)
+{
+    const config *cfg = c->srv->cfg;
+    if (c->state == CONN_HTTP && now >= c->deadline) {
+        if (c->tls && !tls_handshake_done(c->tls)) {
+            /* No TLS yet: nothing can be answered. */
+            log_warn("conn %llu from %s: TLS handshake not finished within %u ms, closing",
+                     (unsigned long long)c->id, c->peer, cfg->handshake_timeout_ms);
+            conn_close_now(c);
+            return;
+        }
+        log_warn("conn %llu from %s: no complete request within %u ms, answering 408", (unsigned long long)c->id,
+                 c->peer, cfg->handshake_timeout_ms);
+        static const char body[] = "408 Request Timeout\n";
+        conn_respond(c, 408, NULL, 0, body, sizeof body - 1, false);
+        return;
+    }
+    if ((c->state == CONN_CONNECTING || c->state == CONN_CLIENT_HANDSHAKE) && now >= c->deadline) {
+        client_failed(c, "timed out (--handshake-timeout)");
+        return;
+    }
+    if (!ws_is_open(c) || !cfg->ping_interval_ms) return;
+    /* Silent for an interval: ping. Still silent an interval after the
+     * ping (not after the last byte: the loop may have been busy): cut. */
+    if (c->ping_sent && now - c->ping_at >= cfg->ping_interval_ms) {
+        ws_abort(c, WS_CLOSE_ABNORMAL, "no answer to ping (--ping-interval), peer presumed dead");
+    } else if (!c->ping_sent && now - c->last_seen >= cfg->ping_interval_ms) {
+        c->ping_sent = true;
+        c->ping_at = now;
+        ws_send(c, WS_OP_PING, (const uint8_t *)"luaws", 5, NULL, NULL);
+    }
+}
+
+static void on_housekeeping(uv_timer_t *t)
+{
+    server *s = t->data;
+    uint64_t now = uv_now(s->loop);
+    for (conn *c = s->conns, *next; c; c = next) {
+        next = c->next;
+        check_conn(c, now);
+    }
+}
+
+static void housekeeping_start(server *s)
+{
+    const config *cfg = s->cfg;
+    uint64_t tick = cfg->handshake_timeout_ms / 4;
+    if (cfg->ping_interval_ms && cfg->ping_interval_ms / 4 < tick) tick = cfg->ping_interval_ms / 4;
+    if (tick < 25) tick = 25;
+    if (tick > 1000) tick = 1000;
+    uv_timer_init(s->loop, &s->housekeeping);
+    s->housekeeping.data = s;
+    uv_timer_start(&s->housekeeping, on_housekeeping, tick, tick);
+    uv_unref((uv_handle_t *)&s->housekeeping);
+}
+
+/* The last connection is gone: a stopping server may now end. */
+static void on_empty(server *s)
+{
+    if (s->stopping) server_stop(s);
+}
+
 /* Closes the last handles so uv_run returns. */
 void server_stop(server *s)
 {
     reloader_stop(s->reloader);
     s->reloader = NULL;
-    lh_stop(s->lua);
+    s->host->stop(s->host_ud);
     if (s->bus) {
         redis_bus_close(s->bus);
         s->bus = NULL;
@@ -184,7 +247,7 @@ static int server_start(server *s, const int *fds)
 static void on_bus_message(void *ud, const char *topic, size_t tlen, const uint8_t *payload, size_t len)
 {
     server *s = ud;
-    lp_deliver(s->lua, topic, tlen, payload, len);
+    s->host->topic_message(s->host_ud, topic, tlen, payload, len);
 }
 
 void log_startup(const config *cfg, int workers)
@@ -199,7 +262,8 @@ void log_startup(const config *cfg, int workers)
     }
 }
 
-int server_run(const config *cfg, const int *fds, int worker, int nworkers, bool watch, int ready_fd)
+int server_run(const config *cfg, const host_ops *host, const int *fds, int worker, int nworkers, bool watch,
+               int ready_fd)
 {
     /* Big (the shared read buffer): static, one per process. */
     static server srv;
@@ -211,8 +275,11 @@ int server_run(const config *cfg, const int *fds, int worker, int nworkers, bool
     /* The loop first: a script may start timers while it loads. */
     s->loop = uv_default_loop();
     pmd_worker_init(&s->pmd, cfg->deflate, cfg->deflate_level, cfg->deflate_min);
-    s->lua = lh_new(s, cfg->script, &err);
-    if (!s->lua) {
+    s->wss_cfg = (wss_config){cfg->max_message, cfg->deflate_min, &s->pmd, &s->metrics.ws};
+    s->host = host;
+    s->on_empty = on_empty;
+    s->host_ud = host->create(s, cfg->script, &err);
+    if (!s->host_ud) {
         log_error("cannot load %s: %s", cfg->script, err);
         free(err);
         for (int i = 0; i < cfg->nlistens; i++) close(fds[i]);
@@ -238,7 +305,7 @@ int server_run(const config *cfg, const int *fds, int worker, int nworkers, bool
             goto done;
         }
     }
-    conn_housekeeping_start(s);
+    housekeeping_start(s);
     if (nworkers == 1) log_startup(cfg, 1);
     if (ready_fd >= 0) {
         (void)!write(ready_fd, "r", 1);
@@ -246,7 +313,7 @@ int server_run(const config *cfg, const int *fds, int worker, int nworkers, bool
     }
     uv_run(s->loop, UV_RUN_DEFAULT);
 done:
-    lh_free(s->lua);
+    host->destroy(s->host_ud);
     pmd_worker_free(&s->pmd);
     uv_loop_close(s->loop);
     return code;

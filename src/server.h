@@ -17,6 +17,8 @@
 #include "deflate.h"
 #include "tls.h"
 #include "metrics.h"
+#include "host.h"
+#include "ws_session.h"
 
 #define MAX_LISTENERS 8
 
@@ -58,7 +60,6 @@ typedef struct config {
     size_t deflate_min;       /* messages shorter than this go uncompressed */
 } config;
 
-typedef struct conn conn;
 typedef struct lua_host lua_host;
 typedef struct task task;
 
@@ -78,16 +79,19 @@ typedef struct server {
     uv_timer_t housekeeping;  /* timeouts and pings, for every connection */
     uv_timer_t shutdown_timer;
     const config *cfg;
-    lua_host *lua;
+    const host_ops *host;     /* whatever drives the core (host.h) */
+    void *host_ud;
     conn *conns;              /* every live connection, for shutdown */
     size_t nconns;
     uint64_t next_id;
     uint64_t id_base, id_step; /* socket ids: unique across workers */
     bool stopping;
     pmd_worker pmd;
+    wss_config wss_cfg;       /* what every WebSocket session of the worker shares */
     struct reloader *reloader;
     struct redis_bus *bus;    /* --redis: topics across workers and machines */
     metrics metrics;
+    void (*on_empty)(struct server *s);  /* the last connection was freed */
     /* One read buffer serves every connection: libuv calls alloc and read
      * back to back, and a connection that cannot consume all it read keeps
      * the rest in its own pending buffer. Idle connections own no buffer. */
@@ -99,23 +103,64 @@ enum conn_state {
     CONN_HTTP,        /* reading HTTP requests (0: a new connection) */
     CONN_CONNECTING,  /* luaws.connect: resolving, connecting */
     CONN_CLIENT_HANDSHAKE, /* luaws.connect: waiting for the 101 */
-    CONN_WS,          /* WebSocket open */
-    CONN_WS_CLOSING,  /* we sent a close frame, waiting for the peer's */
+    CONN_WS,          /* speaking WebSocket (c->ws says whether open or closing) */
     CONN_LINGER,      /* closed at the WebSocket level; shutting TCP down */
     CONN_DEAD,        /* uv_close called */
 };
 
+/* What a connection speaks now (HTTP, an outbound handshake, WebSocket):
+ * the layer its input goes to. conn.c reaches the layers above it only
+ * through this table, which each of them sets (http_conn.c, client.c,
+ * ws.c), so the transport depends on none of them. */
+typedef struct conn_phase {
+    const char *name;
+    /* Consumes input; returns how many bytes were used (fewer only when
+     * paused, or when the phase changed half-way). */
+    size_t (*feed)(conn *c, uint8_t *buf, size_t len);
+    /* The peer is gone (EOF, reset, write or TLS failure) or the close
+     * timer fired; the connection is closed right after. */
+    void (*lost)(conn *c, const char *why);
+    /* Optional: where the next plain read may go instead of the shared buffer. */
+    uint8_t *(*read_target)(conn *c, size_t *room);
+    /* Optional: the TLS handshake is done (an outbound connection sends its request). */
+    void (*secured)(conn *c);
+    /* Optional: the connection is freed in this phase. */
+    void (*release)(conn *c);
+} conn_phase;
+
+/* The layer under a connection: plain TCP (conn.c) or TLS (conn_tls.c). */
+typedef struct conn_io {
+    /* Bytes read from the socket. */
+    void (*input)(conn *c, uint8_t *data, size_t n);
+    /* Writes bufs in order; done as for conn_write. */
+    int (*writev)(conn *c, const uv_buf_t *bufs, unsigned nbufs, write_done_fn done, void *ud);
+    /* Optional: input may flow again; what the layer holds is processed. */
+    void (*resume)(conn *c);
+    /* Optional: before our FIN (TLS close_notify). */
+    void (*shutdown)(conn *c);
+    /* Optional: the connection is freed. */
+    void (*release)(conn *c);
+    /* The socket carries the protocol's own bytes: reads may land in
+     * place, published frames go out by reference. */
+    bool raw;
+} conn_io;
+
 struct conn {
     uv_tcp_t tcp;
     server *srv;
+    const conn_phase *phase;
+    const conn_io *io;
     listener *lst;            /* the listener it came from; NULL for luaws.connect */
     struct client *client;    /* luaws.connect: the handshake in progress */
     bool is_client;           /* we opened it: frames we send are masked */
-    char *client_protocol;    /* the subprotocol the server chose */
+    char *protocol;           /* the subprotocol in use, or NULL */
     tls_conn *tls;            /* NULL on ws:// */
     bool tls_logged;
     conn *prev, *next;
     uint64_t id;
+    void *user;               /* the host's object for this connection */
+    bool host_knows;          /* the host has an object for it: it gets close once */
+    bool host_closed;         /* ... and has been told */
     enum conn_state state;
     char peer[64];
     uint64_t deadline;        /* HTTP: the request must be complete by then (loop ms) */
@@ -127,24 +172,15 @@ struct conn {
     uint8_t *pending;
     size_t pending_len, pending_off;
     bool paused;              /* input stopped while an event is suspended */
-    bool processing;          /* inside conn_process: no reentry */
 
     /* HTTP phase. */
     http_reader *http;
     bool close_after_write;   /* plain response with Connection: close */
 
-    /* WebSocket phase. */
-    ws_parser parser;
-    uint8_t msg_opcode;       /* text or binary of the message being read */
-    bool msg_compressed;      /* RSV1 on its first frame */
-    bool msg_delivered;       /* handed to Lua straight from the read buffer */
-    bytes msg;                /* the current message (inflated) */
-    pmd_conn *pmd;            /* permessage-deflate, when negotiated */
-    utf8_state utf8;
-    uint8_t ctl[WS_MAX_CONTROL_PAYLOAD];
-    size_t ctl_len;
-    bool close_sent, close_received, closed_event_done, open_event_done;
-    uint16_t close_code;      /* what on_close reports */
+    /* WebSocket phase: the protocol, pure (ws_session.h). */
+    ws_session ws;
+    /* Why an outbound connection ended before it opened (on_close's). */
+    uint16_t close_code;
     char *close_reason;
     uv_timer_t *timer;        /* close / linger timeout, only while closing */
 
@@ -153,24 +189,20 @@ struct conn {
     bytes cork;
     bool corked;
     size_t queued;            /* bytes handed to libuv, not yet written */
-    task *waiters;            /* suspended events waiting for queued to fall */
 
     /* Topics this socket is subscribed to (lua_topic.c). */
     struct topic **topics;
     size_t ntopics;
-
-    /* Lua. */
-    int socket_ref;           /* registry ref to the Lua socket object */
-    task *running;            /* this connection's suspended event, if any */
-    bool close_deferred;      /* on_close waits for the running event */
-    bool reloaded;            /* moved by the reload in progress */
 };
 
 int listen_socket(const char *host, int port, bool reuseport, bool do_listen, int *bound_port,
                   char *err, size_t errlen);
 /* Runs one worker on a bound socket until it is told to stop; writes a
  * byte to ready_fd (if >= 0) once it serves. Returns the exit code. */
-int server_run(const config *cfg, const int *fds, int worker, int nworkers, bool watch, int ready_fd);
+int server_run(const config *cfg, const host_ops *host, const int *fds, int worker, int nworkers, bool watch,
+               int ready_fd);
+/* The id of the next connection (unique across workers). */
+static inline uint64_t server_take_id(server *s) { return s->id_base + 1 + s->id_step * s->next_id++; }
 /* SIGHUP: certificates and keys are read again. */
 void server_reload_tls(server *s);
 void server_stop(server *s);
@@ -189,25 +221,60 @@ void shared_frame_unref(shared_frame *f);
 int conn_write_shared(conn *c, shared_frame *f);
 void conn_accept(listener *l);
 /* A connection struct on the server's list, its TCP handle initialised. */
-conn *conn_new(server *s, listener *l);
+conn *conn_new(server *s, listener *l, uint64_t id, const conn_phase *phase);
 void conn_start_reading(conn *c);
-void conn_housekeeping_start(server *s);
-void conn_process(conn *c);
+/* Fills c->peer ("ip:port") from the socket. */
+void conn_read_peer(conn *c);
+/* Stops and restarts reading (an event of the host is suspended). */
 void conn_pause(conn *c);
 void conn_resume(conn *c);
-/* Queues bytes for writing; the data is copied. ok/fail refs are Lua
- * registry refs of async send callbacks, or LUA_NOREF (-2). */
+/* Queues bytes for writing; the data is copied. done (may be NULL) is
+ * called exactly once, with 0 once the kernel took the bytes, or with an
+ * error; possibly before conn_write returns. */
 int conn_write(conn *c, const uint8_t *hdr, size_t hlen, const uint8_t *data, size_t len,
-               int ok_ref, int fail_ref);
+               write_done_fn done, void *ud);
 void conn_linger(conn *c);
 void conn_set_timer(conn *c, unsigned ms);
 void conn_close_now(conn *c);
 /* Writes what the cork collected. */
 void conn_uncork(conn *c);
-/* Sends what the TLS engine has for the socket. */
+/* Plain TCP's conn_io: the bytes read go to the phase (kept while paused),
+ * bytes written go to the kernel (copied only if it does not take them). */
+void conn_feed_input(conn *c, uint8_t *data, size_t n);
+int conn_raw_writev(conn *c, const uv_buf_t *bufs, unsigned nbufs, write_done_fn done, void *ud);
+int conn_raw_write(conn *c, const uint8_t *p, size_t n, write_done_fn done, void *ud);
+/* conn_tls.c: TLS under c from now on; sends what the engine has. */
+void conn_tls_attach(conn *c, tls_conn *t);
 void conn_tls_flush(conn *c);
 /* Bytes waiting to be written: queued in libuv or in the cork. */
 static inline size_t conn_backlog(const conn *c) { return c->queued + c->cork.len; }
+/* Gone past the point of no return: uv_close was called. */
+static inline bool conn_is_dead(const conn *c) { return c->state == CONN_DEAD; }
+/* Reading and writing WebSocket frames (open or closing). */
+static inline bool conn_is_websocket(const conn *c) { return c->state == CONN_WS; }
+/* Done with the protocol: lingering or dead; input is discarded. */
+static inline bool conn_is_finished(const conn *c) { return c->state >= CONN_LINGER; }
+/* What on_close reports: the close code and reason ("" if none). */
+static inline uint16_t conn_close_code(const conn *c)
+{
+    return c->ws.close_code ? c->ws.close_code : c->close_code ? c->close_code : WS_CLOSE_ABNORMAL;
+}
+static inline const char *conn_close_reason(const conn *c)
+{
+    return c->ws.close_reason ? c->ws.close_reason : c->close_reason ? c->close_reason : "";
+}
+/* The subprotocol in use (NULL: none). */
+static inline const char *conn_protocol(const conn *c) { return c->protocol; }
+/* Tells the host the connection closed, once (see host_ops.close). */
+void conn_tell_close(conn *c);
+/* http_conn.c: a whole request was read; answers or upgrades it. */
+void http_conn_request(conn *c);
+/* The host answers a request (HTTP phase). */
+void conn_respond(conn *c, int status, const char *head, size_t head_len,
+                  const char *body, size_t body_len, bool keep_alive);
+/* The host accepts an upgrade: the 101 (with extra header lines head) goes
+ * out and the connection speaks WebSocket. 0, or -1 if it cannot. */
+int conn_upgrade(conn *c, const http_request *req, const char *protocol, const char *head, size_t head_len);
 
 /* client.c: outbound connections (luaws.connect) */
 typedef struct client_request {
@@ -222,24 +289,25 @@ typedef struct client_request {
     const char *ca;           /* CA file to verify the server with; NULL: the system's */
     bool verify;              /* check the server's certificate and name */
 } client_request;
-conn *client_connect(server *s, const client_request *req);
+conn *client_connect(server *s, const client_request *req, uint64_t id);
 /* Starts resolving and connecting, once Lua has its socket object. */
 void client_start(conn *c);
 void client_on_response(conn *c);
 void client_free(conn *c);
+/* Not open yet (resolving, connecting, or waiting for the 101). */
+bool client_is_connecting(const conn *c);
+/* Gives up before it opened: on_close(code, reason) once it is gone. */
+void client_abandon(conn *c, uint16_t code, const char *reason);
+/* It will never open: on_error(why), on_close(1006, why), closed now. */
+void client_failed(conn *c, const char *why);
 /* Sends the upgrade request once the connection (and TLS) is up. */
 void client_send_request(conn *c);
 
 /* ws.c: the WebSocket protocol over a connection */
 void ws_start(conn *c, const pmd_params *deflate);
-size_t ws_consume(conn *c, uint8_t *buf, size_t len);
-/* Where the next plain-TCP read may go instead of the shared read buffer:
- * the free end of the message being assembled, while a large uncompressed
- * data frame is arriving (NULL otherwise). Saves copying it there afterwards. */
-uint8_t *ws_read_target(conn *c, size_t *room);
-int ws_send(conn *c, uint8_t opcode, const uint8_t *data, size_t len, int ok_ref, int fail_ref);
+/* Sends one frame; done (may be NULL) as for conn_write: called exactly once. */
+int ws_send(conn *c, uint8_t opcode, const uint8_t *data, size_t len, write_done_fn done, void *ud);
 void ws_close(conn *c, uint16_t code, const char *reason, size_t reason_len);
-void ws_fail(conn *c, uint16_t code, const char *why);
 void ws_on_disconnect(conn *c);
 /* Closes a connection that broke a limit: on_error(why), on_close(code), TCP closed now. */
 void ws_abort(conn *c, uint16_t code, const char *why);

@@ -2,7 +2,7 @@
  * a path under DIR answer with the file and its content type; anything
  * else falls through to the script's handler. */
 #include "static.h"
-#include "lua_api.h"
+#include "server.h"
 #include "log.h"
 #include <fcntl.h>
 #include <stdio.h>

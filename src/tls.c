@@ -8,6 +8,7 @@
  * does the same for OpenSSL's record buffers, so an idle connection holds
  * only its cipher state. */
 #include "tls.h"
+#include "xalloc.h"
 #include "bytes.h"
 #include <openssl/err.h>
 #include <openssl/pem.h>
@@ -44,19 +45,6 @@ struct tls_conn {
     bool client;              /* we connected out (luaws.connect) */
     bool renegotiation;       /* the client tried to renegotiate */
 };
-
-static void *xrealloc(void *p, size_t n)
-{
-    p = realloc(p, n ? n : 1);
-    if (!p) abort();
-    return p;
-}
-
-static char *xstrdup(const char *s)
-{
-    size_t n = strlen(s) + 1;
-    return memcpy(xrealloc(NULL, n), s, n);
-}
 
 /* ---- buffers: a consumed prefix [0, off) and the rest ---- */
 
@@ -298,7 +286,7 @@ static void server_unref(tls_server *s)
 tls_server *tls_server_new(const char *cert_file, const char *key_file, const char *ciphers,
                            char *err, size_t errlen)
 {
-    tls_server *s = xrealloc(NULL, sizeof *s);
+    tls_server *s = xmalloc(sizeof *s);
     memset(s, 0, sizeof *s);
     s->refs = 1;
     s->cert_file = xstrdup(cert_file);
@@ -336,7 +324,7 @@ static int fail_ssl(tls_conn *c);
 
 tls_server *tls_client_ctx_new(const char *ca_file, bool verify, char *err, size_t errlen)
 {
-    tls_server *s = xrealloc(NULL, sizeof *s);
+    tls_server *s = xmalloc(sizeof *s);
     memset(s, 0, sizeof *s);
     s->refs = 1;
     if (!(s->bio_method = bio_method_new())) {
@@ -398,7 +386,7 @@ int tls_start(tls_conn *c)
 
 tls_conn *tls_conn_new(tls_server *s)
 {
-    tls_conn *c = xrealloc(NULL, sizeof *c);
+    tls_conn *c = xmalloc(sizeof *c);
     memset(c, 0, sizeof *c);
     c->ssl = SSL_new(s->ctx);
     BIO *bio = BIO_new(s->bio_method);

@@ -33,7 +33,7 @@ static sigset_t handled_signals(void)
     return set;
 }
 
-static pid_t spawn(const config *cfg, int index, int n, bool watch, int ready_fd)
+static pid_t spawn(const config *cfg, const host_ops *host, int index, int n, bool watch, int ready_fd)
 {
     pid_t pid = fork();
     if (pid != 0) return pid;
@@ -52,7 +52,7 @@ static pid_t spawn(const config *cfg, int index, int n, bool watch, int ready_fd
             _exit(1);
         }
     }
-    _exit(server_run(cfg, fds, index, n, watch, ready_fd));
+    _exit(server_run(cfg, host, fds, index, n, watch, ready_fd));
 }
 
 static void describe_exit(int status, char *buf, size_t len)
@@ -61,7 +61,7 @@ static void describe_exit(int status, char *buf, size_t len)
     else snprintf(buf, len, "exited with status %d", WEXITSTATUS(status));
 }
 
-int workers_run(config *cfg, int n, bool watch)
+int workers_run(config *cfg, const host_ops *host, int n, bool watch)
 {
     char err[256];
     int hold[MAX_LISTENERS];
@@ -87,7 +87,7 @@ int workers_run(config *cfg, int n, bool watch)
     int ready[2];
     if (pipe(ready) < 0) abort();
     for (int i = 0; i < n; i++) {
-        w[i].pid = spawn(cfg, i, n, watch, ready[1]);
+        w[i].pid = spawn(cfg, host, i, n, watch, ready[1]);
         w[i].started = time(NULL);
     }
     close(ready[1]);
@@ -148,7 +148,7 @@ int workers_run(config *cfg, int n, bool watch)
                 } else {
                     w[i].quick_deaths = 0;
                 }
-                w[i].pid = spawn(cfg, i, n, watch, -1);
+                w[i].pid = spawn(cfg, host, i, n, watch, -1);
                 w[i].started = time(NULL);
                 break;
             }

@@ -6,6 +6,6 @@
 
 /* Forks n workers, each with its own loop and Lua state, restarts any that
  * dies, forwards SIGTERM/SIGINT/SIGHUP. Returns the exit code. */
-int workers_run(config *cfg, int n, bool watch);
+int workers_run(config *cfg, const host_ops *host, int n, bool watch);
 
 #endif

@@ -15,7 +15,7 @@ if [ "$mode" = asan ]; then
     CFLAGS="$CFLAGS -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined"
     bin="$out/test_tls_asan"
 fi
-${CC:-cc} $CFLAGS spec/unit/test_tls.c src/tls.c -o "$bin" $(pkg-config --cflags --libs libssl libcrypto)
+${CC:-cc} $CFLAGS spec/unit/test_tls.c src/tls.c src/xalloc.c -o "$bin" $(pkg-config --cflags --libs libssl libcrypto)
 case $mode in
 valgrind)
     # Heap numbers mean nothing under valgrind: skip the measurement there.

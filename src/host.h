@@ -1,0 +1,58 @@
+/* host.h — how the core reaches whatever drives it: the Lua binding today,
+ * a test harness or an embedding tomorrow.
+ *
+ * The core (transport and protocol) never calls the binding by name: it
+ * calls these function pointers, registered once when a worker starts
+ * (server_run). Each is called from a libuv callback or from a core
+ * function the host itself called; a host must therefore expect to be
+ * re-entered (an event raised while it is busy) and may defer the work
+ * (the Lua binding queues it, see lua_internal.h). */
+#ifndef LUAWS_HOST_H
+#define LUAWS_HOST_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct conn conn;
+typedef struct server server;
+typedef struct http_request http_request;
+
+typedef struct host_ops {
+    /* Creates the host for a worker (loads the script). NULL and a
+     * malloc'd *err naming file:line on failure. */
+    void *(*create)(server *s, const char *script, char **err);
+    void (*destroy)(void *host);
+    /* The server is stopping: end every timer so the loop can finish. */
+    void (*stop)(void *host);
+
+    /* A complete, checked HTTP request on c. The host answers it with
+     * conn_respond, or upgrades it with conn_upgrade (then open follows). */
+    void (*request)(void *host, conn *c, const http_request *req);
+    /* The WebSocket is open: after conn_upgrade, or a luaws.connect's 101. */
+    void (*open)(void *host, conn *c);
+    void (*message)(void *host, conn *c, uint8_t opcode, const uint8_t *data, size_t len);
+    /* Returns false when the host does not handle pings: the core answers. */
+    bool (*ping)(void *host, conn *c, const uint8_t *data, size_t len);
+    void (*pong)(void *host, conn *c, const uint8_t *data, size_t len);
+    void (*error)(void *host, conn *c, const char *why);
+    /* Once per connection that reached the host (upgraded or luaws.connect). */
+    void (*close)(void *host, conn *c, uint16_t code, const char *reason);
+    /* The write queue fell under the high-water mark. */
+    void (*writable)(void *host, conn *c);
+    /* c is about to be freed: drop every pointer to it. */
+    void (*gone)(void *host, conn *c);
+
+    /* A message for a topic came from another worker or machine. */
+    void (*topic_message)(void *host, const char *topic, size_t tlen, const uint8_t *payload, size_t len);
+    /* Loads the script again; -1 if the new code fails (the old keeps serving). */
+    int (*reload)(void *host, const char *why, bool quiet_repeat);
+    /* The files to watch for hot reload (malloc'd array of malloc'd paths). */
+    char **(*watched_files)(void *host, size_t *n);
+} host_ops;
+
+/* Completion of an asynchronous write: status 0 or a libuv error code.
+ * Whoever is handed one calls it exactly once. */
+typedef void (*write_done_fn)(void *ud, int status);
+
+#endif

@@ -1,0 +1,200 @@
+/* http_conn.c — the HTTP phase of a connection: a complete request is
+ * checked (the WebSocket handshake, the Origin allowlist), routed (metrics,
+ * static files, else the host) and answered (conn_respond) or upgraded
+ * (conn_upgrade). Reading and writing bytes is conn.c's. */
+#include "server.h"
+#include "xalloc.h"
+#include "log.h"
+#include "static.h"
+#include <assert.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+static void respond_refusal(conn *c, int status, const char *why)
+{
+    char head[128] = "";
+    size_t hlen = 0;
+    if (status == 426) hlen = (size_t)snprintf(head, sizeof head, "Sec-WebSocket-Version: 13\r\n");
+    char body[256];
+    int blen = snprintf(body, sizeof body, "%d %s: %s\n", status, http_reason(status), why);
+    conn_respond(c, status, head, hlen, body, (size_t)blen, false);
+}
+
+/* ---- the HTTP phase (conn.c calls it through http_phase) ---- */
+
+static size_t http_feed(conn *c, uint8_t *buf, size_t len)
+{
+    size_t n;
+    enum http_read_status st = http_reader_feed(c->http, (char *)buf, len, &n);
+    if (st == HTTP_FAILED) {
+        int status = c->http->error_status;
+        log_warn("conn %llu: bad HTTP request from %s, answering %d", (unsigned long long)c->id, c->peer, status);
+        conn_respond(c, status, NULL, 0, http_reason(status), strlen(http_reason(status)), false);
+        return len;
+    }
+    if (st == HTTP_DONE) http_conn_request(c);
+    return n;
+}
+
+static void http_lost(conn *c, const char *why) {}
+
+static const conn_phase http_phase = {
+    .name = "http",
+    .feed = http_feed,
+    .lost = http_lost,
+};
+
+/* A new connection on a listener: the HTTP phase starts. */
+void conn_accept(listener *l)
+{
+    server *s = l->srv;
+    conn *c = conn_new(s, l, server_take_id(s), &http_phase);
+    if (uv_accept((uv_stream_t *)&l->tcp, (uv_stream_t *)&c->tcp) != 0) {
+        conn_close_now(c);
+        return;
+    }
+    uv_tcp_nodelay(&c->tcp, 1);
+    conn_read_peer(c);
+    c->deadline = uv_now(s->loop) + s->cfg->handshake_timeout_ms;
+    if (s->nconns > s->cfg->max_connections) {
+        static const char busy[] = "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
+                                   "Connection: close\r\nRetry-After: 1\r\n\r\n";
+        uv_buf_t b = uv_buf_init((char *)busy, sizeof busy - 1);
+        uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+        log_warn("conn %llu from %s refused: %zu connections open (--max-connections)",
+                 (unsigned long long)c->id, c->peer, s->nconns - 1);
+        conn_close_now(c);
+        return;
+    }
+    if (l->tls) {
+        tls_conn *t = tls_conn_new(l->tls);
+        if (!t) {
+            log_error("conn %llu: out of memory for TLS", (unsigned long long)c->id);
+            conn_close_now(c);
+            return;
+        }
+        conn_tls_attach(c, t);
+    }
+    c->http = xmalloc(sizeof *c->http);
+    http_reader_init(c->http, s->cfg->max_header, s->cfg->max_body);
+    log_debug("conn %llu connected from %s", (unsigned long long)c->id, c->peer);
+    conn_start_reading(c);
+}
+
+/* A whole request was read (see server.h). */
+void http_conn_request(conn *c)
+{
+    http_request *req = &c->http->req;
+    const char *up = http_header_get(req, "upgrade");
+    bool wants_ws = up && http_token_list_has(up, "websocket");
+    if (wants_ws) {
+        const char *why = "";
+        int status = ws_handshake_check(req, &why);
+        const char *origin = http_header_get(req, "origin");
+        if (!status && origin && c->srv->cfg->norigins) {
+            bool allowed = false;
+            for (size_t i = 0; i < c->srv->cfg->norigins; i++)
+                if (strcasecmp(origin, c->srv->cfg->origins[i]) == 0) allowed = true;
+            if (!allowed) {
+                status = 403;
+                why = "Origin not in the --origin allowlist";
+            }
+        }
+        if (status) {
+            log_warn("conn %llu: refused WebSocket handshake from %s: %s (%d)", (unsigned long long)c->id,
+                     c->peer, why, status);
+            respond_refusal(c, status, why);
+            return;
+        }
+    } else if (req->upgrade) {
+        /* Another protocol (h2c, CONNECT): answer, then close, since what
+         * follows on the wire is not HTTP/1.1. */
+        req->keep_alive = false;
+    }
+    const config *cfg = c->srv->cfg;
+    if (!wants_ws && cfg->metrics && strcmp(req->method, "GET") == 0 &&
+        strncmp(req->url, "/metrics", 8) == 0 && (req->url[8] == '\0' || req->url[8] == '?')) {
+        bytes out = {0};
+        metrics_render(c->srv, &out);
+        static const char type[] = "Content-Type: text/plain; version=0.0.4; charset=utf-8\r\n";
+        conn_respond(c, 200, type, sizeof type - 1, (const char *)out.data, out.len, req->keep_alive);
+        free(out.data);
+    } else if (wants_ws || !cfg->static_dir || !static_serve(c, cfg->static_dir, req)) {
+        c->srv->host->request(c->srv->host_ud, c, req);
+    }
+    if (c->state == CONN_HTTP) {
+        if (!c->close_after_write) http_reader_reset(c->http);
+        c->deadline = uv_now(c->srv->loop) + c->srv->cfg->handshake_timeout_ms;
+    } else if (c->http) {
+        http_reader_free(c->http);
+        free(c->http);
+        c->http = NULL;
+    }
+}
+
+void conn_respond(conn *c, int status, const char *head, size_t head_len,
+                  const char *body, size_t body_len, bool keep_alive)
+{
+    if (c->state != CONN_HTTP) return;
+    c->srv->metrics.http_requests_total++;
+    char line[256];
+    bool is_head = c->http && c->http->req.method && strcmp(c->http->req.method, "HEAD") == 0;
+    int n = snprintf(line, sizeof line, "HTTP/1.1 %d %s\r\n", status, http_reason(status));
+    char tail[128];
+    int m = snprintf(tail, sizeof tail, "Content-Length: %zu\r\n%s\r\n", body_len,
+                     keep_alive ? "" : "Connection: close\r\n");
+    size_t total = (size_t)n + head_len + (size_t)m + (is_head ? 0 : body_len);
+    uint8_t *out = xmalloc(total), *p = out;
+    memcpy(p, line, (size_t)n); p += n;
+    if (head_len) { memcpy(p, head, head_len); p += head_len; }
+    memcpy(p, tail, (size_t)m); p += m;
+    if (!is_head && body_len) memcpy(p, body, body_len);
+    conn_write(c, out, total, NULL, 0, NULL, NULL);
+    free(out);
+    log_info("conn %llu %s %s -> %d", (unsigned long long)c->id,
+             c->http && c->http->req.method ? c->http->req.method : "-",
+             c->http && c->http->req.url ? c->http->req.url : "-", status);
+    if (!keep_alive) {
+        c->close_after_write = true;
+        conn_linger(c);
+    }
+}
+
+int conn_upgrade(conn *c, const http_request *req, const char *protocol, const char *head, size_t head_len)
+{
+    assert(c->state == CONN_HTTP);
+    char accept[29];
+    ws_accept_key(http_header_get(req, "sec-websocket-key"), accept);
+    pmd_params params;
+    char ext[256] = "";
+    bool deflate = pmd_negotiate(http_header_get(req, "sec-websocket-extensions"), c->srv->cfg->deflate,
+                                 &params, ext, sizeof ext);
+    /* No fixed size: a long subprotocol or extra headers from the handler
+     * must not cut the response short. */
+    size_t cap = 256 + (protocol ? strlen(protocol) : 0) + strlen(ext) + head_len;
+    char *out = malloc(cap);
+    if (!out) abort();
+    int n = snprintf(out, cap,
+                     "HTTP/1.1 101 Switching Protocols\r\n"
+                     "Upgrade: websocket\r\n"
+                     "Connection: Upgrade\r\n"
+                     "Sec-WebSocket-Accept: %s\r\n"
+                     "%s%s%s%s%s%s",
+                     accept, protocol ? "Sec-WebSocket-Protocol: " : "", protocol ? protocol : "",
+                     protocol ? "\r\n" : "", deflate ? "Sec-WebSocket-Extensions: " : "", ext,
+                     deflate ? "\r\n" : "");
+    assert(n > 0 && (size_t)n + head_len + 2 <= cap);
+    if (head_len) memcpy(out + n, head, head_len);
+    memcpy(out + n + head_len, "\r\n", 2);
+    conn_write(c, (const uint8_t *)out, (size_t)n + head_len + 2, NULL, 0, NULL, NULL);
+    free(out);
+    log_info("conn %llu open %s %s%s%s%s%s", (unsigned long long)c->id, c->peer, req->url,
+             protocol ? " protocol " : "", protocol ? protocol : "", deflate ? " " : "", ext);
+    if (protocol && !(c->protocol = strdup(protocol))) abort();
+    c->host_knows = true;
+    ws_start(c, deflate ? &params : NULL);
+    return 0;
+}
+

@@ -1,0 +1,273 @@
+/* lua_request.c — request and response translation: the Ring-style
+ * request table a handler gets, the response table it returns (a plain
+ * answer, or a listener that upgrades the connection), and asking the
+ * handler again for a socket's listener after a reload. */
+#include "lua_internal.h"
+#include "log.h"
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+static void set_str(lua_State *L, const char *k, const char *v, size_t n)
+{
+    lua_pushlstring(L, v, n);
+    lua_setfield(L, -2, k);
+}
+
+static void push_request(lua_host *h, conn *c, const http_request *req, bool upgrade)
+{
+    lua_State *L = h->L;
+    lua_createtable(L, 0, 12);
+    lua_pushstring(L, req->method);
+    lua_setfield(L, -2, "method");
+    const char *q = memchr(req->url, '?', req->url_len);
+    size_t plen = q ? (size_t)(q - req->url) : req->url_len;
+    set_str(L, "uri", req->url, plen);
+    if (q) set_str(L, "query_string", q + 1, req->url_len - plen - 1);
+    lua_pushfstring(L, "HTTP/%d.%d", req->http_major, req->http_minor);
+    lua_setfield(L, -2, "protocol");
+    lua_pushstring(L, c->tls ? (upgrade ? "wss" : "https") : (upgrade ? "ws" : "http"));
+    lua_setfield(L, -2, "scheme");
+    lua_createtable(L, 0, (int)req->nheaders);
+    for (size_t i = 0; i < req->nheaders; i++) {
+        lua_pushstring(L, req->headers[i].value);
+        lua_setfield(L, -2, req->headers[i].name);
+    }
+    lua_setfield(L, -2, "headers");
+    /* remote_addr without the port, as Ring has it */
+    const char *colon = strrchr(c->peer, ':');
+    set_str(L, "remote_addr", c->peer, colon ? (size_t)(colon - c->peer) : strlen(c->peer));
+    const char *host = http_header_get(req, "host");
+    if (host && *host) {
+        const char *end = host[0] == '[' ? strchr(host, ']') : strchr(host, ':');
+        size_t n = end ? (size_t)(end - host) + (host[0] == '[') : strlen(host);
+        set_str(L, "server_name", host, n);
+    } else {
+        lua_pushstring(L, c->lst->host);
+        lua_setfield(L, -2, "server_name");
+    }
+    lua_pushinteger(L, c->lst->port);
+    lua_setfield(L, -2, "server_port");
+    if (req->body) {
+        set_str(L, "body", req->body, req->body_len);
+    }
+}
+
+/* Header lines from a Lua table; returns false (message on stack) on a bad value. */
+static bool add_headers(lua_State *L, int idx, luaL_Buffer *b, bool *has_type)
+{
+    if (lua_isnil(L, idx)) return true;
+    if (!lua_istable(L, idx)) {
+        lua_pushliteral(L, "response headers must be a table");
+        return false;
+    }
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        if (lua_type(L, -2) != LUA_TSTRING || !(lua_type(L, -1) == LUA_TSTRING || lua_type(L, -1) == LUA_TNUMBER)) {
+            lua_pop(L, 2);
+            lua_pushliteral(L, "response header names and values must be strings");
+            return false;
+        }
+        const char *k = lua_tostring(L, -2), *v = lua_tostring(L, -1);
+        if (strpbrk(k, "\r\n:") || strpbrk(v, "\r\n") || !*k) {
+            lua_pop(L, 2);
+            lua_pushfstring(L, "response header %s has a forbidden character", k);
+            return false;
+        }
+        if (strcasecmp(k, "content-length") == 0) {  /* we compute it */
+            lua_pop(L, 1);
+            continue;
+        }
+        if (strcasecmp(k, "content-type") == 0) *has_type = true;
+        luaL_addstring(b, k);
+        luaL_addstring(b, ": ");
+        luaL_addstring(b, v);
+        luaL_addstring(b, "\r\n");
+        lua_pop(L, 1);
+    }
+    return true;
+}
+
+static void respond_500(conn *c, const char *why)
+{
+    static const char body[] = "500 Internal Server Error\n";
+    log_error("conn %llu: handler error: %s", (unsigned long long)c->id, why);
+    c->srv->metrics.script_errors++;
+    conn_respond(c, 500, "Content-Type: text/plain; charset=utf-8\r\n", 41, body, sizeof body - 1, false);
+}
+
+static bool protocol_offered(const http_request *req, const char *proto)
+{
+    const char *offered = http_header_get(req, "sec-websocket-protocol");
+    return offered && http_token_list_has(offered, proto);
+}
+
+/* Upgrades c with the listener on top of the stack and the request below
+ * it (both popped): its socket first, then the 101, then on_open. */
+static void upgrade(lua_host *h, conn *c, const http_request *req, const char *protocol,
+                    const char *head, size_t head_len)
+{
+    lh_socket_new(h, c);
+    if (conn_upgrade(c, req, protocol, head, head_len) == 0) lh_host_open(h, c);
+}
+
+/* Runs the handler for a complete request and answers it, or upgrades it. */
+static void request(lua_host *h, conn *c, const http_request *req)
+{
+    lua_State *L = h->L;
+    const char *up = http_header_get(req, "upgrade");
+    bool is_ws = up && http_token_list_has(up, "websocket");
+    int base = lua_gettop(L);
+
+    if (h->listener_only) {
+        if (!is_ws) {
+            static const char body[] = "426 Upgrade Required: this endpoint speaks WebSocket\n";
+            conn_respond(c, 426, "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n", 47,
+                         body, sizeof body - 1, req->keep_alive);
+            return;
+        }
+        push_request(h, c, req, true);
+        lua_rawgeti(L, LUA_REGISTRYINDEX, h->handler_ref);
+        upgrade(h, c, req, NULL, NULL, 0);
+        lua_settop(L, base);
+        return;
+    }
+
+    lua_rawgeti(L, LUA_REGISTRYINDEX, h->traceback_ref);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, h->handler_ref);
+    push_request(h, c, req, is_ws);
+    lua_pushvalue(L, -1);
+    lua_insert(L, base + 1);                  /* request, traceback, handler, request */
+    lh_enter(h);
+    int status = lua_pcall(L, 1, 1, base + 2);
+    lh_leave(h);
+    if (status != LUA_OK) {
+        respond_500(c, lua_tostring(L, -1));
+        lua_settop(L, base);
+        return;
+    }
+    int resp = lua_gettop(L);
+    if (!lua_istable(L, resp)) {
+        lua_pushfstring(L, "the handler returned %s, not a response table", luaL_typename(L, resp));
+        respond_500(c, lua_tostring(L, -1));
+        lua_settop(L, base);
+        return;
+    }
+    luaL_Buffer b;
+    bool has_type = false;
+    lua_getfield(L, resp, "headers");
+    int hidx = lua_gettop(L);
+    luaL_buffinit(L, &b);
+    if (!add_headers(L, hidx, &b, &has_type)) {
+        respond_500(c, lua_tostring(L, -1));
+        lua_settop(L, base);
+        return;
+    }
+    if (lua_getfield(L, resp, "listener") != LUA_TNIL) {
+        if (!lua_istable(L, -1)) {
+            respond_500(c, "listener must be a table of event functions");
+        } else if (!is_ws) {
+            static const char body[] = "426 Upgrade Required: this endpoint speaks WebSocket\n";
+            log_warn("conn %llu: handler returned a listener for a plain HTTP request", (unsigned long long)c->id);
+            conn_respond(c, 426, "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n", 47,
+                         body, sizeof body - 1, req->keep_alive);
+        } else {
+            int lidx = lua_gettop(L);
+            lua_getfield(L, resp, "protocol");
+            const char *protocol = lua_tostring(L, -1);
+            if (protocol && !protocol_offered(req, protocol)) {
+                lua_pushfstring(L, "the handler chose subprotocol '%s', which the client did not offer", protocol);
+                respond_500(c, lua_tostring(L, -1));
+            } else {
+                luaL_pushresult(&b);          /* header block */
+                size_t head_len;
+                const char *head = lua_tolstring(L, -1, &head_len);
+                lua_pushvalue(L, base + 1);   /* request */
+                lua_pushvalue(L, lidx);       /* listener */
+                upgrade(h, c, req, protocol, head, head_len);
+            }
+        }
+        lua_settop(L, base);
+        return;
+    }
+    lua_pop(L, 1);
+    lua_Integer code = 200;
+    if (lua_getfield(L, resp, "status") != LUA_TNIL) {
+        int isnum;
+        code = lua_tointegerx(L, -1, &isnum);
+        if (!isnum || code < 100 || code > 999 || code == 101) {
+            respond_500(c, "response status must be an integer from 100 to 999 (and not 101)");
+            lua_settop(L, base);
+            return;
+        }
+    }
+    lua_pop(L, 1);
+    size_t body_len = 0;
+    const char *body = "";
+    lua_getfield(L, resp, "body");
+    if (lua_type(L, -1) == LUA_TSTRING) {
+        body = lua_tolstring(L, -1, &body_len);
+    } else if (luaL_testudata(L, -1, BUFFER_MT)) {
+        body = lua_touserdata(L, -1);
+        body_len = lua_rawlen(L, -1);
+    } else if (!lua_isnil(L, -1)) {
+        respond_500(c, "response body must be a string or a luaws.buffer");
+        lua_settop(L, base);
+        return;
+    }
+    int body_idx = lua_gettop(L);
+    if (!has_type && body_len) luaL_addstring(&b, "Content-Type: text/plain; charset=utf-8\r\n");
+    lua_pushvalue(L, body_idx);               /* keep the body reachable */
+    luaL_pushresult(&b);
+    size_t head_len;
+    const char *head = lua_tolstring(L, -1, &head_len);
+    conn_respond(c, (int)code, head, head_len, body, body_len, req->keep_alive);
+    lua_settop(L, base);
+}
+
+/* host_ops.request */
+void lh_host_request(void *host, conn *c, const http_request *req)
+{
+    request(host, c, req);
+    lh_settle(host);
+}
+
+/* Asks the current handler for ls's listener, given its original request.
+ * Pushes it and returns true, or logs why and returns false. */
+bool lh_new_listener(lua_host *h, lsocket *ls)
+{
+    lua_State *L = h->L;
+    if (h->listener_only) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, h->handler_ref);
+        return true;
+    }
+    lua_rawgeti(L, LUA_REGISTRYINDEX, h->traceback_ref);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, h->handler_ref);
+    lh_push_socket(h, ls);
+    lua_getiuservalue(L, -1, 1);
+    lua_getfield(L, -1, "request");
+    lua_replace(L, -3);
+    lua_pop(L, 1);                            /* traceback, handler, request */
+    lh_enter(h);
+    int status = lua_pcall(L, 1, 1, -3);
+    lh_leave(h);
+    if (status != LUA_OK) {
+        log_warn("conn %llu keeps its old listener: the new handler failed: %s", (unsigned long long)ls->c->id,
+                 lua_tostring(L, -1));
+        lua_pop(L, 2);
+        return false;
+    }
+    lua_remove(L, -2);
+    if (lua_istable(L, -1)) {
+        lua_getfield(L, -1, "listener");
+        lua_remove(L, -2);
+    }
+    if (!lua_istable(L, -1)) {
+        log_warn("conn %llu keeps its old listener: the new handler returned no listener",
+                 (unsigned long long)ls->c->id);
+        lua_pop(L, 1);
+        return false;
+    }
+    return true;
+}
+

@@ -1,0 +1,382 @@
+/* lua_state.c — the worker's Lua state: its limits (memory, time), the
+ * luaws.core module, loading and reloading the script, and the host
+ * callbacks the core is given (lua_host_ops). The Lua half of the module
+ * is lua/luaws.lua. */
+#include "lua_internal.h"
+#include "xalloc.h"
+#include "log.h"
+#include "version.h"
+#include <lua.h>
+#include <lauxlib.h>
+#include <lualib.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static void *l_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
+{
+    lua_host *h = ud;
+    if (!ptr) osize = 0;    /* osize is then a type tag, not a size */
+    if (nsize == 0) {
+        free(ptr);
+        h->mem -= osize;
+        return NULL;
+    }
+    if (h->depth && h->mem_limit && nsize > osize && h->mem + (nsize - osize) > h->mem_limit) return NULL;
+    void *p = realloc(ptr, nsize);
+    if (p) h->mem += nsize - osize;
+    return p;
+}
+
+static int l_panic(lua_State *L)
+{
+    log_error("Lua panic (unprotected error): %s", lua_tostring(L, -1));
+    abort();
+}
+
+/* ---- luaws.core ---- */
+
+static int l_log(lua_State *L)
+{
+    int level = log_level_parse(luaL_checkstring(L, 1));
+    if (level < 0) return luaL_argerror(L, 1, "debug, info, warn or error");
+    int n = lua_gettop(L);   /* before luaL_buffinit, which may push */
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    for (int i = 2; i <= n; i++) {
+        if (i > 2) luaL_addchar(&b, ' ');
+        luaL_tolstring(L, i, NULL);
+        luaL_addvalue(&b);
+    }
+    luaL_pushresult(&b);
+    log_msg((enum log_level)level, "%s", lua_tostring(L, -1));
+    return 0;
+}
+
+/* core.scandir(path) -> sorted list of entry names (directory mode). The
+ * request lives in a userdata whose __gc cleans it up, so a Lua allocation
+ * that raises half-way (--script-memory) cannot leak it. */
+#define SCANDIR_MT "luaws.scandir"
+
+typedef struct scan_box {
+    uv_fs_t req;
+    bool live;
+} scan_box;
+
+static int scan_box_gc(lua_State *L)
+{
+    scan_box *b = lua_touserdata(L, 1);
+    if (b->live) uv_fs_req_cleanup(&b->req);
+    b->live = false;
+    return 0;
+}
+
+static int l_scandir(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    scan_box *b = lua_newuserdatauv(L, sizeof *b, 0);
+    b->live = false;
+    luaL_setmetatable(L, SCANDIR_MT);
+    int n = uv_fs_scandir(NULL, &b->req, path, 0, NULL);
+    b->live = true;
+    if (n < 0) {
+        lua_pushcfunction(L, scan_box_gc);
+        lua_pushvalue(L, -2);
+        lua_call(L, 1, 0);
+        return luaL_error(L, "cannot read directory %s: %s", path, uv_strerror(n));
+    }
+    lua_createtable(L, n, 0);
+    uv_dirent_t ent;
+    int i = 0;
+    while (uv_fs_scandir_next(&b->req, &ent) != UV_EOF) {
+        lua_pushstring(L, ent.name);
+        lua_rawseti(L, -2, ++i);
+    }
+    uv_fs_req_cleanup(&b->req);
+    b->live = false;
+    lua_getglobal(L, "table");
+    lua_getfield(L, -1, "sort");
+    lua_pushvalue(L, -3);
+    lua_call(L, 1, 0);
+    lua_pop(L, 1);
+    return 1;
+}
+
+static int luaopen_core(lua_State *L)
+{
+    static const luaL_Reg fns[] = {
+        {"log", l_log},
+        {"scandir", l_scandir},
+        {NULL, NULL},
+    };
+    if (luaL_newmetatable(L, SCANDIR_MT)) {
+        lua_pushcfunction(L, scan_box_gc);
+        lua_setfield(L, -2, "__gc");
+    }
+    lua_pop(L, 1);
+    luaL_newlib(L, fns);
+    luaL_setfuncs(L, lh_core_socket_fns, 0);
+    lua_pushliteral(L, LUAWS_VERSION);
+    lua_setfield(L, -2, "version");
+    lt_register(L);
+    lp_register(L);
+    ls_register(L);
+    lua_getfield(L, LUA_REGISTRYINDEX, "luaws.socket_methods");
+    lua_setfield(L, -2, "socket_methods");
+    return 1;
+}
+
+/* ---- the state and the script ---- */
+
+static void lh_destroy(void *host);
+
+int lh_traceback(lua_State *L)
+{
+    const char *msg = lua_tostring(L, 1);
+    if (!msg) msg = luaL_tolstring(L, 1, NULL);
+    luaL_traceback(L, L, msg, 1);
+    return 1;
+}
+
+/* Lua modules live in lua/ beside the binary (a source tree) or in
+ * ../share/luaws/lua (an installed tree). A script's neighbours are found
+ * by luaws.loader, which tracks them for hot reload. */
+static void set_package_path(lua_State *L)
+{
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n < 0) n = 0;
+    exe[n] = '\0';
+    char *slash = strrchr(exe, '/');
+    if (slash) *slash = '\0';
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "path");
+    lua_pushfstring(L, "%s/lua/?.lua;%s/../share/luaws/lua/?.lua;%s", exe, exe, lua_tostring(L, -1));
+    lua_setfield(L, -3, "path");
+    lua_pop(L, 2);
+}
+
+static char *dup_error(const char *msg)
+{
+    char *s = strdup(msg ? msg : "unknown error");
+    if (!s) abort();
+    return s;
+}
+
+/* Calls luaws.loader.FN(script) with n results; false (message on the
+ * stack) if it raised an error. */
+static bool call_loader(lua_host *h, const char *fn, int nresults)
+{
+    lua_State *L = h->L;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, h->traceback_ref);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, h->loader_ref);
+    lua_getfield(L, -1, fn);
+    lua_replace(L, -2);
+    lua_pushstring(L, h->script);
+    lh_enter(h);
+    int status = lua_pcall(L, 1, nresults, -3);
+    lh_leave(h);
+    if (status != LUA_OK) {
+        lua_remove(L, -2);
+        return false;
+    }
+    lua_remove(L, -nresults - 1);
+    return true;
+}
+
+/* Loads the script; on success stores its handler, else leaves the old one
+ * and returns a malloc'd message. */
+static char *load_script(lua_host *h)
+{
+    lua_State *L = h->L;
+    /* Timers the new version starts while loading are marked as its own;
+     * those of older versions end once it loaded (else every reload would
+     * add another copy of a load-time luaws.every). */
+    h->loading = true;
+    bool called = call_loader(h, "load", 2);  /* handler | nil, message; or an error */
+    h->loading = false;
+    bool ok = called && !lua_isnil(L, -2);
+    if (ok) h->version++;
+    lt_end_load_timers(h, ok);
+    if (!ok) {
+        char *err = dup_error(lua_tostring(L, -1));
+        lua_pop(L, called ? 2 : 1);
+        return err;
+    }
+    lua_pop(L, 1);
+    h->listener_only = lua_istable(L, -1);
+    if (h->handler_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, h->handler_ref);
+    h->handler_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    return NULL;
+}
+
+static void *lh_create(server *srv, const char *script, char **err)
+{
+    lua_host *h = calloc(1, sizeof *h);
+    if (!h) abort();
+    h->srv = srv;
+    h->handler_ref = LUA_NOREF;
+    h->script = strdup(script);
+    h->mem_limit = srv->cfg ? srv->cfg->script_memory : 0;
+    h->run_socket_event = lh_run_socket_event;
+    h->on_socket_idle = lh_socket_idle;
+    lua_State *L = h->L = lua_newstate(l_alloc, h);
+    if (!L || !h->script) abort();
+    *(task **)lua_getextraspace(L) = NULL;   /* the main thread runs no task */
+    /* Inherited by every coroutine created from here on. */
+    lua_sethook(L, lh_hook, LUA_MASKCOUNT, LH_HOOK_EVERY);
+    lua_atpanic(L, l_panic);
+    luaL_openlibs(L);
+    lh_guard_coroutines(L);
+    lh_socket_metatables(L);
+    luaL_requiref(L, "luaws.core", luaopen_core, 0);
+    lua_pop(L, 1);
+    set_package_path(L);
+
+    lua_pushboolean(L, 0);
+    h->valid_text_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_pushcfunction(L, lh_traceback);
+    h->traceback_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, h->traceback_ref);
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "luaws.loader");
+    if (lua_pcall(L, 1, 1, -3) != LUA_OK) {
+        *err = dup_error(lua_tostring(L, -1));
+        lh_destroy(h);
+        return NULL;
+    }
+    lua_getfield(L, -1, "setup");
+    lua_pushstring(L, script);
+    lua_createtable(L, 0, 1);
+    lua_pushboolean(L, srv->cfg && srv->cfg->console);
+    lua_setfield(L, -2, "console");
+    lua_call(L, 2, 0);
+    h->loader_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_pop(L, 1);
+
+    if ((*err = load_script(h))) {
+        lh_destroy(h);
+        return NULL;
+    }
+    return h;
+}
+
+static char **lh_watched_files(void *host, size_t *n)
+{
+    lua_host *h = host;
+    lua_State *L = h->L;
+    *n = 0;
+    if (!call_loader(h, "files", 1)) {
+        lua_pop(L, 1);
+        return NULL;
+    }
+    size_t len = lua_rawlen(L, -1);
+    char **files = calloc(len + 1, sizeof *files);
+    if (!files) abort();
+    for (size_t i = 0; i < len; i++) {
+        lua_rawgeti(L, -1, (lua_Integer)i + 1);
+        files[i] = dup_error(lua_tostring(L, -1));
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    *n = len;
+    return files;
+}
+
+static int lh_reload(void *host, const char *why, bool quiet_repeat)
+{
+    lua_host *h = host;
+    uint64_t start = uv_hrtime();
+    char *err = load_script(h);
+    if (err) {
+        /* Retries after a failure (a directory appeared, say) repeat the
+         * same error: report it once. */
+        bool same = quiet_repeat && h->last_error && strcmp(h->last_error, err) == 0;
+        log_msg(same ? LOG_DEBUG : LOG_ERROR, "reload (%s) failed, the old code keeps serving: %s", why, err);
+        free(h->last_error);
+        h->last_error = err;
+        h->srv->metrics.reload_failures++;
+        return -1;
+    }
+    free(h->last_error);
+    h->last_error = NULL;
+    h->srv->metrics.reloads++;
+    lua_State *L = h->L;
+    size_t moved = 0, kept = 0;
+    /* First give every open socket its new listener, then run on_reload,
+     * so that handlers of on_reload see every socket already moved. */
+    for (conn *c = h->srv->conns; c; c = c->next) {
+        lsocket *ls = lh_socket_of(c);
+        /* Outbound sockets (luaws.connect) keep the listener they were given. */
+        if (!ls || !ws_is_open(c) || c->is_client || ls->close_queued) continue;
+        if (!lh_new_listener(h, ls)) {
+            kept++;
+            continue;
+        }
+        lh_push_socket(h, ls);
+        lua_insert(L, -2);
+        lua_setiuservalue(L, -2, 2);
+        lua_pop(L, 1);
+        ls->reloaded = true;
+        moved++;
+    }
+    for (conn *c = h->srv->conns; c; c = c->next) {
+        lsocket *ls = lh_socket_of(c);
+        if (!ls || !ls->reloaded) continue;
+        ls->reloaded = false;
+        /* Queued, not run: an on_reload may close sockets further on the list. */
+        lh_socket_defer(ls, lh_event_new(EV_RELOAD, NULL, 0));
+    }
+    lh_settle(h);
+    double ms = (double)(uv_hrtime() - start) / 1e6;
+    size_t nfiles = 0;
+    char **files = lh_watched_files(h, &nfiles);
+    char list[1024] = "";
+    size_t used = 0;
+    for (size_t i = 0; i < nfiles; i++) {
+        int w = snprintf(list + used, sizeof list - used, "%s%s", i ? ", " : "", files[i]);
+        if (w > 0 && (size_t)w < sizeof list - used) used += (size_t)w;
+        free(files[i]);
+    }
+    free(files);
+    log_info("reloaded (%s) %s in %.1f ms: %zu connections moved, %zu kept their old listener", why, list, ms,
+             moved, kept);
+    return 0;
+}
+
+static void lh_stop(void *host)
+{
+    lh_tasks_abandon(host);
+    lt_free_all(host);
+}
+
+static void lh_destroy(void *host)
+{
+    lua_host *h = host;
+    if (!h) return;
+    lt_free_all(h);
+    lh_tasks_free(h);
+    lua_close(h->L);
+    free(h->script);
+    free(h->last_error);
+    free(h);
+}
+
+const host_ops lua_host_ops = {
+    .create = lh_create,
+    .destroy = lh_destroy,
+    .stop = lh_stop,
+    .request = lh_host_request,
+    .open = lh_host_open,
+    .message = lh_host_message,
+    .ping = lh_host_ping,
+    .pong = lh_host_pong,
+    .error = lh_host_error,
+    .close = lh_host_close,
+    .writable = lh_host_writable,
+    .gone = lh_host_gone,
+    .topic_message = lh_host_topic_message,
+    .reload = lh_reload,
+    .watched_files = lh_watched_files,
+};
