@@ -15,7 +15,9 @@
 -- LUAWS_LAYERING_OBJDIR / LUAWS_LAYERING_SRCDIR point it at another build.
 local G = require "spec.support.nm_graph"
 
-local OBJDIR = os.getenv("LUAWS_LAYERING_OBJDIR") or "build/normal"
+-- The objects of the binary under test: build/asan for luaws-asan.
+local BIN = os.getenv("LUAWS_BIN") or ""
+local OBJDIR = os.getenv("LUAWS_LAYERING_OBJDIR") or (BIN:match("luaws%-asan$") and "build/asan" or "build/normal")
 local SRCDIR = os.getenv("LUAWS_LAYERING_SRCDIR") or "src"
 local MAX_CYCLE = 2
 local PROTOCOL = { "frame.o", "utf8.o", "http.o", "deflate.o", "ws_session.o", "xalloc.o" }
