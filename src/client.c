@@ -2,6 +2,7 @@
  * connect, send the upgrade request, and check the server's answer
  * (RFC 6455 4.1). From the 101 on, the connection is like any other, with
  * the roles of masking reversed. */
+#include "client.h"
 #include "server.h"
 #include "xalloc.h"
 #include "log.h"
@@ -216,36 +217,24 @@ void client_on_response(conn *c)
     struct client *cl = c->client;
     http_request *res = &c->http->req;
     char why[160];
-    const char *up = http_header_get(res, "upgrade");
-    const char *co = http_header_get(res, "connection");
-    const char *accept = http_header_get(res, "sec-websocket-accept");
-    const char *proto = http_header_get(res, "sec-websocket-protocol");
-    const char *ext = http_header_get(res, "sec-websocket-extensions");
+    bool deflate;
     pmd_params params;
-    if (res->status != 101) {
-        snprintf(why, sizeof why, "the server answered %d, not 101", res->status);
-    } else if (!up || !http_token_list_has(up, "websocket") || !co || !http_token_list_has(co, "upgrade")) {
-        snprintf(why, sizeof why, "the 101 lacks Upgrade: websocket / Connection: Upgrade");
-    } else if (!accept || strcmp(accept, cl->accept) != 0) {
-        snprintf(why, sizeof why, "wrong Sec-WebSocket-Accept");
-    } else if (proto && (!cl->protocols || !http_token_list_has(cl->protocols, proto))) {
-        snprintf(why, sizeof why, "the server chose subprotocol '%s', which we did not offer", proto);
-    } else if (ext && (!cl->deflate || !pmd_client_accept(ext, &params))) {
-        snprintf(why, sizeof why, "the server answered an extension we cannot accept: %s", ext);
-    } else {
-        log_info("conn %llu open to %s://%s:%d%s%s%s%s", (unsigned long long)c->id, cl->tls ? "wss" : "ws",
-                 cl->host, cl->port, proto ? " protocol " : "", proto ? proto : "", ext ? " " : "", ext ? ext : "");
-        if (proto) {
-            free(c->protocol);
-            c->protocol = xstrdup(proto);
-        }
-        client_free(c);
-        http_reader_free(c->http);
-        free(c->http);
-        c->http = NULL;
-        ws_start(c, ext ? &params : NULL);
-        c->srv->host->open(c->srv->host_ud, c);
+    if (!http_ws_check_101(res, cl->accept, cl->protocols, cl->deflate, &deflate, &params, why, sizeof why)) {
+        client_failed(c, why);
         return;
     }
-    client_failed(c, why);
+    const char *proto = http_header_get(res, "sec-websocket-protocol");
+    const char *ext = http_header_get(res, "sec-websocket-extensions");
+    log_info("conn %llu open to %s://%s:%d%s%s%s%s", (unsigned long long)c->id, cl->tls ? "wss" : "ws", cl->host,
+             cl->port, proto ? " protocol " : "", proto ? proto : "", ext ? " " : "", ext ? ext : "");
+    if (proto) {
+        free(c->protocol);
+        c->protocol = xstrdup(proto);
+    }
+    client_free(c);
+    http_reader_free(c->http);
+    free(c->http);
+    c->http = NULL;
+    ws_start(c, deflate ? &params : NULL);
+    c->srv->host->open(c->srv->host_ud, c);
 }

@@ -2,6 +2,7 @@
  * the write queue, the lingering close, and freeing. The WebSocket protocol
  * itself is in ws.c; whatever drives the server (the Lua binding) is
  * reached only through s->host (host.h). */
+#include "conn.h"
 #include "server.h"
 #include "xalloc.h"
 #include "log.h"
@@ -143,7 +144,7 @@ void conn_pause(conn *c)
 {
     c->paused = true;
     c->ws.paused = true;
-    if (c->state < CONN_LINGER) uv_read_stop((uv_stream_t *)&c->tcp);
+    if (!conn_is_finished(c)) uv_read_stop((uv_stream_t *)&c->tcp);
 }
 
 void conn_resume(conn *c)
@@ -151,11 +152,11 @@ void conn_resume(conn *c)
     if (!c->paused) return;
     c->paused = false;
     c->ws.paused = false;
-    if (c->state >= CONN_DEAD) return;
+    if (conn_is_dead(c)) return;
     if (c->pending) {
         size_t n = c->pending_len - c->pending_off;
         size_t used = feed(c, c->pending + c->pending_off, n);
-        if (used == n || c->state >= CONN_LINGER) drop_pending(c);
+        if (used == n || conn_is_finished(c)) drop_pending(c);
         else c->pending_off += used;
     }
     if (c->io->resume && !c->paused) c->io->resume(c);
@@ -377,7 +378,7 @@ static void on_shutdown(uv_shutdown_t *req, int status)
  * first (RFC 6455 7.1.1) without resetting it under unread data. */
 void conn_linger(conn *c)
 {
-    if (c->state >= CONN_LINGER) return;
+    if (conn_is_finished(c)) return;
     /* What the cork holds goes before our FIN. */
     conn_uncork(c);
     c->corked = false;

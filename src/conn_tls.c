@@ -2,6 +2,7 @@
  * cleartext up through conn_feed_input, cleartext down as records. The
  * engine itself (OpenSSL over memory BIOs) is tls.c; conn.c knows nothing
  * of TLS beyond calling c->io. */
+#include "conn.h"
 #include "server.h"
 #include "log.h"
 #include <string.h>
@@ -47,7 +48,7 @@ static void tls_failed(conn *c, int r)
 static void tls_drain(conn *c)
 {
     uint8_t *buf = (uint8_t *)c->srv->plainbuf;
-    while (!c->paused && c->state < CONN_DEAD) {
+    while (!c->paused && !conn_is_dead(c)) {
         ssize_t n = tls_read(c->tls, buf, sizeof c->srv->plainbuf);
         if (n == 0) break;
         if (n < 0) {
@@ -66,7 +67,7 @@ static void tls_drain(conn *c)
     }
     /* luaws.connect over TLS: the upgrade request waits for the handshake. */
     if (c->phase->secured && !conn_is_finished(c) && tls_handshake_done(c->tls)) c->phase->secured(c);
-    if (c->state < CONN_DEAD) tls_flush(c, NULL, NULL);
+    if (!conn_is_dead(c)) tls_flush(c, NULL, NULL);
 }
 
 

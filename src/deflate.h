@@ -31,8 +31,6 @@ typedef struct pmd_params {
 bool pmd_negotiate(const char *offers, enum deflate_mode mode, pmd_params *params,
                    char *response, size_t response_size);
 
-/* Per worker: the shared deflate streams (one per window size) and a pool
- * of inflate streams, plus the scratch buffer compressed output goes to. */
 /* Client side: reads the server's answer to our offer
  * ("permessage-deflate; client_max_window_bits"). Fills params from OUR
  * point of view, as pmd_conn expects: server_* describe our compressor.
@@ -41,6 +39,8 @@ bool pmd_client_accept(const char *answer, pmd_params *params);
 /* The offer luaws.connect makes. */
 #define PMD_CLIENT_OFFER "permessage-deflate; client_max_window_bits"
 
+/* Per worker: the shared deflate streams (one per window size) and a pool
+ * of inflate streams, plus the scratch buffer compressed output goes to. */
 typedef struct pmd_worker {
     enum deflate_mode mode;
     int level;

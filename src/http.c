@@ -1,6 +1,7 @@
 /* http.c — collects http-parser's callbacks into a request; see http.h. */
 #include "http.h"
 #include "xalloc.h"
+#include <stdio.h>
 #include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
@@ -295,6 +296,32 @@ void ws_accept_key(const char *key, char out[29])
     memcpy(buf + klen, WS_GUID, sizeof WS_GUID - 1);
     SHA1((const unsigned char *)buf, klen + sizeof WS_GUID - 1, digest);
     EVP_EncodeBlock((unsigned char *)out, digest, SHA_DIGEST_LENGTH);
+}
+
+bool http_ws_check_101(const http_request *res, const char *accept_expected, const char *offered_protocols,
+                       bool offered_deflate, bool *deflate, pmd_params *params, char *why, size_t why_size)
+{
+    const char *up = http_header_get(res, "upgrade");
+    const char *co = http_header_get(res, "connection");
+    const char *accept = http_header_get(res, "sec-websocket-accept");
+    const char *proto = http_header_get(res, "sec-websocket-protocol");
+    const char *ext = http_header_get(res, "sec-websocket-extensions");
+    *deflate = false;
+    if (res->status != 101) {
+        snprintf(why, why_size, "the server answered %d, not 101", res->status);
+    } else if (!up || !http_token_list_has(up, "websocket") || !co || !http_token_list_has(co, "upgrade")) {
+        snprintf(why, why_size, "the 101 lacks Upgrade: websocket / Connection: Upgrade");
+    } else if (!accept || strcmp(accept, accept_expected) != 0) {
+        snprintf(why, why_size, "wrong Sec-WebSocket-Accept");
+    } else if (proto && (!offered_protocols || !http_token_list_has(offered_protocols, proto))) {
+        snprintf(why, why_size, "the server chose subprotocol '%s', which we did not offer", proto);
+    } else if (ext && (!offered_deflate || !pmd_client_accept(ext, params))) {
+        snprintf(why, why_size, "the server answered an extension we cannot accept: %s", ext);
+    } else {
+        *deflate = ext != NULL;
+        return true;
+    }
+    return false;
 }
 
 const char *http_reason(int status)

@@ -10,6 +10,7 @@
 #include <http_parser.h>
 #include <stddef.h>
 #include <stdbool.h>
+#include "deflate.h"
 
 typedef struct http_header {
     char *name;   /* lower-cased */
@@ -78,6 +79,13 @@ void ws_client_key(char out[25]);
 
 /* Sec-WebSocket-Accept for a key: base64(SHA-1(key + GUID)), 28 chars + NUL. */
 void ws_accept_key(const char *key, char out[29]);
+
+/* Checks the answer to our own upgrade request (RFC 6455 4.1): a 101 with
+ * Upgrade/Connection, the Sec-WebSocket-Accept we expect, a subprotocol
+ * we offered, an extension answer our offer allows (then *deflate and
+ * params are set). false, with the reason in why, if it is not. */
+bool http_ws_check_101(const http_request *res, const char *accept_expected, const char *offered_protocols,
+                       bool offered_deflate, bool *deflate, pmd_params *params, char *why, size_t why_size);
 
 const char *http_reason(int status);
 

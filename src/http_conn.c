@@ -2,6 +2,7 @@
  * checked (the WebSocket handshake, the Origin allowlist), routed (metrics,
  * static files, else the host) and answered (conn_respond) or upgraded
  * (conn_upgrade). Reading and writing bytes is conn.c's. */
+#include "conn.h"
 #include "server.h"
 #include "xalloc.h"
 #include "log.h"

@@ -16,7 +16,6 @@ typedef struct utf8_state {
     uint8_t lo, hi;  /* allowed range of the next continuation byte */
 } utf8_state;
 
-#define UTF8_STATE_INIT {0, 0x80, 0xBF}
 
 static inline void utf8_init(utf8_state *s) { s->need = 0; s->lo = 0x80; s->hi = 0xBF; }
 

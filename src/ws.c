@@ -2,6 +2,7 @@
  * session (ws_session.c does the protocol). It feeds the session what
  * arrives, writes what it sends under the --max-backpressure cap, times
  * the close handshake, and passes the session's events to the host. */
+#include "ws.h"
 #include "server.h"
 #include "log.h"
 #include <assert.h>

@@ -1,0 +1,50 @@
+/* config.h — what the command line sets (main.c fills it, every layer reads it). */
+#ifndef LUAWS_CONFIG_H
+#define LUAWS_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include "deflate.h"
+#include "tls.h"
+
+#define MAX_LISTENERS 8
+
+typedef struct listen_spec {
+    char host[64];
+    int port;                 /* 0: the kernel picks; resolved before workers start */
+    bool tls;                 /* wss:// */
+    tls_server *tls_ctx;      /* made before any fork: workers share ticket keys */
+} listen_spec;
+
+typedef struct config {
+    const char *host;
+    int port;
+    listen_spec listens[MAX_LISTENERS];
+    int nlistens;
+    const char *tls_cert, *tls_key, *tls_ciphers;
+    const char *script;
+    size_t max_message;       /* bytes; 1009 beyond */
+    size_t max_header;        /* request line + headers; 431 beyond */
+    size_t max_body;          /* plain HTTP request body; 413 beyond */
+    size_t write_high_water;  /* sync send yields while more is queued */
+    unsigned close_timeout_ms;
+    int log_level;
+    unsigned handshake_timeout_ms; /* a whole request must arrive within this; 408 */
+    unsigned ping_interval_ms;     /* 0: no automatic pings */
+    unsigned shutdown_timeout_ms;  /* SIGTERM: drain at most this long */
+    unsigned script_timeout_ms;    /* one event may run this long; 0: no limit */
+    size_t script_memory;          /* bytes the Lua state may use; 0: no limit */
+    size_t max_connections;        /* 503 beyond */
+    size_t max_backpressure;       /* queued bytes; 1008 beyond */
+    const char **origins;          /* allowed Origin values; NULL: any */
+    size_t norigins;
+    bool console;             /* GET / shows the browser console */
+    bool metrics;             /* GET /metrics answers Prometheus text */
+    const char *static_dir;   /* plain GET/HEAD served from files here first */
+    const char *redis_url;
+    enum deflate_mode deflate;
+    int deflate_level;
+    size_t deflate_min;       /* messages shorter than this go uncompressed */
+} config;
+
+#endif

@@ -1,0 +1,189 @@
+/* conn.h — a connection: its transport (conn.c: reading, the write queue
+ * and cork, the lingering close, freeing), the layer under it (conn_io:
+ * plain TCP or conn_tls.c), the layer above it (conn_phase: http_conn.c,
+ * client.c, ws.c), and the HTTP phase (http_conn.c).
+ *
+ * A connection goes through: HTTP (reading requests, answering plain ones),
+ * then, after an upgrade, WebSocket (ws.c over ws_session.c), then a
+ * lingering close (our FIN first, then wait for the peer's), then it is
+ * freed in exactly one place: the close callback of its handle. */
+#ifndef LUAWS_CONN_H
+#define LUAWS_CONN_H
+
+#include <uv.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "bytes.h"
+#include "http.h"
+#include "tls.h"
+#include "host.h"
+#include "ws_session.h"
+
+typedef struct listener listener;
+
+enum conn_state {
+    CONN_HTTP,        /* reading HTTP requests (0: a new connection) */
+    CONN_CONNECTING,  /* luaws.connect: resolving, connecting */
+    CONN_CLIENT_HANDSHAKE, /* luaws.connect: waiting for the 101 */
+    CONN_WS,          /* speaking WebSocket (c->ws says whether open or closing) */
+    CONN_LINGER,      /* closed at the WebSocket level; shutting TCP down */
+    CONN_DEAD,        /* uv_close called */
+};
+
+/* What a connection speaks now (HTTP, an outbound handshake, WebSocket):
+ * the layer its input goes to. conn.c reaches the layers above it only
+ * through this table, which each of them sets (http_conn.c, client.c,
+ * ws.c), so the transport depends on none of them. */
+typedef struct conn_phase {
+    const char *name;
+    /* Consumes input; returns how many bytes were used (fewer only when
+     * paused, or when the phase changed half-way). */
+    size_t (*feed)(conn *c, uint8_t *buf, size_t len);
+    /* The peer is gone (EOF, reset, write or TLS failure) or the close
+     * timer fired; the connection is closed right after. */
+    void (*lost)(conn *c, const char *why);
+    /* Optional: where the next plain read may go instead of the shared buffer. */
+    uint8_t *(*read_target)(conn *c, size_t *room);
+    /* Optional: the TLS handshake is done (an outbound connection sends its request). */
+    void (*secured)(conn *c);
+    /* Optional: the connection is freed in this phase. */
+    void (*release)(conn *c);
+} conn_phase;
+
+/* The layer under a connection: plain TCP (conn.c) or TLS (conn_tls.c). */
+typedef struct conn_io {
+    /* Bytes read from the socket. */
+    void (*input)(conn *c, uint8_t *data, size_t n);
+    /* Writes bufs in order; done as for conn_write. */
+    int (*writev)(conn *c, const uv_buf_t *bufs, unsigned nbufs, write_done_fn done, void *ud);
+    /* Optional: input may flow again; what the layer holds is processed. */
+    void (*resume)(conn *c);
+    /* Optional: before our FIN (TLS close_notify). */
+    void (*shutdown)(conn *c);
+    /* Optional: the connection is freed. */
+    void (*release)(conn *c);
+    /* The socket carries the protocol's own bytes: reads may land in
+     * place, published frames go out by reference. */
+    bool raw;
+} conn_io;
+
+struct conn {
+    uv_tcp_t tcp;
+    server *srv;
+    const conn_phase *phase;
+    const conn_io *io;
+    listener *lst;            /* the listener it came from; NULL for luaws.connect */
+    struct client *client;    /* luaws.connect: the handshake in progress */
+    bool is_client;           /* we opened it: frames we send are masked */
+    char *protocol;           /* the subprotocol in use, or NULL */
+    tls_conn *tls;            /* NULL on ws:// */
+    bool tls_logged;
+    conn *prev, *next;
+    uint64_t id;
+    void *user;               /* the host's object for this connection */
+    bool host_knows;          /* the host has an object for it: it gets close once */
+    bool host_closed;         /* ... and has been told */
+    enum conn_state state;
+    char peer[64];
+    uint64_t deadline;        /* HTTP: the request must be complete by then (loop ms) */
+    uint64_t last_seen;       /* WebSocket: when the peer last sent anything */
+    bool ping_sent;           /* an automatic ping is out since last_seen */
+    uint64_t ping_at;         /* ... sent then */
+
+    /* Input that could not be consumed yet (an event is suspended). */
+    uint8_t *pending;
+    size_t pending_len, pending_off;
+    bool paused;              /* input stopped while an event is suspended */
+
+    /* HTTP phase. */
+    http_reader *http;
+    bool close_after_write;   /* plain response with Connection: close */
+
+    /* WebSocket phase: the protocol, pure (ws_session.h). */
+    ws_session ws;
+    /* Why an outbound connection ended before it opened (on_close's). */
+    uint16_t close_code;
+    char *close_reason;
+    uv_timer_t *timer;        /* close / linger timeout, only while closing */
+
+    /* Writing. While a batch of input is processed, small frames collect in
+     * the cork and go out in one write when the batch is done. */
+    bytes cork;
+    bool corked;
+    size_t queued;            /* bytes handed to libuv, not yet written */
+
+    /* Topics this socket is subscribed to (lua_topic.c). */
+    struct topic **topics;
+    size_t ntopics;
+};
+
+/* A frame built once and written to many sockets (luaws.publish). */
+typedef struct shared_frame {
+    int refs;
+    size_t len;
+    uint8_t data[];
+} shared_frame;
+
+/* conn.c: transport and lifetime */
+shared_frame *shared_frame_new(const uint8_t *hdr, size_t hlen, const uint8_t *payload, size_t len);
+void shared_frame_unref(shared_frame *f);
+int conn_write_shared(conn *c, shared_frame *f);
+void conn_accept(listener *l);
+/* A connection struct on the server's list, its TCP handle initialised. */
+conn *conn_new(server *s, listener *l, uint64_t id, const conn_phase *phase);
+void conn_start_reading(conn *c);
+/* Fills c->peer ("ip:port") from the socket. */
+void conn_read_peer(conn *c);
+/* Stops and restarts reading (an event of the host is suspended). */
+void conn_pause(conn *c);
+void conn_resume(conn *c);
+/* Queues bytes for writing; the data is copied. done (may be NULL) is
+ * called exactly once, with 0 once the kernel took the bytes, or with an
+ * error; possibly before conn_write returns. */
+int conn_write(conn *c, const uint8_t *hdr, size_t hlen, const uint8_t *data, size_t len,
+               write_done_fn done, void *ud);
+void conn_linger(conn *c);
+void conn_set_timer(conn *c, unsigned ms);
+void conn_close_now(conn *c);
+/* Writes what the cork collected. */
+void conn_uncork(conn *c);
+/* Plain TCP's conn_io: the bytes read go to the phase (kept while paused),
+ * bytes written go to the kernel (copied only if it does not take them). */
+void conn_feed_input(conn *c, uint8_t *data, size_t n);
+int conn_raw_writev(conn *c, const uv_buf_t *bufs, unsigned nbufs, write_done_fn done, void *ud);
+int conn_raw_write(conn *c, const uint8_t *p, size_t n, write_done_fn done, void *ud);
+/* conn_tls.c: TLS under c from now on; sends what the engine has. */
+void conn_tls_attach(conn *c, tls_conn *t);
+void conn_tls_flush(conn *c);
+/* Bytes waiting to be written: queued in libuv or in the cork. */
+static inline size_t conn_backlog(const conn *c) { return c->queued + c->cork.len; }
+/* Gone past the point of no return: uv_close was called. */
+static inline bool conn_is_dead(const conn *c) { return c->state == CONN_DEAD; }
+/* Reading and writing WebSocket frames (open or closing). */
+static inline bool conn_is_websocket(const conn *c) { return c->state == CONN_WS; }
+/* Done with the protocol: lingering or dead; input is discarded. */
+static inline bool conn_is_finished(const conn *c) { return c->state >= CONN_LINGER; }
+/* What on_close reports: the close code and reason ("" if none). */
+static inline uint16_t conn_close_code(const conn *c)
+{
+    return c->ws.close_code ? c->ws.close_code : c->close_code ? c->close_code : WS_CLOSE_ABNORMAL;
+}
+static inline const char *conn_close_reason(const conn *c)
+{
+    return c->ws.close_reason ? c->ws.close_reason : c->close_reason ? c->close_reason : "";
+}
+/* The subprotocol in use (NULL: none). */
+static inline const char *conn_protocol(const conn *c) { return c->protocol; }
+/* Tells the host the connection closed, once (see host_ops.close). */
+void conn_tell_close(conn *c);
+/* http_conn.c: a whole request was read; answers or upgrades it. */
+void http_conn_request(conn *c);
+/* The host answers a request (HTTP phase). */
+void conn_respond(conn *c, int status, const char *head, size_t head_len,
+                  const char *body, size_t body_len, bool keep_alive);
+/* The host accepts an upgrade: the 101 (with extra header lines head) goes
+ * out and the connection speaks WebSocket. 0, or -1 if it cannot. */
+int conn_upgrade(conn *c, const http_request *req, const char *protocol, const char *head, size_t head_len);
+
+#endif
