@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <stddef.h>
 #include <sys/resource.h>
 
 #define MAX_ORIGINS 64
@@ -144,282 +145,330 @@ static bool parse_size(const char *s, size_t *out)
     return true;
 }
 
-int main(int argc, char **argv)
+/* ---- options: one table ---- */
+
+/* What luaws was asked to do, beside the config proper. */
+typedef struct cli {
+    config cfg;
+    bool watch, check, client;
+    int workers;
+    const char *origins[MAX_ORIGINS];   /* point into argv */
+} cli;
+
+enum opt_kind {
+    OPT_STRING,      /* a const char * field */
+    OPT_POSITIVE,    /* a size_t or unsigned field, > 0 */
+    OPT_OFF_ZERO,    /* a size_t or unsigned field, 0 turns it off */
+    OPT_SET,         /* a bool field set to true */
+    OPT_CUSTOM,      /* parsed by fn */
+};
+
+typedef struct optdef {
+    const char *name;
+    enum opt_kind kind;
+    size_t offset, size;                 /* the field in config */
+    bool (*fn)(cli *c, const char *arg); /* OPT_CUSTOM; false: usage error (message printed) */
+} optdef;
+
+#define FIELD(f) offsetof(config, f), sizeof(((config *)0)->f)
+
+static bool usage_error(const char *fmt, const char *arg)
 {
-    config cfg = {
-        .host = "127.0.0.1",
-        .port = 8080,
-        .max_message = 16u << 20,
-        .max_header = 16 * 1024,
-        .max_body = 1u << 20,
-        .write_high_water = 256 * 1024,
-        .close_timeout_ms = 5000,
-        .handshake_timeout_ms = 10000,
-        .ping_interval_ms = 30000,
-        .shutdown_timeout_ms = 10000,
-        .script_timeout_ms = 2000,
-        .script_memory = 512u << 20,
-        .max_backpressure = 64u << 20,
-        .log_level = LOG_INFO,
-        .deflate = DEFLATE_SHARED,
-        .deflate_level = 1,
-        .deflate_min = 64,
-    };
-    enum { OPT_HOST = 256, OPT_PORT, OPT_MAX_MESSAGE, OPT_MAX_HEADER, OPT_MAX_BODY, OPT_HIGH_WATER,
-           OPT_CLOSE_TIMEOUT, OPT_LOG_LEVEL, OPT_DEFLATE, OPT_DEFLATE_LEVEL, OPT_DEFLATE_MIN, OPT_NO_WATCH, OPT_CHECK, OPT_WORKERS, OPT_HANDSHAKE_TIMEOUT, OPT_PING_INTERVAL,
-           OPT_MAX_CONNECTIONS, OPT_MAX_BACKPRESSURE, OPT_ORIGIN, OPT_SCRIPT_TIMEOUT, OPT_SCRIPT_MEMORY,
-           OPT_SHUTDOWN_TIMEOUT, OPT_LISTEN, OPT_TLS_CERT, OPT_TLS_KEY, OPT_TLS_CIPHERS,
-           OPT_LOG_FORMAT, OPT_CONSOLE, OPT_METRICS, OPT_STATIC, OPT_REDIS };
-    static const struct option opts[] = {
-        {"host", required_argument, NULL, OPT_HOST},
-        {"port", required_argument, NULL, OPT_PORT},
-        {"max-message", required_argument, NULL, OPT_MAX_MESSAGE},
-        {"max-header", required_argument, NULL, OPT_MAX_HEADER},
-        {"max-body", required_argument, NULL, OPT_MAX_BODY},
-        {"high-water", required_argument, NULL, OPT_HIGH_WATER},
-        {"close-timeout", required_argument, NULL, OPT_CLOSE_TIMEOUT},
-        {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
-        {"deflate", required_argument, NULL, OPT_DEFLATE},
-        {"deflate-level", required_argument, NULL, OPT_DEFLATE_LEVEL},
-        {"deflate-min", required_argument, NULL, OPT_DEFLATE_MIN},
-        {"no-watch", no_argument, NULL, OPT_NO_WATCH},
-        {"workers", required_argument, NULL, OPT_WORKERS},
-        {"handshake-timeout", required_argument, NULL, OPT_HANDSHAKE_TIMEOUT},
-        {"ping-interval", required_argument, NULL, OPT_PING_INTERVAL},
-        {"max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS},
-        {"max-backpressure", required_argument, NULL, OPT_MAX_BACKPRESSURE},
-        {"origin", required_argument, NULL, OPT_ORIGIN},
-        {"script-timeout", required_argument, NULL, OPT_SCRIPT_TIMEOUT},
-        {"script-memory", required_argument, NULL, OPT_SCRIPT_MEMORY},
-        {"shutdown-timeout", required_argument, NULL, OPT_SHUTDOWN_TIMEOUT},
-        {"check", no_argument, NULL, OPT_CHECK},
-        {"listen", required_argument, NULL, OPT_LISTEN},
-        {"tls-cert", required_argument, NULL, OPT_TLS_CERT},
-        {"tls-key", required_argument, NULL, OPT_TLS_KEY},
-        {"tls-ciphers", required_argument, NULL, OPT_TLS_CIPHERS},
-        {"log-format", required_argument, NULL, OPT_LOG_FORMAT},
-        {"console", no_argument, NULL, OPT_CONSOLE},
-        {"metrics", no_argument, NULL, OPT_METRICS},
-        {"static", required_argument, NULL, OPT_STATIC},
-        {"redis", required_argument, NULL, OPT_REDIS},
-        {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, 'v'},
-        {NULL, 0, NULL, 0},
-    };
-    /* `luaws client URL`: the same binary as a command-line client. */
-    bool client = argc >= 2 && strcmp(argv[1], "client") == 0;
-    if (client) {
-        argv++;
-        argc--;
-        cfg.log_level = LOG_WARN;
-    }
-    int opt;
+    fprintf(stderr, "luaws: ");
+    fprintf(stderr, fmt, arg);
+    fputc('\n', stderr);
+    return false;
+}
+
+static bool opt_port(cli *c, const char *arg)
+{
     size_t n;
-    bool watch = true, check = false;
-    static const char *origins[MAX_ORIGINS];   /* point into argv */
-    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-    int workers = ncpu > 0 ? (int)ncpu : 1;
-    while ((opt = getopt_long(argc, argv, "hv", opts, NULL)) != -1) {
-        switch (opt) {
-        case OPT_HOST: cfg.host = optarg; break;
-        case OPT_PORT:
-            if (!parse_size(optarg, &n) || n > 65535) {
-                fprintf(stderr, "luaws: --port must be 0-65535, not '%s'\n", optarg);
-                return EXIT_USAGE;
-            }
-            cfg.port = (int)n;
-            break;
-        case OPT_MAX_MESSAGE:
-        case OPT_MAX_HEADER:
-        case OPT_MAX_BODY:
-        case OPT_HIGH_WATER:
-        case OPT_CLOSE_TIMEOUT:
-        case OPT_HANDSHAKE_TIMEOUT:
-        case OPT_MAX_CONNECTIONS:
-        case OPT_MAX_BACKPRESSURE:
-        case OPT_SHUTDOWN_TIMEOUT:
-            if (!parse_size(optarg, &n) || n == 0) {
-                fprintf(stderr, "luaws: %s needs a positive number, not '%s'\n", argv[optind - 2], optarg);
-                return EXIT_USAGE;
-            }
-            if (opt == OPT_MAX_MESSAGE) cfg.max_message = n;
-            else if (opt == OPT_MAX_HEADER) cfg.max_header = n;
-            else if (opt == OPT_MAX_BODY) cfg.max_body = n;
-            else if (opt == OPT_HIGH_WATER) cfg.write_high_water = n;
-            else if (opt == OPT_CLOSE_TIMEOUT) cfg.close_timeout_ms = (unsigned)n;
-            else if (opt == OPT_HANDSHAKE_TIMEOUT) cfg.handshake_timeout_ms = (unsigned)n;
-            else if (opt == OPT_MAX_CONNECTIONS) cfg.max_connections = n;
-            else if (opt == OPT_MAX_BACKPRESSURE) cfg.max_backpressure = n;
-            else cfg.shutdown_timeout_ms = (unsigned)n;
-            break;
-        case OPT_LOG_LEVEL:
-            cfg.log_level = log_level_parse(optarg);
-            if (cfg.log_level < 0) {
-                fprintf(stderr, "luaws: --log-level must be debug, info, warn or error\n");
-                return EXIT_USAGE;
-            }
-            break;
-        case OPT_DEFLATE:
-            if (strcmp(optarg, "shared") == 0) cfg.deflate = DEFLATE_SHARED;
-            else if (strcmp(optarg, "dedicated") == 0) cfg.deflate = DEFLATE_DEDICATED;
-            else if (strcmp(optarg, "off") == 0) cfg.deflate = DEFLATE_OFF;
-            else {
-                fprintf(stderr, "luaws: --deflate must be shared, dedicated or off\n");
-                return EXIT_USAGE;
-            }
-            break;
-        case OPT_DEFLATE_LEVEL:
-            if (!parse_size(optarg, &n) || n < 1 || n > 9) {
-                fprintf(stderr, "luaws: --deflate-level must be 1-9\n");
-                return EXIT_USAGE;
-            }
-            cfg.deflate_level = (int)n;
-            break;
-        case OPT_DEFLATE_MIN:
-            if (!parse_size(optarg, &n)) {
-                fprintf(stderr, "luaws: --deflate-min needs a number of bytes\n");
-                return EXIT_USAGE;
-            }
-            cfg.deflate_min = n;
-            break;
-        case OPT_PING_INTERVAL:
-        case OPT_SCRIPT_TIMEOUT:
-        case OPT_SCRIPT_MEMORY:
-            if (!parse_size(optarg, &n)) {
-                fprintf(stderr, "luaws: %s needs a number (0 turns it off), not '%s'\n", argv[optind - 2], optarg);
-                return EXIT_USAGE;
-            }
-            if (opt == OPT_PING_INTERVAL) cfg.ping_interval_ms = (unsigned)n;
-            else if (opt == OPT_SCRIPT_TIMEOUT) cfg.script_timeout_ms = (unsigned)n;
-            else cfg.script_memory = n;
-            break;
-        case OPT_ORIGIN:
-            if (cfg.norigins == MAX_ORIGINS) {
-                fprintf(stderr, "luaws: at most %d --origin values\n", MAX_ORIGINS);
-                return EXIT_USAGE;
-            }
-            origins[cfg.norigins++] = optarg;
-            cfg.origins = origins;
-            break;
-        case OPT_LISTEN:
-            if (cfg.nlistens == MAX_LISTENERS) {
-                fprintf(stderr, "luaws: at most %d --listen\n", MAX_LISTENERS);
-                return EXIT_USAGE;
-            }
-            if (!parse_listen(optarg, &cfg.listens[cfg.nlistens])) {
-                fprintf(stderr, "luaws: --listen wants ws://HOST:PORT or wss://HOST:PORT, not '%s'\n", optarg);
-                return EXIT_USAGE;
-            }
-            cfg.nlistens++;
-            break;
-        case OPT_LOG_FORMAT:
-            if (strcmp(optarg, "json") != 0 && strcmp(optarg, "text") != 0) {
-                fprintf(stderr, "luaws: --log-format must be text or json\n");
-                return EXIT_USAGE;
-            }
-            log_set_json(strcmp(optarg, "json") == 0);
-            break;
-        case OPT_CONSOLE: cfg.console = true; break;
-        case OPT_METRICS: cfg.metrics = true; break;
-        case OPT_STATIC: cfg.static_dir = optarg; break;
-        case OPT_REDIS: cfg.redis_url = optarg; break;
-        case OPT_TLS_CERT: cfg.tls_cert = optarg; break;
-        case OPT_TLS_KEY: cfg.tls_key = optarg; break;
-        case OPT_TLS_CIPHERS: cfg.tls_ciphers = optarg; break;
-        case OPT_NO_WATCH: watch = false; break;
-        case OPT_WORKERS:
-            if (!parse_size(optarg, &n) || n < 1 || n > 256) {
-                fprintf(stderr, "luaws: --workers must be 1-256\n");
-                return EXIT_USAGE;
-            }
-            workers = (int)n;
-            break;
-        case OPT_CHECK: check = true; break;
-        case 'h': usage(stdout); return EXIT_OK;
-        case 'v': printf("luaws %s (%s, libuv %s)\n", LUAWS_VERSION, LUA_RELEASE, uv_version_string()); return EXIT_OK;
-        default: usage(stderr); return EXIT_USAGE;
+    if (!parse_size(arg, &n) || n > 65535) return usage_error("--port must be 0-65535, not '%s'", arg);
+    c->cfg.port = (int)n;
+    return true;
+}
+
+static bool opt_log_level(cli *c, const char *arg)
+{
+    c->cfg.log_level = log_level_parse(arg);
+    return c->cfg.log_level >= 0 || usage_error("--log-level must be debug, info, warn or error%s", "");
+}
+
+static bool opt_deflate(cli *c, const char *arg)
+{
+    if (strcmp(arg, "shared") == 0) c->cfg.deflate = DEFLATE_SHARED;
+    else if (strcmp(arg, "dedicated") == 0) c->cfg.deflate = DEFLATE_DEDICATED;
+    else if (strcmp(arg, "off") == 0) c->cfg.deflate = DEFLATE_OFF;
+    else return usage_error("--deflate must be shared, dedicated or off%s", "");
+    return true;
+}
+
+static bool opt_deflate_level(cli *c, const char *arg)
+{
+    size_t n;
+    if (!parse_size(arg, &n) || n < 1 || n > 9) return usage_error("--deflate-level must be 1-9%s", "");
+    c->cfg.deflate_level = (int)n;
+    return true;
+}
+
+static bool opt_deflate_min(cli *c, const char *arg)
+{
+    if (!parse_size(arg, &c->cfg.deflate_min)) return usage_error("--deflate-min needs a number of bytes%s", "");
+    return true;
+}
+
+static bool opt_origin(cli *c, const char *arg)
+{
+    if (c->cfg.norigins == MAX_ORIGINS) {
+        fprintf(stderr, "luaws: at most %d --origin values\n", MAX_ORIGINS);
+        return false;
+    }
+    c->origins[c->cfg.norigins++] = arg;
+    c->cfg.origins = c->origins;
+    return true;
+}
+
+static bool opt_listen(cli *c, const char *arg)
+{
+    if (c->cfg.nlistens == MAX_LISTENERS) {
+        fprintf(stderr, "luaws: at most %d --listen\n", MAX_LISTENERS);
+        return false;
+    }
+    if (!parse_listen(arg, &c->cfg.listens[c->cfg.nlistens]))
+        return usage_error("--listen wants ws://HOST:PORT or wss://HOST:PORT, not '%s'", arg);
+    c->cfg.nlistens++;
+    return true;
+}
+
+static bool opt_log_format(cli *c, const char *arg)
+{
+    if (strcmp(arg, "json") != 0 && strcmp(arg, "text") != 0)
+        return usage_error("--log-format must be text or json%s", "");
+    log_set_json(strcmp(arg, "json") == 0);
+    return true;
+}
+
+static bool opt_workers(cli *c, const char *arg)
+{
+    size_t n;
+    if (!parse_size(arg, &n) || n < 1 || n > 256) return usage_error("--workers must be 1-256%s", "");
+    c->workers = (int)n;
+    return true;
+}
+
+static bool opt_no_watch(cli *c, const char *arg)
+{
+    c->watch = false;
+    return true;
+}
+
+static bool opt_check(cli *c, const char *arg)
+{
+    c->check = true;
+    return true;
+}
+
+/* Every option: its name, how its argument is read, where it goes. The
+ * help text is usage()'s. */
+static const optdef options[] = {
+    {"host", OPT_STRING, FIELD(host), NULL},
+    {"port", OPT_CUSTOM, 0, 0, opt_port},
+    {"listen", OPT_CUSTOM, 0, 0, opt_listen},
+    {"tls-cert", OPT_STRING, FIELD(tls_cert), NULL},
+    {"tls-key", OPT_STRING, FIELD(tls_key), NULL},
+    {"tls-ciphers", OPT_STRING, FIELD(tls_ciphers), NULL},
+    {"max-message", OPT_POSITIVE, FIELD(max_message), NULL},
+    {"max-header", OPT_POSITIVE, FIELD(max_header), NULL},
+    {"max-body", OPT_POSITIVE, FIELD(max_body), NULL},
+    {"high-water", OPT_POSITIVE, FIELD(write_high_water), NULL},
+    {"close-timeout", OPT_POSITIVE, FIELD(close_timeout_ms), NULL},
+    {"handshake-timeout", OPT_POSITIVE, FIELD(handshake_timeout_ms), NULL},
+    {"ping-interval", OPT_OFF_ZERO, FIELD(ping_interval_ms), NULL},
+    {"max-connections", OPT_POSITIVE, FIELD(max_connections), NULL},
+    {"max-backpressure", OPT_POSITIVE, FIELD(max_backpressure), NULL},
+    {"origin", OPT_CUSTOM, 0, 0, opt_origin},
+    {"script-timeout", OPT_OFF_ZERO, FIELD(script_timeout_ms), NULL},
+    {"script-memory", OPT_OFF_ZERO, FIELD(script_memory), NULL},
+    {"shutdown-timeout", OPT_POSITIVE, FIELD(shutdown_timeout_ms), NULL},
+    {"deflate", OPT_CUSTOM, 0, 0, opt_deflate},
+    {"deflate-level", OPT_CUSTOM, 0, 0, opt_deflate_level},
+    {"deflate-min", OPT_CUSTOM, 0, 0, opt_deflate_min},
+    {"workers", OPT_CUSTOM, 0, 0, opt_workers},
+    {"no-watch", OPT_CUSTOM, 0, 0, opt_no_watch},
+    {"check", OPT_CUSTOM, 0, 0, opt_check},
+    {"log-level", OPT_CUSTOM, 0, 0, opt_log_level},
+    {"log-format", OPT_CUSTOM, 0, 0, opt_log_format},
+    {"console", OPT_SET, FIELD(console), NULL},
+    {"metrics", OPT_SET, FIELD(metrics), NULL},
+    {"static", OPT_STRING, FIELD(static_dir), NULL},
+    {"redis", OPT_STRING, FIELD(redis_url), NULL},
+};
+#define NOPTIONS (sizeof options / sizeof *options)
+
+static bool takes_argument(const optdef *d)
+{
+    return d->kind != OPT_SET && d->fn != opt_no_watch && d->fn != opt_check;
+}
+
+/* Stores a number in a size_t or unsigned field. */
+static void set_number(config *cfg, const optdef *d, size_t n)
+{
+    char *field = (char *)cfg + d->offset;
+    if (d->size == sizeof(size_t)) *(size_t *)field = n;
+    else *(unsigned *)field = (unsigned)n;
+}
+
+static bool apply_option(cli *c, const optdef *d, const char *arg)
+{
+    char *field = (char *)&c->cfg + d->offset;
+    size_t n;
+    switch (d->kind) {
+    case OPT_STRING: *(const char **)field = arg; return true;
+    case OPT_SET: *(bool *)field = true; return true;
+    case OPT_POSITIVE:
+        if (!parse_size(arg, &n) || n == 0) {
+            fprintf(stderr, "luaws: --%s needs a positive number, not '%s'\n", d->name, arg);
+            return false;
+        }
+        set_number(&c->cfg, d, n);
+        return true;
+    case OPT_OFF_ZERO:
+        if (!parse_size(arg, &n)) {
+            fprintf(stderr, "luaws: --%s needs a number (0 turns it off), not '%s'\n", d->name, arg);
+            return false;
+        }
+        set_number(&c->cfg, d, n);
+        return true;
+    case OPT_CUSTOM: return d->fn(c, arg);
+    }
+    return false;
+}
+
+enum parse_result { PARSE_OK, PARSE_EXIT_OK, PARSE_USAGE };
+
+/* Step 1: the command line into c; the script path in c->cfg.script. */
+static enum parse_result parse_options(cli *c, int argc, char **argv)
+{
+    struct option longopts[NOPTIONS + 3];
+    for (size_t i = 0; i < NOPTIONS; i++)
+        longopts[i] = (struct option){options[i].name, takes_argument(&options[i]) ? required_argument : no_argument,
+                                      NULL, 256 + (int)i};
+    longopts[NOPTIONS] = (struct option){"help", no_argument, NULL, 'h'};
+    longopts[NOPTIONS + 1] = (struct option){"version", no_argument, NULL, 'v'};
+    longopts[NOPTIONS + 2] = (struct option){NULL, 0, NULL, 0};
+    int opt;
+    while ((opt = getopt_long(argc, argv, "hv", longopts, NULL)) != -1) {
+        if (opt >= 256 && opt < 256 + (int)NOPTIONS) {
+            if (!apply_option(c, &options[opt - 256], optarg)) return PARSE_USAGE;
+        } else if (opt == 'h') {
+            usage(stdout);
+            return PARSE_EXIT_OK;
+        } else if (opt == 'v') {
+            printf("luaws %s (%s, libuv %s)\n", LUAWS_VERSION, LUA_RELEASE, uv_version_string());
+            return PARSE_EXIT_OK;
+        } else {
+            usage(stderr);
+            return PARSE_USAGE;
         }
     }
     if (optind != argc - 1) {
-        if (client) fprintf(stderr, "usage: luaws client [options] ws://HOST:PORT/PATH\n");
+        if (c->client) fprintf(stderr, "usage: luaws client [options] ws://HOST:PORT/PATH\n");
         else fprintf(stderr, optind == argc ? "luaws: no script given\n" : "luaws: one script only\n");
-        if (!client) usage(stderr);
-        return EXIT_USAGE;
+        if (!c->client) usage(stderr);
+        return PARSE_USAGE;
     }
-    cfg.script = argv[optind];
+    c->cfg.script = argv[optind];
+    return PARSE_OK;
+}
+
+/* Step 2: `luaws client URL` runs lua/luaws/client.lua; otherwise --host and
+ * --port make the one listener when no --listen was given. */
+static int resolve_target(cli *c)
+{
     static char client_script[PATH_MAX];
-    if (client) {
+    config *cfg = &c->cfg;
+    if (c->client) {
         if (!find_client_script(client_script, sizeof client_script)) {
             fprintf(stderr, "luaws: cannot find luaws/client.lua beside the binary\n");
             return EXIT_RUNTIME;
         }
-        setenv("LUAWS_CLIENT_URL", cfg.script, 1);
-        cfg.script = client_script;
-        workers = 1;
-        watch = false;
-    } else if (cfg.nlistens == 0) {
-        listen_spec *l = &cfg.listens[cfg.nlistens++];
-        snprintf(l->host, sizeof l->host, "%s", cfg.host);
-        l->port = cfg.port;
-        l->tls = cfg.tls_cert != NULL;
+        setenv("LUAWS_CLIENT_URL", cfg->script, 1);
+        cfg->script = client_script;
+        c->workers = 1;
+        c->watch = false;
+    } else if (cfg->nlistens == 0) {
+        listen_spec *l = &cfg->listens[cfg->nlistens++];
+        snprintf(l->host, sizeof l->host, "%s", cfg->host);
+        l->port = cfg->port;
+        l->tls = cfg->tls_cert != NULL;
     }
+    return EXIT_OK;
+}
+
+/* Step 3: one TLS context, made before forking, so that every worker shares
+ * its session ticket keys and a ticket resumes on any worker. */
+static int make_tls(cli *c, tls_server **tls)
+{
+    config *cfg = &c->cfg;
     bool any_tls = false;
-    for (int i = 0; i < cfg.nlistens; i++) any_tls |= cfg.listens[i].tls;
-    if (any_tls && (!cfg.tls_cert || !cfg.tls_key)) {
+    for (int i = 0; i < cfg->nlistens; i++) any_tls |= cfg->listens[i].tls;
+    if (any_tls && (!cfg->tls_cert || !cfg->tls_key)) {
         fprintf(stderr, "luaws: wss:// needs --tls-cert FILE and --tls-key FILE\n");
         return EXIT_USAGE;
     }
-    /* One TLS context, made before forking: every worker then shares its
-     * session ticket keys, so a ticket resumes on any worker. */
-    tls_server *tls = NULL;
-    if (any_tls && !check) {
-        char terr[512];
-        tls = tls_server_new(cfg.tls_cert, cfg.tls_key, cfg.tls_ciphers, terr, sizeof terr);
-        if (!tls) {
-            fprintf(stderr, "luaws: TLS: %s\n", terr);
-            return EXIT_RUNTIME;
-        }
-        for (int i = 0; i < cfg.nlistens; i++)
-            if (cfg.listens[i].tls) cfg.listens[i].tls_ctx = tls;
-    }
-    if (!cfg.max_connections) {
-        struct rlimit rl;
-        cfg.max_connections = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur > 128 ? rl.rlim_cur - 64 : 64;
-    }
-    if (cfg.max_backpressure < cfg.write_high_water) cfg.max_backpressure = cfg.write_high_water;
-    log_set_level((enum log_level)cfg.log_level);
-    if (access(cfg.script, R_OK) != 0) {
-        fprintf(stderr, "luaws: cannot read script %s: %s\n", cfg.script, strerror(errno));
+    if (!any_tls || c->check) return EXIT_OK;
+    char terr[512];
+    *tls = tls_server_new(cfg->tls_cert, cfg->tls_key, cfg->tls_ciphers, terr, sizeof terr);
+    if (!*tls) {
+        fprintf(stderr, "luaws: TLS: %s\n", terr);
         return EXIT_RUNTIME;
     }
-    /* A peer that vanishes must not kill us on write. */
-    signal(SIGPIPE, SIG_IGN);
+    for (int i = 0; i < cfg->nlistens; i++)
+        if (cfg->listens[i].tls) cfg->listens[i].tls_ctx = *tls;
+    return EXIT_OK;
+}
 
-    /* Load once here, so that a broken script fails before anything forks
-     * or binds, with file:line. */
+/* Step 4: defaults that depend on the machine or on other options. */
+static void settle_limits(config *cfg)
+{
+    if (!cfg->max_connections) {
+        struct rlimit rl;
+        cfg->max_connections = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur > 128 ? rl.rlim_cur - 64 : 64;
+    }
+    if (cfg->max_backpressure < cfg->write_high_water) cfg->max_backpressure = cfg->write_high_water;
+    log_set_level((enum log_level)cfg->log_level);
+}
+
+/* Step 5: load the script once here, so that a broken one fails before
+ * anything forks or binds, with file:line. */
+static int check_script(const config *cfg)
+{
+    if (access(cfg->script, R_OK) != 0) {
+        fprintf(stderr, "luaws: cannot read script %s: %s\n", cfg->script, strerror(errno));
+        return EXIT_RUNTIME;
+    }
     char *err = NULL;
     static server probe;
-    probe.cfg = &cfg;
-    void *lua = lua_host_ops.create(&probe, cfg.script, &err);
+    probe.cfg = cfg;
+    void *lua = lua_host_ops.create(&probe, cfg->script, &err);
     if (!lua) {
-        fprintf(stderr, "luaws: cannot load %s: %s\n", cfg.script, err);
+        fprintf(stderr, "luaws: cannot load %s: %s\n", cfg->script, err);
         free(err);
         return EXIT_RUNTIME;
     }
     lua_host_ops.destroy(lua);
-    if (check) {
-        printf("luaws: %s OK\n", cfg.script);
-        return EXIT_OK;
-    }
-    if (workers > 1) {
-        int code = workers_run(&cfg, &lua_host_ops, workers, watch);
-        tls_server_free(tls);
-        return code;
-    }
+    return EXIT_OK;
+}
+
+/* Step 6: serve, in this process or in workers. */
+static int serve(cli *c)
+{
+    config *cfg = &c->cfg;
+    if (c->workers > 1) return workers_run(cfg, &lua_host_ops, c->workers, c->watch);
     char msg[256];
     int fds[MAX_LISTENERS];
-    for (int i = 0; i < cfg.nlistens; i++) {
-        listen_spec *l = &cfg.listens[i];
+    for (int i = 0; i < cfg->nlistens; i++) {
+        listen_spec *l = &cfg->listens[i];
         fds[i] = listen_socket(l->host, l->port, false, true, &l->port, msg, sizeof msg);
         if (fds[i] < 0) {
             fprintf(stderr, "luaws: %s\n", msg);
@@ -427,8 +476,59 @@ int main(int argc, char **argv)
             return EXIT_RUNTIME;
         }
     }
-    int code = server_run(&cfg, &lua_host_ops, fds, 0, 1, watch, -1);
-    tls_server_free(tls);
+    int code = server_run(cfg, &lua_host_ops, fds, 0, 1, c->watch, -1);
     if (code == 0) log_info("luaws stopped");
+    return code;
+}
+
+int main(int argc, char **argv)
+{
+    static cli c = {
+        .cfg = {
+            .host = "127.0.0.1",
+            .port = 8080,
+            .max_message = 16u << 20,
+            .max_header = 16 * 1024,
+            .max_body = 1u << 20,
+            .write_high_water = 256 * 1024,
+            .close_timeout_ms = 5000,
+            .handshake_timeout_ms = 10000,
+            .ping_interval_ms = 30000,
+            .shutdown_timeout_ms = 10000,
+            .script_timeout_ms = 2000,
+            .script_memory = 512u << 20,
+            .max_backpressure = 64u << 20,
+            .log_level = LOG_INFO,
+            .deflate = DEFLATE_SHARED,
+            .deflate_level = 1,
+            .deflate_min = 64,
+        },
+        .watch = true,
+    };
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    c.workers = ncpu > 0 ? (int)ncpu : 1;
+    /* `luaws client URL`: the same binary as a command-line client. */
+    if (argc >= 2 && strcmp(argv[1], "client") == 0) {
+        c.client = true;
+        argv++;
+        argc--;
+        c.cfg.log_level = LOG_WARN;
+    }
+    switch (parse_options(&c, argc, argv)) {
+    case PARSE_EXIT_OK: return EXIT_OK;
+    case PARSE_USAGE: return EXIT_USAGE;
+    case PARSE_OK: break;
+    }
+    tls_server *tls = NULL;
+    int code = resolve_target(&c);
+    if (code == EXIT_OK) code = make_tls(&c, &tls);
+    if (code != EXIT_OK) return code;
+    settle_limits(&c.cfg);
+    /* A peer that vanishes must not kill us on write. */
+    signal(SIGPIPE, SIG_IGN);
+    code = check_script(&c.cfg);
+    if (code == EXIT_OK && c.check) printf("luaws: %s OK\n", c.cfg.script);
+    else if (code == EXIT_OK) code = serve(&c);
+    tls_server_free(tls);
     return code;
 }
