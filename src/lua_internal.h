@@ -154,6 +154,10 @@ void lh_resume(task *t);
 void lh_tasks_abandon(lua_host *h);
 void lh_tasks_free(lua_host *h);
 void lh_guard_coroutines(lua_State *L); /* coroutine.resume/close refuse event coroutines */
+/* The one way a function reports a failure to Lua, as luv does: nil, a
+ * message, a code ("closed", "EPIPE" for a closed socket). Argument errors
+ * raise instead. */
+int lh_fail(lua_State *L, const char *message, const char *code);
 /* UTF-8 check of outgoing text, skipped for the validated message itself. */
 bool lh_text_valid(lua_host *h, const uint8_t *p, size_t len);
 

@@ -90,15 +90,7 @@ static lsocket *check_socket(lua_State *L) { return luaL_checkudata(L, 1, SOCKET
 /* The connection of an open socket, or NULL. */
 static conn *open_conn(const lsocket *ls) { return ls->c && ws_is_open(ls->c) ? ls->c : NULL; }
 
-/* One way to report a failure to Lua: nil, message. */
-static int fail_result(lua_State *L, const char *why)
-{
-    lua_pushnil(L);
-    lua_pushstring(L, why);
-    return 2;
-}
-
-static int closed_result(lua_State *L) { return fail_result(L, "closed"); }
+static int closed_result(lua_State *L) { return lh_fail(L, "closed", "EPIPE"); }
 
 /* An async send's callbacks: a registry ref to {succeed, fail}, owned by
  * the write until it completes. */

@@ -43,6 +43,14 @@ void lh_leave(lua_host *h)
 }
 
 
+int lh_fail(lua_State *L, const char *message, const char *code)
+{
+    lua_pushnil(L);
+    lua_pushstring(L, message);
+    lua_pushstring(L, code);
+    return 3;
+}
+
 bool lh_text_valid(lua_host *h, const uint8_t *p, size_t len)
 {
     return (h->valid_text && (const char *)p == h->valid_text) || utf8_valid(p, len);

@@ -185,9 +185,7 @@ static int l_subscribe(lua_State *L)
     size_t len;
     const char *name = luaL_checklstring(L, 2, &len);
     if (!c) {
-        lua_pushnil(L);
-        lua_pushliteral(L, "closed");
-        return 2;
+        return lh_fail(L, "closed", "EPIPE");
     }
     lua_pushboolean(L, subscribe(L, lh_host(L), c, name, len));
     return 1;
