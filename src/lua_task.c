@@ -170,8 +170,9 @@ static void resume(task *t, int nargs)
 
 void lh_resume(task *t)
 {
+    lua_host *h = t->h;   /* t may be freed by the time resume returns */
     resume(t, 0);
-    lh_settle(t->h);
+    lh_settle(h);
 }
 
 void lh_run(lua_host *h, lsocket *ls, const char *event, int nargs)
