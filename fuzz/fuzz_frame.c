@@ -10,14 +10,14 @@
  * Each run is checked against a simple reference walker written here:
  * the same frames (fin, rsv1, opcode, mask, length), the same unmasked
  * payload bytes, FRAME_END exactly when the payload is complete, and a
- * WS_EV_ERROR (close code 1002) exactly at the first frame whose header the
+ * FRAME_EV_ERROR (close code 1002) exactly at the first frame whose header the
  * reference rejects. Per-call invariants: consumed <= len, payload pointers
  * inside the buffer handed in, payload bytes of a frame sum to its length,
  * nothing outside the payload modified, no progress-free loops, and the
  * parser is never called again after an error.
  *
- * Also exercised: ws_frame_header (re-encoding a parsed header gives back its
- * bytes), ws_mask at arbitrary offsets and splits, ws_close_payload_parse on
+ * Also exercised: frame_write_header (re-encoding a parsed header gives back its
+ * bytes), frame_mask at arbitrary offsets and splits, frame_close_payload_parse on
  * every complete payload. */
 #include "frame.h"
 #include "utf8.h"
@@ -122,13 +122,13 @@ static void ref_walk(const uint8_t *s, size_t n, enum ws_role role, bool allow_r
 /* ---- the parser under test ---- */
 
 typedef struct seen_frame {
-    ws_frame f;
+    frame_head f;
     size_t pay_start, pay_len;    /* into run.out */
     bool ended;
 } seen_frame;
 
 typedef struct run {
-    ws_parser p;
+    frame_parser p;
     seen_frame *frames;
     size_t nframes;
     bool open;                    /* a FRAME without its FRAME_END yet */
@@ -148,15 +148,15 @@ static void feed_chunk(run *r, const uint8_t *src, size_t clen)
     size_t off = 0;
     int idle = 0;                 /* consecutive events that consumed nothing */
     for (;;) {
-        ws_event ev;
+        frame_event ev;
         memset(&ev, 0xA5, sizeof ev);
-        size_t n = ws_parse(&r->p, buf + off, clen - off, &ev);
+        size_t n = frame_parse(&r->p, buf + off, clen - off, &ev);
         CHECK(n <= clen - off);
         switch (ev.type) {
-        case WS_EV_NEED_MORE:
+        case FRAME_EV_NEED_MORE:
             CHECK(off + n == clen);   /* "all input consumed" */
             break;
-        case WS_EV_FRAME: {
+        case FRAME_EV_FRAME: {
             CHECK(n > 0);
             CHECK(!r->open);
             seen_frame *sf = &r->frames[r->nframes++];
@@ -167,7 +167,7 @@ static void feed_chunk(run *r, const uint8_t *src, size_t clen)
             r->open = true;
             break;
         }
-        case WS_EV_PAYLOAD: {
+        case FRAME_EV_PAYLOAD: {
             CHECK(r->open);
             CHECK(n > 0 && ev.len == n);
             CHECK(ev.data == buf + off);
@@ -182,7 +182,7 @@ static void feed_chunk(run *r, const uint8_t *src, size_t clen)
             sf->pay_len += ev.len;
             break;
         }
-        case WS_EV_FRAME_END: {
+        case FRAME_EV_FRAME_END: {
             CHECK(n == 0);
             CHECK(r->open);
             seen_frame *sf = &r->frames[r->nframes - 1];
@@ -191,7 +191,7 @@ static void feed_chunk(run *r, const uint8_t *src, size_t clen)
             r->open = false;
             break;
         }
-        case WS_EV_ERROR:
+        case FRAME_EV_ERROR:
             CHECK(ev.close_code == WS_CLOSE_PROTOCOL);
             CHECK(ev.reason && ev.reason[0]);
             r->error = true;
@@ -201,7 +201,7 @@ static void feed_chunk(run *r, const uint8_t *src, size_t clen)
         }
         off += n;
         r->pos += n;
-        if (ev.type == WS_EV_NEED_MORE || ev.type == WS_EV_ERROR) break;
+        if (ev.type == FRAME_EV_NEED_MORE || ev.type == FRAME_EV_ERROR) break;
         idle = n ? 0 : idle + 1;
         CHECK(idle < 2);
     }
@@ -235,7 +235,7 @@ static void parse_stream(const uint8_t *s, size_t n, enum ws_role role, bool all
 {
     run r;
     memset(&r, 0, sizeof r);
-    ws_parser_init(&r.p, role);
+    frame_parser_init(&r.p, role);
     r.p.allow_rsv1 = allow_rsv1;
     r.frames = calloc(n / 2 + 2, sizeof *r.frames);
     r.out = malloc(n + 1);
@@ -276,7 +276,7 @@ static void parse_stream(const uint8_t *s, size_t n, enum ws_role role, bool all
 
         /* The encoder gives back the (minimal) header we parsed. */
         uint8_t hdr[WS_MAX_HEADER];
-        size_t hl = ws_frame_header(hdr, sf->f.fin, sf->f.rsv1, sf->f.opcode, sf->f.length,
+        size_t hl = frame_write_header(hdr, sf->f.fin, sf->f.rsv1, sf->f.opcode, sf->f.length,
                                     sf->f.masked ? sf->f.mask : NULL);
         CHECK(hl == rf->hdr_len && memcmp(hdr, s + rf->hdr_off, hl) == 0);
     }
@@ -285,7 +285,7 @@ static void parse_stream(const uint8_t *s, size_t n, enum ws_role role, bool all
     free(r.out);
 }
 
-/* ws_mask at an arbitrary offset, whole and split, against a bytewise XOR. */
+/* frame_mask at an arbitrary offset, whole and split, against a bytewise XOR. */
 static void check_mask(const uint8_t *s, size_t n, uint16_t seed)
 {
     if (n < 4) return;
@@ -295,22 +295,22 @@ static void check_mask(const uint8_t *s, size_t n, uint16_t seed)
     uint8_t *a = malloc(len + 1), *b = malloc(len + 1);
     memcpy(a, s + 4, len);
     memcpy(b, s + 4, len);
-    ws_mask(a, len, key, off);
-    ws_mask(b, cut, key, off);
-    ws_mask(b + cut, len - cut, key, off + cut);
+    frame_mask(a, len, key, off);
+    frame_mask(b, cut, key, off);
+    frame_mask(b + cut, len - cut, key, off + cut);
     for (size_t i = 0; i < len; i++) CHECK(a[i] == (s[4 + i] ^ key[(off + i) % 4]));
     CHECK(memcmp(a, b, len) == 0);
     free(a);
     free(b);
 }
 
-/* ws_close_payload_parse on a payload: its answer against the rules. */
+/* frame_close_payload_parse on a payload: its answer against the rules. */
 static void check_close(const uint8_t *pay, size_t n)
 {
     uint16_t code = 0;
     const char *reason = NULL;
     size_t rlen = 99;
-    uint16_t r = ws_close_payload_parse(pay, n, &code, &reason, &rlen);
+    uint16_t r = frame_close_payload_parse(pay, n, &code, &reason, &rlen);
     if (n == 0) {
         CHECK(r == 0 && code == WS_CLOSE_NO_STATUS && reason && rlen == 0);
         return;
@@ -318,7 +318,7 @@ static void check_close(const uint8_t *pay, size_t n)
     if (n == 1) { CHECK(r == WS_CLOSE_PROTOCOL); return; }
     unsigned c = (unsigned)pay[0] << 8 | pay[1];
     bool cv = (c >= 1000 && c <= 1003) || (c >= 1007 && c <= 1014) || (c >= 3000 && c <= 4999);
-    CHECK(ws_close_code_valid(c) == cv);
+    CHECK(frame_close_code_valid(c) == cv);
     if (!cv) { CHECK(r == WS_CLOSE_PROTOCOL); return; }
     if (!utf8_valid(pay + 2, n - 2)) { CHECK(r == WS_CLOSE_INVALID_DATA); return; }
     CHECK(r == 0 && code == c && reason == (const char *)pay + 2 && rlen == n - 2);

@@ -16,8 +16,8 @@
  * Per request: *used never exceeds the input, HTTP_NEED_MORE consumed all
  * of it, failures carry 400/413/431, header names are lower-case and unique,
  * values have no trailing whitespace, http_token_list_has agrees with a
- * reference written here, ws_handshake_check returns 0/400/405/426 and 0
- * only for what RFC 6455 4.2.1 allows, ws_accept_key gives 28 base64 chars
+ * reference written here, http_ws_check_upgrade returns 0/400/405/426 and 0
+ * only for what RFC 6455 4.2.1 allows, http_ws_accept_key gives 28 base64 chars
  * (also for every header value as a key, any length). The reader is always
  * freed: LeakSanitizer reports anything left.
  *
@@ -27,7 +27,7 @@
  *    of an upgrade request had arrived, or after http-parser failed;
  *  - repeated-header-empty-value (fixed in 0838cf9): "1, " for X-A: 1 then
  *    an empty X-A;
- *  - key-with-padding-inside (fixed in 92506da): ws_handshake_check took
+ *  - key-with-padding-inside (fixed in 92506da): http_ws_check_upgrade took
  *    "========================" for a key (EVP_DecodeBlock lets '=' through);
  *  - header-value-starting-with-nul (fixed in 92506da): http-parser 2.9 checks
  *    every byte of a value but the first, so "X-A:\0b" read as "".
@@ -130,7 +130,7 @@ static void check_accept(const char *key)
 {
     char out[29];
     memset(out, 'Z', sizeof out);
-    ws_accept_key(key, out);
+    http_ws_accept_key(key, out);
     CHECK(out[28] == '\0' && out[27] == '=');
     for (int i = 0; i < 27; i++) CHECK(is_b64(out[i]));
 }
@@ -161,7 +161,7 @@ static void examine(transcript *t, const http_request *q)
     tr_str(t, q->body ? q->body : "", q->body_len);
 
     const char *why = NULL;
-    int st = ws_handshake_check(q, &why);
+    int st = http_ws_check_upgrade(q, &why);
     tr_printf(t, " hs=%d\n", st);
     if (st) {
         CHECK(st == 400 || st == 405 || st == 426);

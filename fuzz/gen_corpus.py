@@ -139,7 +139,7 @@ def http():
     # A header value could start with a NUL byte (read as "" or "1, ").
     write("../regressions/fuzz_http", "header-value-starting-with-nul",
           b"\x00\xff" + b"GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\r\nX-A:\x00b\r\n\r\n")
-    # A key made of padding passed ws_handshake_check.
+    # A key made of padding passed http_ws_check_upgrade.
     write("../regressions/fuzz_http", "key-with-padding-inside",
           b"\x00\xff" + UPGRADE.replace("dGhlIHNhbXBsZSBub25jZQ==", "=" * 24).encode("latin-1"))
 

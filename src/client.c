@@ -187,7 +187,7 @@ conn *client_connect(server *s, const client_request *req, uint64_t id)
     cl->tls = req->tls;
     cl->verify = req->verify;
     cl->ca = req->ca ? xstrdup(req->ca) : NULL;
-    ws_accept_key(req->key, cl->accept);
+    http_ws_accept_key(req->key, cl->accept);
     snprintf(c->peer, sizeof c->peer, "%s:%d", req->host, req->port);
     c->http = malloc(sizeof *c->http);
     if (!c->http) abort();

@@ -5,16 +5,16 @@
 
 enum { ST_HEADER, ST_PAYLOAD, ST_END, ST_FAILED };
 
-void ws_parser_init(ws_parser *p, enum ws_role role)
+void frame_parser_init(frame_parser *p, enum ws_role role)
 {
     memset(p, 0, sizeof *p);
     p->role = (uint8_t)role;
 }
 
-static size_t fail(ws_parser *p, ws_event *ev, const char *reason)
+static size_t fail(frame_parser *p, frame_event *ev, const char *reason)
 {
     p->state = ST_FAILED;
-    ev->type = WS_EV_ERROR;
+    ev->type = FRAME_EV_ERROR;
     ev->close_code = WS_CLOSE_PROTOCOL;
     ev->reason = reason;
     return 0;
@@ -31,10 +31,10 @@ static uint8_t header_size(const uint8_t *hdr)
 }
 
 /* Checks the completed header against every frame-level rule. */
-static const char *check_header(ws_parser *p)
+static const char *check_header(frame_parser *p)
 {
     const uint8_t *h = p->hdr;
-    ws_frame *f = &p->frame;
+    frame_head *f = &p->frame;
     uint8_t len7 = h[1] & 0x7F, i = 2;
 
     f->fin = h[0] & 0x80;
@@ -84,7 +84,7 @@ static const char *check_header(ws_parser *p)
     return NULL;
 }
 
-size_t ws_parse(ws_parser *p, uint8_t *buf, size_t len, ws_event *ev)
+size_t frame_parse(frame_parser *p, uint8_t *buf, size_t len, frame_event *ev)
 {
     ev->data = NULL;
     ev->len = 0;
@@ -101,46 +101,46 @@ size_t ws_parse(ws_parser *p, uint8_t *buf, size_t len, ws_event *ev)
                 p->done = 0;
                 p->hdr_len = 0;
                 p->state = p->frame.length ? ST_PAYLOAD : ST_END;
-                ev->type = WS_EV_FRAME;
+                ev->type = FRAME_EV_FRAME;
                 return used;
             }
         }
-        ev->type = WS_EV_NEED_MORE;
+        ev->type = FRAME_EV_NEED_MORE;
         return used;
     }
     case ST_PAYLOAD: {
         uint64_t left = p->frame.length - p->done;
         size_t n = len < left ? len : (size_t)left;
         if (n == 0) {
-            ev->type = WS_EV_NEED_MORE;
+            ev->type = FRAME_EV_NEED_MORE;
             return 0;
         }
-        ev->ascii = p->frame.masked && ws_mask(buf, n, p->frame.mask, p->done);
+        ev->ascii = p->frame.masked && frame_mask(buf, n, p->frame.mask, p->done);
         p->done += n;
         if (p->done == p->frame.length) p->state = ST_END;
-        ev->type = WS_EV_PAYLOAD;
+        ev->type = FRAME_EV_PAYLOAD;
         ev->data = buf;
         ev->len = n;
         return n;
     }
     case ST_END:
         p->state = ST_HEADER;
-        ev->type = WS_EV_FRAME_END;
+        ev->type = FRAME_EV_FRAME_END;
         return 0;
     default:
-        ev->type = WS_EV_ERROR;
+        ev->type = FRAME_EV_ERROR;
         ev->close_code = WS_CLOSE_PROTOCOL;
         ev->reason = "parser used after an error";
         return 0;
     }
 }
 
-uint64_t ws_payload_left(const ws_parser *p)
+uint64_t frame_payload_left(const frame_parser *p)
 {
     return p->state == ST_PAYLOAD ? p->frame.length - p->done : 0;
 }
 
-bool ws_mask(uint8_t *data, size_t len, const uint8_t mask[4], uint64_t off)
+bool frame_mask(uint8_t *data, size_t len, const uint8_t mask[4], uint64_t off)
 {
     uint8_t m[8];
     for (int i = 0; i < 8; i++) m[i] = mask[(off + (unsigned)i) & 3];
@@ -175,7 +175,7 @@ bool ws_mask(uint8_t *data, size_t len, const uint8_t mask[4], uint64_t off)
     return !(acc & 0x8080808080808080ULL) && !(tail & 0x80);
 }
 
-size_t ws_frame_header(uint8_t *out, bool fin, bool rsv1, uint8_t opcode,
+size_t frame_write_header(uint8_t *out, bool fin, bool rsv1, uint8_t opcode,
                        uint64_t length, const uint8_t *mask)
 {
     size_t n = 2;
@@ -200,7 +200,7 @@ size_t ws_frame_header(uint8_t *out, bool fin, bool rsv1, uint8_t opcode,
     return n;
 }
 
-bool ws_close_code_valid(unsigned code)
+bool frame_close_code_valid(unsigned code)
 {
     if (code >= 3000 && code <= 4999) return true;   /* libraries, applications */
     if (code < 1000 || code > 1014) return false;
@@ -208,7 +208,7 @@ bool ws_close_code_valid(unsigned code)
     return code != 1004 && code != 1005 && code != 1006;
 }
 
-uint16_t ws_close_payload_parse(const uint8_t *p, size_t n, uint16_t *code,
+uint16_t frame_close_payload_parse(const uint8_t *p, size_t n, uint16_t *code,
                                 const char **reason, size_t *reason_len)
 {
     *code = WS_CLOSE_NO_STATUS;
@@ -217,7 +217,7 @@ uint16_t ws_close_payload_parse(const uint8_t *p, size_t n, uint16_t *code,
     if (n == 0) return 0;
     if (n == 1) return WS_CLOSE_PROTOCOL;
     *code = (uint16_t)(p[0] << 8 | p[1]);
-    if (!ws_close_code_valid(*code)) return WS_CLOSE_PROTOCOL;
+    if (!frame_close_code_valid(*code)) return WS_CLOSE_PROTOCOL;
     if (!utf8_valid(p + 2, n - 2)) return WS_CLOSE_INVALID_DATA;
     *reason = (const char *)p + 2;
     *reason_len = n - 2;

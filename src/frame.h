@@ -36,69 +36,69 @@ enum ws_close_code {
 
 enum ws_role { WS_ROLE_SERVER, WS_ROLE_CLIENT };
 
-typedef struct ws_frame {
+typedef struct frame_head {
     bool fin, rsv1, rsv2, rsv3, masked;
     uint8_t opcode;
     uint64_t length;
     uint8_t mask[4];
-} ws_frame;
+} frame_head;
 
-enum ws_event_type {
-    WS_EV_NEED_MORE,    /* all input consumed; feed more */
-    WS_EV_FRAME,        /* a frame header was parsed: see parser->frame */
-    WS_EV_PAYLOAD,      /* data/len: a chunk of unmasked payload */
-    WS_EV_FRAME_END,    /* the current frame's payload is complete */
-    WS_EV_ERROR,        /* protocol violation: close_code and reason */
+enum frame_event_type {
+    FRAME_EV_NEED_MORE,    /* all input consumed; feed more */
+    FRAME_EV_FRAME,        /* a frame header was parsed: see parser->frame */
+    FRAME_EV_PAYLOAD,      /* data/len: a chunk of unmasked payload */
+    FRAME_EV_FRAME_END,    /* the current frame's payload is complete */
+    FRAME_EV_ERROR,        /* protocol violation: close_code and reason */
 };
 
-typedef struct ws_event {
-    enum ws_event_type type;
+typedef struct frame_event {
+    enum frame_event_type type;
     uint8_t *data;
     size_t len;
     bool ascii;              /* PAYLOAD: unmasked to all-ASCII bytes (a hint:
                                 false says nothing) */
     uint16_t close_code;
     const char *reason;
-} ws_event;
+} frame_event;
 
-typedef struct ws_parser {
+typedef struct frame_parser {
     uint8_t state;
     uint8_t role;            /* enum ws_role: who we are */
     bool allow_rsv1;         /* permessage-deflate negotiated */
     bool in_message;         /* a fragmented data message is open */
     uint8_t hdr_len;         /* header bytes collected so far */
     uint8_t hdr[WS_MAX_HEADER];
-    ws_frame frame;          /* the frame being read */
+    frame_head frame;          /* the frame being read */
     uint64_t done;           /* payload bytes of this frame already returned */
-} ws_parser;
+} frame_parser;
 
-void ws_parser_init(ws_parser *p, enum ws_role role);
+void frame_parser_init(frame_parser *p, enum ws_role role);
 
 /* Consumes bytes from buf[0..len) and fills ev. Returns the number of bytes
- * consumed. After WS_EV_ERROR the parser must not be used again. */
-size_t ws_parse(ws_parser *p, uint8_t *buf, size_t len, ws_event *ev);
+ * consumed. After FRAME_EV_ERROR the parser must not be used again. */
+size_t frame_parse(frame_parser *p, uint8_t *buf, size_t len, frame_event *ev);
 
 /* Payload bytes of the current frame not returned yet while the parser is
  * inside a payload, else 0: lets a caller read them straight to where they
  * belong. */
-uint64_t ws_payload_left(const ws_parser *p);
+uint64_t frame_payload_left(const frame_parser *p);
 
 /* XORs data with the masking key, as if it started at payload offset off.
  * Returns true when every resulting byte is ASCII. */
-bool ws_mask(uint8_t *data, size_t len, const uint8_t mask[4], uint64_t off);
+bool frame_mask(uint8_t *data, size_t len, const uint8_t mask[4], uint64_t off);
 
 /* Writes a frame header into out (WS_MAX_HEADER bytes) and returns its size.
  * mask may be NULL (server frames are never masked). */
-size_t ws_frame_header(uint8_t *out, bool fin, bool rsv1, uint8_t opcode,
+size_t frame_write_header(uint8_t *out, bool fin, bool rsv1, uint8_t opcode,
                        uint64_t length, const uint8_t *mask);
 
 /* True for a close code a peer may send (RFC 6455 7.4.1/7.4.2, IANA registry). */
-bool ws_close_code_valid(unsigned code);
+bool frame_close_code_valid(unsigned code);
 
 /* Validates a close frame payload: empty, or a valid code followed by a
  * UTF-8 reason. Fills code (1005 when empty) and the reason span. Returns
  * 0 if valid, else the close code to fail with. */
-uint16_t ws_close_payload_parse(const uint8_t *p, size_t n, uint16_t *code,
+uint16_t frame_close_payload_parse(const uint8_t *p, size_t n, uint16_t *code,
                                 const char **reason, size_t *reason_len);
 
 #endif

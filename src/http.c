@@ -248,7 +248,7 @@ static bool key_valid(const char *key)
     return EVP_DecodeBlock(raw, (const unsigned char *)key, 24) == 18;
 }
 
-int ws_handshake_check(const http_request *req, const char **why)
+int http_ws_check_upgrade(const http_request *req, const char **why)
 {
     if (strcmp(req->method, "GET") != 0) {
         *why = "WebSocket upgrade must use GET";
@@ -279,14 +279,14 @@ int ws_handshake_check(const http_request *req, const char **why)
     return 0;
 }
 
-void ws_client_key(char out[25])
+void http_ws_client_key(char out[25])
 {
     unsigned char raw[16];
     if (RAND_bytes(raw, sizeof raw) != 1) abort();
     EVP_EncodeBlock((unsigned char *)out, raw, sizeof raw);
 }
 
-void ws_accept_key(const char *key, char out[29])
+void http_ws_accept_key(const char *key, char out[29])
 {
     unsigned char digest[SHA_DIGEST_LENGTH];
     char buf[128];

@@ -72,13 +72,13 @@ bool http_token_list_has(const char *list, const char *token);
 
 /* Checks an upgrade request against RFC 6455 4.2.1. Returns 0 when it is a
  * valid handshake, else the HTTP status to refuse it with (400, 405, 426). */
-int ws_handshake_check(const http_request *req, const char **why);
+int http_ws_check_upgrade(const http_request *req, const char **why);
 
 /* A fresh Sec-WebSocket-Key: base64 of 16 random bytes, 24 chars + NUL. */
-void ws_client_key(char out[25]);
+void http_ws_client_key(char out[25]);
 
 /* Sec-WebSocket-Accept for a key: base64(SHA-1(key + GUID)), 28 chars + NUL. */
-void ws_accept_key(const char *key, char out[29]);
+void http_ws_accept_key(const char *key, char out[29]);
 
 /* Checks the answer to our own upgrade request (RFC 6455 4.1): a 101 with
  * Upgrade/Connection, the Sec-WebSocket-Accept we expect, a subprotocol

@@ -92,7 +92,7 @@ void http_conn_request(conn *c)
     bool wants_ws = up && http_token_list_has(up, "websocket");
     if (wants_ws) {
         const char *why = "";
-        int status = ws_handshake_check(req, &why);
+        int status = http_ws_check_upgrade(req, &why);
         const char *origin = http_header_get(req, "origin");
         if (!status && origin && c->srv->cfg->norigins) {
             bool allowed = false;
@@ -167,7 +167,7 @@ int conn_upgrade(conn *c, const http_request *req, const char *protocol, const c
 {
     assert(c->state == CONN_HTTP);
     char accept[29];
-    ws_accept_key(http_header_get(req, "sec-websocket-key"), accept);
+    http_ws_accept_key(http_header_get(req, "sec-websocket-key"), accept);
     pmd_params params;
     char ext[256] = "";
     bool deflate = pmd_negotiate(http_header_get(req, "sec-websocket-extensions"), c->srv->cfg->deflate,

@@ -202,7 +202,7 @@ static int l_socket_close(lua_State *L)
     lua_Integer code = luaL_optinteger(L, 2, WS_CLOSE_NORMAL);
     size_t rlen = 0;
     const char *reason = luaL_optlstring(L, 3, "", &rlen);
-    if (code < 0 || code > 65535 || !ws_close_code_valid((unsigned)code))
+    if (code < 0 || code > 65535 || !frame_close_code_valid((unsigned)code))
         return luaL_argerror(L, 2, "not a close code an endpoint may send (1000-1003, 1007-1014, 3000-4999)");
     if (rlen > WS_MAX_CONTROL_PAYLOAD - 2) return luaL_argerror(L, 3, "close reason over 123 bytes");
     if (!utf8_valid((const uint8_t *)reason, rlen)) return luaL_argerror(L, 3, "close reason is not valid UTF-8");
@@ -608,7 +608,7 @@ static int l_connect(lua_State *L)
 static int l_client_key(lua_State *L)
 {
     char key[25];
-    ws_client_key(key);
+    http_ws_client_key(key);
     lua_pushstring(L, key);
     return 1;
 }

@@ -126,13 +126,13 @@ static size_t fan_out(lua_host *h, struct topic *t, uint8_t opcode, const uint8_
     server *s = h->srv;
     if (!t || t->n == 0) return 0;
     uint8_t hdr[WS_MAX_HEADER];
-    size_t hlen = ws_frame_header(hdr, true, false, opcode, len, NULL);
+    size_t hlen = frame_write_header(hdr, true, false, opcode, len, NULL);
     shared_frame *plain = shared_frame_new(hdr, hlen, data, len);
     shared_frame *compressed = NULL;
     if (s->cfg->deflate == DEFLATE_SHARED && len >= s->cfg->deflate_min) {
         pmd_conn one = {.params = {.server_no_context_takeover = true, .server_max_window_bits = 15}};
         if (pmd_compress(&s->pmd, &one, data, len)) {
-            hlen = ws_frame_header(hdr, true, true, opcode, s->pmd.out.len, NULL);
+            hlen = frame_write_header(hdr, true, true, opcode, s->pmd.out.len, NULL);
             compressed = shared_frame_new(hdr, hlen, s->pmd.out.data, s->pmd.out.len);
         }
         pmd_conn_free(&s->pmd, &one);

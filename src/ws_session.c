@@ -2,6 +2,7 @@
  * assembly, UTF-8 and size checks, permessage-deflate, control frames and
  * the close handshake. See ws_session.h. */
 #include "ws_session.h"
+#include "xalloc.h"
 #include <assert.h>
 #include <errno.h>
 #include <stdlib.h>
@@ -19,7 +20,7 @@ void wss_init(ws_session *s, enum ws_role role, const pmd_params *deflate, const
               const wss_callbacks *cb, void *user)
 {
     memset(s, 0, sizeof *s);
-    ws_parser_init(&s->parser, role);
+    frame_parser_init(&s->parser, role);
     s->client = role == WS_ROLE_CLIENT;
     s->state = WSS_OPEN;
     s->cfg = cfg;
@@ -69,7 +70,7 @@ static int frame_out(ws_session *s, bool compressed, uint8_t opcode, const uint8
 {
     uint8_t hdr[WS_MAX_HEADER];
     if (!s->client) {
-        size_t hlen = ws_frame_header(hdr, true, compressed, opcode, len, NULL);
+        size_t hlen = frame_write_header(hdr, true, compressed, opcode, len, NULL);
         return s->cb->write(s->user, hdr, hlen, data, len, done, ud);
     }
     /* A client masks every frame (RFC 6455 5.3): mask a copy. */
@@ -78,11 +79,10 @@ static int frame_out(ws_session *s, bool compressed, uint8_t opcode, const uint8
         if (done) done(ud, -EIO);
         return -EIO;
     }
-    size_t hlen = ws_frame_header(hdr, true, compressed, opcode, len, mask);
-    uint8_t *masked = malloc(len ? len : 1);
-    if (!masked) abort();
-    memcpy(masked, data, len);
-    ws_mask(masked, len, mask, 0);
+    size_t hlen = frame_write_header(hdr, true, compressed, opcode, len, mask);
+    uint8_t *masked = xmalloc(len);
+    if (len) memcpy(masked, data, len);
+    frame_mask(masked, len, mask, 0);
     int r = s->cb->write(s->user, hdr, hlen, masked, len, done, ud);
     free(masked);
     return r;
@@ -127,7 +127,11 @@ static void send_close_frame(ws_session *s, uint16_t code, const char *reason, s
     uint8_t payload[WS_MAX_CONTROL_PAYLOAD];
     size_t n = 0;
     if (code != WS_CLOSE_NO_STATUS) {
-        if (reason_len > WS_MAX_CONTROL_PAYLOAD - 2) reason_len = WS_MAX_CONTROL_PAYLOAD - 2;
+        if (reason_len > WS_MAX_CONTROL_PAYLOAD - 2) {
+            /* Cut at a character boundary: the reason must stay UTF-8. */
+            reason_len = WS_MAX_CONTROL_PAYLOAD - 2;
+            while (reason_len && ((uint8_t)reason[reason_len] & 0xC0) == 0x80) reason_len--;
+        }
         payload[0] = (uint8_t)(code >> 8);
         payload[1] = (uint8_t)code;
         if (reason_len) memcpy(payload + 2, reason, reason_len);
@@ -178,7 +182,7 @@ static void on_close_frame(ws_session *s)
     uint16_t code;
     const char *reason;
     size_t reason_len;
-    uint16_t bad = ws_close_payload_parse(s->ctl, s->ctl_len, &code, &reason, &reason_len);
+    uint16_t bad = frame_close_payload_parse(s->ctl, s->ctl_len, &code, &reason, &reason_len);
     if (bad) {
         fail(s, bad, bad == WS_CLOSE_INVALID_DATA ? "close reason is not valid UTF-8" : "invalid close frame");
         return;
@@ -272,7 +276,7 @@ uint8_t *wss_read_target(ws_session *s, size_t *room)
 {
     if (s->paused || s->msg_compressed || s->state == WSS_CLOSED) return NULL;
     /* A control frame never has this much payload left. */
-    uint64_t left = ws_payload_left(&s->parser);
+    uint64_t left = frame_payload_left(&s->parser);
     if (left < DIRECT_READ_MIN) return NULL;
     /* Grow at most to twice what has arrived (and 64 KiB ahead at first),
      * never to a length a peer merely announced. */
@@ -295,7 +299,9 @@ static bool inflate_chunk(ws_session *s, const uint8_t *data, size_t len, bool f
                                                         : "invalid compressed data");
         return false;
     }
-    if (s->msg_opcode == WS_OP_TEXT && !utf8_feed(&s->utf8, s->msg.data + before, s->msg.len - before)) {
+    /* msg.data may still be NULL (an empty message): nothing to check then. */
+    if (s->msg_opcode == WS_OP_TEXT && s->msg.len > before &&
+        !utf8_feed(&s->utf8, s->msg.data + before, s->msg.len - before)) {
         fail(s, WS_CLOSE_INVALID_DATA, "text message is not valid UTF-8");
         return false;
     }
@@ -304,21 +310,21 @@ static bool inflate_chunk(ws_session *s, const uint8_t *data, size_t len, bool f
 
 size_t wss_feed(ws_session *s, uint8_t *buf, size_t len)
 {
-    ws_parser *p = &s->parser;
+    frame_parser *p = &s->parser;
     size_t off = 0;
-    ws_event ev;
+    frame_event ev;
 
     while (!s->paused && s->state != WSS_CLOSED) {
-        off += ws_parse(p, buf + off, len - off, &ev);
-        const ws_frame *f = &p->frame;
+        off += frame_parse(p, buf + off, len - off, &ev);
+        const frame_head *f = &p->frame;
         bool control = f->opcode & 0x8;
         switch (ev.type) {
-        case WS_EV_NEED_MORE:
+        case FRAME_EV_NEED_MORE:
             return off;
-        case WS_EV_ERROR:
+        case FRAME_EV_ERROR:
             fail(s, ev.close_code, ev.reason);
             return len;
-        case WS_EV_FRAME:
+        case FRAME_EV_FRAME:
             if (control) {
                 s->ctl_len = 0;
                 break;
@@ -335,7 +341,7 @@ size_t wss_feed(ws_session *s, uint8_t *buf, size_t len)
                 return len;
             }
             break;
-        case WS_EV_PAYLOAD:
+        case FRAME_EV_PAYLOAD:
             if (control) {
                 assert(s->ctl_len + ev.len <= sizeof s->ctl);
                 memcpy(s->ctl + s->ctl_len, ev.data, ev.len);
@@ -364,7 +370,7 @@ size_t wss_feed(ws_session *s, uint8_t *buf, size_t len)
                 return len;
             }
             break;
-        case WS_EV_FRAME_END:
+        case FRAME_EV_FRAME_END:
             if (control) {
                 on_control(s, f->opcode);
                 break;

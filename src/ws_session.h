@@ -13,9 +13,11 @@
  * callbacks struct and a void *user. The transport (ws.c over conn.c) and
  * the fuzzer (fuzz/fuzz_session.c) are its two hosts.
  *
- * Re-entrancy: callbacks may call wss_send, wss_close and wss_pause on the
- * same session; after a callback the session re-reads its own state, so a
- * close sent from inside on_message ends delivery at once. */
+ * Re-entrancy: callbacks may call wss_send, wss_close and wss_abort on the
+ * same session, and set s->paused; after a callback the session re-reads
+ * its own state. After wss_close the peer's messages are still delivered
+ * until its close frame (RFC 6455 5.5.1); wss_abort (or pausing) stops
+ * delivery at once. */
 #ifndef LUAWS_WS_SESSION_H
 #define LUAWS_WS_SESSION_H
 
@@ -48,9 +50,10 @@ typedef struct wss_callbacks {
     /* A protocol violation: a close frame with code has been sent (unless
      * one was already) and the session is closed. Called once. */
     void (*error)(void *user, uint16_t code, const char *why);
-    /* Bytes for the peer: a frame header and its payload. done (may be
-     * NULL) follows write_done_fn's rule. Returns 0, or < 0 if the
-     * connection is broken (the session then sends nothing more). */
+    /* Bytes for the peer: a frame header and its payload (never NULL, even
+     * when empty). done (may be NULL) follows write_done_fn's rule. Returns
+     * 0, or < 0 if it could not be queued; a host that gives up on the
+     * connection there calls wss_abort from inside the callback. */
     int (*write)(void *user, const uint8_t *hdr, size_t hlen, const uint8_t *payload, size_t len,
                  write_done_fn done, void *done_ud);
 } wss_callbacks;
@@ -64,10 +67,10 @@ typedef struct wss_config {
 } wss_config;
 
 typedef struct ws_session {
-    ws_parser parser;
+    frame_parser parser;
     enum wss_state state;
     bool client;              /* we are the client: our frames are masked */
-    bool paused;              /* wss_feed stops before the next frame event */
+    bool paused;              /* set by the host: wss_feed stops before the next frame event */
     bool peer_closed;         /* the peer's close frame arrived */
     uint8_t msg_opcode;       /* text or binary of the message being read */
     bool msg_compressed;      /* RSV1 on its first frame */
@@ -98,11 +101,13 @@ size_t wss_feed(ws_session *s, uint8_t *buf, size_t len);
  * Bytes read there must then be passed to wss_feed at that address. */
 uint8_t *wss_read_target(ws_session *s, size_t *room);
 
-/* Sends a message (text/binary) or a ping/pong. Fails with UV-style
- * negative codes: -EPIPE once a close frame was sent. done: see write. */
+/* Sends a message (text/binary) or a ping/pong; data may be NULL only
+ * when len is 0. Fails with negative errno codes: -EPIPE once a close frame
+ * was sent. done: see write. */
 int wss_send(ws_session *s, uint8_t opcode, const uint8_t *data, size_t len, write_done_fn done, void *ud);
 /* Starts the close handshake: sends a close frame (code 1005 sends an
- * empty one). A no-op unless open. */
+ * empty one; a reason is cut to 123 bytes at a character boundary). A
+ * no-op unless open. */
 void wss_close(ws_session *s, uint16_t code, const char *reason, size_t reason_len);
 /* The connection is gone or cut without a close handshake: closed with
  * code and why, unless the peer's close frame already arrived. Nothing is

@@ -63,7 +63,7 @@ static int ntests;
 
 /* ---- frame helpers ---- */
 
-/* Encodes a frame independently of ws_frame_header: minimal length form,
+/* Encodes a frame independently of frame_write_header: minimal length form,
  * masked with key when key is not NULL. Returns the size. */
 static size_t mkframe(uint8_t *out, bool fin, uint8_t rsv, uint8_t opcode, const void *payload,
                       size_t len, const uint8_t *key)
@@ -96,7 +96,7 @@ static const uint8_t KEY[4] = {0x37, 0xfa, 0x21, 0x3d};
 
 typedef struct parsed {
     int nframes;
-    ws_frame frames[MAX_FRAMES];
+    frame_head frames[MAX_FRAMES];
     uint8_t *payload[MAX_FRAMES];    /* concatenated payload chunks of frame i */
     size_t plen[MAX_FRAMES];
     bool ended[MAX_FRAMES];
@@ -120,8 +120,8 @@ static parsed parse_stream(enum ws_role role, bool allow_rsv1, const uint8_t *s,
 {
     parsed r;
     memset(&r, 0, sizeof r);
-    ws_parser p;
-    ws_parser_init(&p, role);
+    frame_parser p;
+    frame_parser_init(&p, role);
     p.allow_rsv1 = allow_rsv1;
     if (!chunk) chunk = n ? n : 1;
     for (size_t pos = 0; pos <= n && !r.error; pos += chunk) {
@@ -130,28 +130,28 @@ static parsed parse_stream(enum ws_role role, bool allow_rsv1, const uint8_t *s,
         memcpy(buf, s + pos, clen);
         size_t off = 0;
         for (int guard = 0; guard < 10000; guard++) {
-            ws_event ev;
-            size_t used = ws_parse(&p, buf + off, clen - off, &ev);
+            frame_event ev;
+            size_t used = frame_parse(&p, buf + off, clen - off, &ev);
             off += used;
             r.consumed += used;
-            if (ev.type == WS_EV_NEED_MORE) break;
+            if (ev.type == FRAME_EV_NEED_MORE) break;
             if (r.nevents < (int)(sizeof r.events / sizeof *r.events)) r.events[r.nevents++] = ev.type;
-            if (ev.type == WS_EV_ERROR) {
+            if (ev.type == FRAME_EV_ERROR) {
                 r.error = true;
                 r.close_code = ev.close_code;
                 r.reason = ev.reason;
                 break;
             }
-            if (ev.type == WS_EV_FRAME && r.nframes < MAX_FRAMES) {
+            if (ev.type == FRAME_EV_FRAME && r.nframes < MAX_FRAMES) {
                 r.frames[r.nframes] = p.frame;
                 r.payload[r.nframes] = malloc(p.frame.length < (1 << 20) ? p.frame.length + 1 : 1);
                 r.nframes++;
-            } else if (ev.type == WS_EV_PAYLOAD && r.nframes) {
+            } else if (ev.type == FRAME_EV_PAYLOAD && r.nframes) {
                 int i = r.nframes - 1;
                 if (r.plen[i] + ev.len <= r.frames[i].length && r.frames[i].length < (1 << 20))
                     memcpy(r.payload[i] + r.plen[i], ev.data, ev.len);
                 r.plen[i] += ev.len;
-            } else if (ev.type == WS_EV_FRAME_END && r.nframes) {
+            } else if (ev.type == FRAME_EV_FRAME_END && r.nframes) {
                 r.ended[r.nframes - 1] = true;
             }
         }
@@ -225,18 +225,18 @@ TEST(frame_event_sequence)
     parsed r = parse_stream(WS_ROLE_SERVER, false, buf, n, 0);
     CHECK(!r.error && r.nframes == 2);
     CHECK(r.nevents == 5);
-    CHECK(r.events[0] == WS_EV_FRAME && r.events[1] == WS_EV_PAYLOAD && r.events[2] == WS_EV_FRAME_END);
-    CHECK(r.events[3] == WS_EV_FRAME && r.events[4] == WS_EV_FRAME_END);
+    CHECK(r.events[0] == FRAME_EV_FRAME && r.events[1] == FRAME_EV_PAYLOAD && r.events[2] == FRAME_EV_FRAME_END);
+    CHECK(r.events[3] == FRAME_EV_FRAME && r.events[4] == FRAME_EV_FRAME_END);
     CHECK(r.frames[1].length == 0 && r.ended[1]);
     parsed_free(&r);
 
     /* A partial header is consumed and asks for more. */
-    ws_parser p;
-    ws_parser_init(&p, WS_ROLE_SERVER);
-    ws_event ev;
+    frame_parser p;
+    frame_parser_init(&p, WS_ROLE_SERVER);
+    frame_event ev;
     uint8_t one = 0x81;
-    CHECK(ws_parse(&p, &one, 1, &ev) == 1 && ev.type == WS_EV_NEED_MORE);
-    CHECK(ws_parse(&p, &one, 0, &ev) == 0 && ev.type == WS_EV_NEED_MORE);
+    CHECK(frame_parse(&p, &one, 1, &ev) == 1 && ev.type == FRAME_EV_NEED_MORE);
+    CHECK(frame_parse(&p, &one, 0, &ev) == 0 && ev.type == FRAME_EV_NEED_MORE);
 }
 
 static void check_length(size_t len, unsigned expect_hdr)
@@ -278,13 +278,13 @@ TEST(frame_64bit_length_header_only)
 {
     /* The largest legal length parses (we only look at the header). */
     uint8_t h[14] = {0x82, 0xFF, 0x7F, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 1, 2, 3, 4};
-    ws_parser p;
-    ws_parser_init(&p, WS_ROLE_SERVER);
-    ws_event ev;
-    CHECK(ws_parse(&p, h, sizeof h, &ev) == sizeof h && ev.type == WS_EV_FRAME);
+    frame_parser p;
+    frame_parser_init(&p, WS_ROLE_SERVER);
+    frame_event ev;
+    CHECK(frame_parse(&p, h, sizeof h, &ev) == sizeof h && ev.type == FRAME_EV_FRAME);
     CHECK(p.frame.length == 0x7FFFFFFFFFFFFFFFull);
     uint8_t data[3] = {9, 9, 9};
-    CHECK(ws_parse(&p, data, 3, &ev) == 3 && ev.type == WS_EV_PAYLOAD && ev.len == 3);
+    CHECK(frame_parse(&p, data, 3, &ev) == 3 && ev.type == FRAME_EV_PAYLOAD && ev.len == 3);
 
     /* Top bit set: a protocol error, whether or not the rest is zero. */
     uint8_t top[14] = {0x82, 0xFF, 0x80, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4};
@@ -321,12 +321,12 @@ TEST(frame_masks)
             parsed_free(&r);
         }
     }
-    /* ws_mask at any offset and length equals a bytewise XOR. */
+    /* frame_mask at any offset and length equals a bytewise XOR. */
     for (uint64_t off = 0; off < 9; off++) {
         for (size_t len = 0; len < 40; len++) {
             uint8_t d[40], e[40];
             for (size_t i = 0; i < len; i++) d[i] = e[i] = (uint8_t)(i * 13 + off);
-            ws_mask(d, len, KEY, off);
+            frame_mask(d, len, KEY, off);
             bool ok = true;
             for (size_t i = 0; i < len; i++) ok &= d[i] == (e[i] ^ KEY[(off + i) % 4]);
             CHECKF(ok, "off %u len %zu", (unsigned)off, len);
@@ -339,7 +339,7 @@ TEST(frame_masks)
             uint8_t d[70];
             for (size_t i = 0; i < len; i++) d[i] = (uint8_t)(('a' + i % 26) ^ KEY[i % 4]);
             if (hi < len) d[hi] = (uint8_t)(0xC3 ^ KEY[hi % 4]);
-            CHECKF(ws_mask(d, len, KEY, 0) == (hi == len), "len %zu high byte at %zu", len, hi);
+            CHECKF(frame_mask(d, len, KEY, 0) == (hi == len), "len %zu high byte at %zu", len, hi);
         }
     }
 }
@@ -395,15 +395,15 @@ TEST(frame_rule_violations)
     expect_violation(WS_ROLE_SERVER, false, b, n, "continuation after a finished message");
 
     /* The error comes only once the whole header is in. */
-    ws_parser p;
-    ws_parser_init(&p, WS_ROLE_SERVER);
-    ws_event ev;
+    frame_parser p;
+    frame_parser_init(&p, WS_ROLE_SERVER);
+    frame_event ev;
     uint8_t rsv2[] = {0xA1, 0x80};
-    CHECK(ws_parse(&p, rsv2, 1, &ev) == 1 && ev.type == WS_EV_NEED_MORE);
-    CHECK(ws_parse(&p, rsv2 + 1, 1, &ev) == 1 && ev.type == WS_EV_NEED_MORE);  /* the mask key is missing */
+    CHECK(frame_parse(&p, rsv2, 1, &ev) == 1 && ev.type == FRAME_EV_NEED_MORE);
+    CHECK(frame_parse(&p, rsv2 + 1, 1, &ev) == 1 && ev.type == FRAME_EV_NEED_MORE);  /* the mask key is missing */
     uint8_t key[4] = {1, 2, 3, 4};
-    ws_parse(&p, key, 4, &ev);
-    CHECK(ev.type == WS_EV_ERROR && ev.close_code == WS_CLOSE_PROTOCOL);
+    frame_parse(&p, key, 4, &ev);
+    CHECK(ev.type == FRAME_EV_ERROR && ev.close_code == WS_CLOSE_PROTOCOL);
 }
 
 TEST(frame_allowed_edges)
@@ -495,25 +495,25 @@ TEST(frame_chopped_one_byte_at_a_time)
 TEST(frame_header_encoder)
 {
     uint8_t h[WS_MAX_HEADER];
-    CHECK(ws_frame_header(h, true, false, WS_OP_TEXT, 5, NULL) == 2 && h[0] == 0x81 && h[1] == 0x05);
-    CHECK(ws_frame_header(h, false, true, WS_OP_BINARY, 125, NULL) == 2 && h[0] == 0x42 && h[1] == 125);
-    CHECK(ws_frame_header(h, true, false, WS_OP_BINARY, 126, NULL) == 4 && h[1] == 126 && h[2] == 0 && h[3] == 126);
-    CHECK(ws_frame_header(h, true, false, WS_OP_BINARY, 65535, NULL) == 4 && h[2] == 0xFF && h[3] == 0xFF);
-    CHECK(ws_frame_header(h, true, false, WS_OP_BINARY, 65536, NULL) == 10 && h[1] == 127);
+    CHECK(frame_write_header(h, true, false, WS_OP_TEXT, 5, NULL) == 2 && h[0] == 0x81 && h[1] == 0x05);
+    CHECK(frame_write_header(h, false, true, WS_OP_BINARY, 125, NULL) == 2 && h[0] == 0x42 && h[1] == 125);
+    CHECK(frame_write_header(h, true, false, WS_OP_BINARY, 126, NULL) == 4 && h[1] == 126 && h[2] == 0 && h[3] == 126);
+    CHECK(frame_write_header(h, true, false, WS_OP_BINARY, 65535, NULL) == 4 && h[2] == 0xFF && h[3] == 0xFF);
+    CHECK(frame_write_header(h, true, false, WS_OP_BINARY, 65536, NULL) == 10 && h[1] == 127);
     CHECK(memcmp(h + 2, "\0\0\0\0\0\1\0\0", 8) == 0);
-    CHECK(ws_frame_header(h, true, false, WS_OP_BINARY, 0x0102030405060708ull, NULL) == 10);
+    CHECK(frame_write_header(h, true, false, WS_OP_BINARY, 0x0102030405060708ull, NULL) == 10);
     CHECK(memcmp(h + 2, "\1\2\3\4\5\6\7\x08", 8) == 0);
-    CHECK(ws_frame_header(h, true, false, WS_OP_PING, 0, KEY) == 6 && h[0] == 0x89 && h[1] == 0x80);
+    CHECK(frame_write_header(h, true, false, WS_OP_PING, 0, KEY) == 6 && h[0] == 0x89 && h[1] == 0x80);
     CHECK(memcmp(h + 2, KEY, 4) == 0);
-    CHECK(ws_frame_header(h, true, false, WS_OP_TEXT, 300, KEY) == 8 && h[1] == (0x80 | 126));
+    CHECK(frame_write_header(h, true, false, WS_OP_TEXT, 300, KEY) == 8 && h[1] == (0x80 | 126));
     /* What the encoder writes, the parser reads back. */
     uint64_t lens[] = {0, 1, 125, 126, 65535, 65536, 1ull << 40};
     for (size_t i = 0; i < sizeof lens / sizeof *lens; i++) {
-        size_t hl = ws_frame_header(h, true, false, WS_OP_BINARY, lens[i], KEY);
-        ws_parser p;
-        ws_parser_init(&p, WS_ROLE_SERVER);
-        ws_event ev;
-        CHECK(ws_parse(&p, h, hl, &ev) == hl && ev.type == WS_EV_FRAME && p.frame.length == lens[i]);
+        size_t hl = frame_write_header(h, true, false, WS_OP_BINARY, lens[i], KEY);
+        frame_parser p;
+        frame_parser_init(&p, WS_ROLE_SERVER);
+        frame_event ev;
+        CHECK(frame_parse(&p, h, hl, &ev) == hl && ev.type == FRAME_EV_FRAME && p.frame.length == lens[i]);
     }
 }
 
@@ -523,7 +523,7 @@ TEST(close_code_ranges)
 {
     for (unsigned c = 0; c <= 65535; c++) {
         bool expect = (c >= 1000 && c <= 1003) || (c >= 1007 && c <= 1014) || (c >= 3000 && c <= 4999);
-        if (!CHECKF(ws_close_code_valid(c) == expect, "code %u", c)) break;
+        if (!CHECKF(frame_close_code_valid(c) == expect, "code %u", c)) break;
     }
     /* Each invalid range, as a close payload: 1002. */
     static const unsigned bad[] = {0, 1, 500, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 6000, 65535};
@@ -532,7 +532,7 @@ TEST(close_code_ranges)
         uint16_t code;
         const char *reason;
         size_t rlen;
-        CHECKF(ws_close_payload_parse(p, 2, &code, &reason, &rlen) == WS_CLOSE_PROTOCOL, "code %u", bad[i]);
+        CHECKF(frame_close_payload_parse(p, 2, &code, &reason, &rlen) == WS_CLOSE_PROTOCOL, "code %u", bad[i]);
     }
     static const unsigned good[] = {1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 4000, 4999};
     for (size_t i = 0; i < sizeof good / sizeof *good; i++) {
@@ -540,7 +540,7 @@ TEST(close_code_ranges)
         uint16_t code = 0;
         const char *reason = NULL;
         size_t rlen = 9;
-        CHECKF(ws_close_payload_parse(p, 2, &code, &reason, &rlen) == 0, "code %u", good[i]);
+        CHECKF(frame_close_payload_parse(p, 2, &code, &reason, &rlen) == 0, "code %u", good[i]);
         CHECK(code == good[i] && reason && rlen == 0);
     }
 }
@@ -550,20 +550,20 @@ TEST(close_payload_forms)
     uint16_t code = 0;
     const char *reason = NULL;
     size_t rlen = 9;
-    CHECK(ws_close_payload_parse((const uint8_t *)"", 0, &code, &reason, &rlen) == 0);
+    CHECK(frame_close_payload_parse((const uint8_t *)"", 0, &code, &reason, &rlen) == 0);
     CHECK(code == WS_CLOSE_NO_STATUS && reason && rlen == 0);
-    CHECK(ws_close_payload_parse((const uint8_t *)"\x03", 1, &code, &reason, &rlen) == WS_CLOSE_PROTOCOL);
+    CHECK(frame_close_payload_parse((const uint8_t *)"\x03", 1, &code, &reason, &rlen) == WS_CLOSE_PROTOCOL);
 
     const uint8_t ok[] = "\x03\xe8going away: \xc3\xa9t\xc3\xa9";
-    CHECK(ws_close_payload_parse(ok, sizeof ok - 1, &code, &reason, &rlen) == 0);
+    CHECK(frame_close_payload_parse(ok, sizeof ok - 1, &code, &reason, &rlen) == 0);
     CHECK(code == 1000 && reason == (const char *)ok + 2 && rlen == sizeof ok - 3);
 
     const uint8_t bad_utf8[] = "\x03\xe8\xc0\xaf";
-    CHECK(ws_close_payload_parse(bad_utf8, 4, &code, &reason, &rlen) == WS_CLOSE_INVALID_DATA);
+    CHECK(frame_close_payload_parse(bad_utf8, 4, &code, &reason, &rlen) == WS_CLOSE_INVALID_DATA);
     const uint8_t cut_utf8[] = "\x0f\xa0\xe2\x82";      /* 4000, a truncated euro sign */
-    CHECK(ws_close_payload_parse(cut_utf8, 4, &code, &reason, &rlen) == WS_CLOSE_INVALID_DATA);
+    CHECK(frame_close_payload_parse(cut_utf8, 4, &code, &reason, &rlen) == WS_CLOSE_INVALID_DATA);
     const uint8_t bad_code_bad_utf8[] = "\x03\xec\xff";   /* 1004 is judged first */
-    CHECK(ws_close_payload_parse(bad_code_bad_utf8, 3, &code, &reason, &rlen) == WS_CLOSE_PROTOCOL);
+    CHECK(frame_close_payload_parse(bad_code_bad_utf8, 3, &code, &reason, &rlen) == WS_CLOSE_PROTOCOL);
 }
 
 /* ---- UTF-8 ---- */
@@ -768,7 +768,7 @@ TEST(http_upgrade_request)
     h = http_header_get(q, "host");
     CHECK(h && strcmp(h, "server.example.com") == 0);
     const char *why = NULL;
-    CHECK(ws_handshake_check(q, &why) == 0);
+    CHECK(http_ws_check_upgrade(q, &why) == 0);
     http_reader_free(&r);
 }
 
@@ -798,7 +798,7 @@ TEST(http_split_requests)
     http_reader_init(&r, 8192, 0);
     size_t pos;
     CHECK(http_feed(&r, UPGRADE_REQ, n, 1, &pos) == HTTP_DONE && pos == n);
-    CHECK(r.req.nheaders == 7 && ws_handshake_check(&r.req, &(const char *){NULL}) == 0);
+    CHECK(r.req.nheaders == 7 && http_ws_check_upgrade(&r.req, &(const char *){NULL}) == 0);
     http_reader_free(&r);
 }
 
@@ -990,7 +990,7 @@ TEST(http_upgrade_with_oversized_body_is_413)
     http_reader_free(&r);
 }
 
-/* Reads req (which must parse) and returns ws_handshake_check's verdict. */
+/* Reads req (which must parse) and returns http_ws_check_upgrade's verdict. */
 static int handshake_status(const char *req)
 {
     http_reader r;
@@ -999,7 +999,7 @@ static int handshake_status(const char *req)
     int status = -1;
     if (CHECKF(http_feed(&r, req, strlen(req), 0, &pos) == HTTP_DONE, "request does not parse: %s", req)) {
         const char *why = NULL;
-        status = ws_handshake_check(&r.req, &why);
+        status = http_ws_check_upgrade(&r.req, &why);
         if (status) CHECK(why && why[0]);
     }
     http_reader_free(&r);
@@ -1076,16 +1076,16 @@ TEST(http_header_value_with_nul_is_400)
 TEST(http_accept_key)
 {
     char out[29];
-    ws_accept_key("dGhlIHNhbXBsZSBub25jZQ==", out);           /* RFC 6455 1.3 */
+    http_ws_accept_key("dGhlIHNhbXBsZSBub25jZQ==", out);           /* RFC 6455 1.3 */
     CHECK(strcmp(out, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=") == 0);
-    ws_accept_key("x3JJHMbDL1EzLkh9GBhXDw==", out);           /* a second, widely quoted pair */
+    http_ws_accept_key("x3JJHMbDL1EzLkh9GBhXDw==", out);           /* a second, widely quoted pair */
     CHECK(strcmp(out, "HSmrc0sMlYUkAGmm5OPpG2HaGWk=") == 0);
     char long_key[300];
     memset(long_key, 'k', sizeof long_key - 1);
     long_key[sizeof long_key - 1] = '\0';
-    ws_accept_key(long_key, out);                              /* must not overflow */
+    http_ws_accept_key(long_key, out);                              /* must not overflow */
     CHECK(strlen(out) == 28);
-    ws_accept_key("", out);
+    http_ws_accept_key("", out);
     CHECK(strlen(out) == 28);
 }
 
