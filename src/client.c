@@ -59,9 +59,7 @@ void client_failed(conn *c, const char *why)
     if (conn_is_dead(c)) return;
     log_warn("conn %llu: cannot open %s://%s: %s", (unsigned long long)c->id,
              c->client && c->client->tls ? "wss" : "ws", c->peer, why);
-    c->close_code = WS_CLOSE_ABNORMAL;
-    free(c->close_reason);
-    c->close_reason = xstrdup(why);
+    wss_record_close(&c->ws, WS_CLOSE_ABNORMAL, why, strlen(why));
     conn_close_now(c);
     if (!c->host_closed) c->srv->host->error(c->srv->host_ud, c, why);
     conn_tell_close(c);
@@ -70,9 +68,7 @@ void client_failed(conn *c, const char *why)
 void client_abandon(conn *c, uint16_t code, const char *reason)
 {
     assert(client_is_connecting(c));
-    c->close_code = code;
-    free(c->close_reason);
-    c->close_reason = xstrdup(reason);
+    wss_record_close(&c->ws, code, reason, strlen(reason));
     conn_close_now(c);   /* on_close(code, reason) once it is gone */
 }
 

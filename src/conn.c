@@ -425,7 +425,6 @@ static void on_closed(uv_handle_t *h)
     free(c->pending);
     free(c->cork.data);
     wss_free(&c->ws);
-    free(c->close_reason);
     free(c->protocol);
     if (c->phase->release) c->phase->release(c);
     if (c->io->release) c->io->release(c);

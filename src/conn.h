@@ -75,42 +75,40 @@ struct conn {
     const conn_io *io;
     listener *lst;            /* the listener it came from; NULL for luaws.connect */
     struct client *client;    /* luaws.connect: the handshake in progress */
-    bool is_client;           /* we opened it: frames we send are masked */
     char *protocol;           /* the subprotocol in use, or NULL */
     tls_conn *tls;            /* NULL on ws:// */
-    bool tls_logged;
     conn *prev, *next;
     uint64_t id;
     void *user;               /* the host's object for this connection */
+    enum conn_state state;
+    /* Flags, packed. */
+    bool is_client;           /* we opened it: frames we send are masked */
+    bool tls_logged;
     bool host_knows;          /* the host has an object for it: it gets close once */
     bool host_closed;         /* ... and has been told */
-    enum conn_state state;
+    bool ping_sent;           /* an automatic ping is out since last_seen */
+    bool paused;              /* input stopped while an event is suspended */
+    bool close_after_write;   /* HTTP: a plain response with Connection: close */
+    bool corked;              /* replies collect in the cork (a batch of input is processed) */
     char peer[64];
     uint64_t deadline;        /* HTTP: the request must be complete by then (loop ms) */
     uint64_t last_seen;       /* WebSocket: when the peer last sent anything */
-    bool ping_sent;           /* an automatic ping is out since last_seen */
-    uint64_t ping_at;         /* ... sent then */
+    uint64_t ping_at;         /* ... and when the automatic ping went out */
 
     /* Input that could not be consumed yet (an event is suspended). */
     uint8_t *pending;
     size_t pending_len, pending_off;
-    bool paused;              /* input stopped while an event is suspended */
 
     /* HTTP phase. */
     http_reader *http;
-    bool close_after_write;   /* plain response with Connection: close */
 
     /* WebSocket phase: the protocol, pure (ws_session.h). */
     ws_session ws;
-    /* Why an outbound connection ended before it opened (on_close's). */
-    uint16_t close_code;
-    char *close_reason;
     uv_timer_t *timer;        /* close / linger timeout, only while closing */
 
     /* Writing. While a batch of input is processed, small frames collect in
      * the cork and go out in one write when the batch is done. */
     bytes cork;
-    bool corked;
     size_t queued;            /* bytes handed to libuv, not yet written */
 
     /* Topics this socket is subscribed to (lua_topic.c). */
@@ -167,11 +165,11 @@ static inline bool conn_is_finished(const conn *c) { return c->state >= CONN_LIN
 /* What on_close reports: the close code and reason ("" if none). */
 static inline uint16_t conn_close_code(const conn *c)
 {
-    return c->ws.close_code ? c->ws.close_code : c->close_code ? c->close_code : WS_CLOSE_ABNORMAL;
+    return c->ws.close_code ? c->ws.close_code : WS_CLOSE_ABNORMAL;
 }
 static inline const char *conn_close_reason(const conn *c)
 {
-    return c->ws.close_reason ? c->ws.close_reason : c->close_reason ? c->close_reason : "";
+    return c->ws.close_reason ? c->ws.close_reason : "";
 }
 /* The subprotocol in use (NULL: none). */
 static inline const char *conn_protocol(const conn *c) { return c->protocol; }

@@ -8,7 +8,7 @@
 #include <sys/time.h>
 
 /* Set once from the command line before the loop starts. */
-static enum log_level min_level = LOG_INFO;
+enum log_level log_min_level = LOG_INFO;
 
 static const char *const names[] = {"DEBUG", "INFO", "WARN", "ERROR"};
 
@@ -59,7 +59,7 @@ static int json_escape(char *out, int room, const char *s)
     return n;
 }
 
-void log_set_level(enum log_level level) { min_level = level; }
+void log_set_level(enum log_level level) { log_min_level = level; }
 
 int log_level_parse(const char *name)
 {
@@ -71,7 +71,7 @@ int log_level_parse(const char *name)
 
 void log_msg(enum log_level level, const char *fmt, ...)
 {
-    if (level < min_level) return;
+    if (level < log_min_level) return;
     char line[4096];
     struct timeval tv;
     struct tm tm;

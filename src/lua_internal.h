@@ -74,7 +74,7 @@ struct lsocket {
     int ref;                 /* registry ref to this userdata; LUA_NOREF once released */
     task *running;           /* the suspended event of this socket */
     task *waiters;           /* tasks waiting for c's write queue to fall */
-    lua_event *queue, *queue_tail; /* events waiting their turn */
+    lua_event *queue;        /* events waiting their turn (a few at most: appended by walking) */
     lsocket *ready_next;     /* in h->ready: has queued events to run */
     bool ready;
     bool close_queued;       /* on_close raised: no event after it */

@@ -249,9 +249,9 @@ void lh_queue(lua_host *h, lsocket *ls, lua_event *ev)
         h->loose_tail = ev;
         return;
     }
-    if (ls->queue_tail) ls->queue_tail->next = ev;
-    else ls->queue = ev;
-    ls->queue_tail = ev;
+    lua_event **end = &ls->queue;
+    while (*end) end = &(*end)->next;
+    *end = ev;
     if (!ls->running) lh_mark_ready(h, ls);
 }
 
@@ -278,7 +278,6 @@ static void pump(lua_host *h, lsocket *ls)
     while (ls->queue && !ls->running && h->depth == 0) {
         lua_event *ev = ls->queue;
         ls->queue = ev->next;
-        if (!ls->queue) ls->queue_tail = NULL;
         h->run_socket_event(ls, ev);
         free(ev);
     }

@@ -53,7 +53,7 @@ void wss_free(ws_session *s)
     s->close_reason = NULL;
 }
 
-static void record_close(ws_session *s, uint16_t code, const char *reason, size_t reason_len)
+void wss_record_close(ws_session *s, uint16_t code, const char *reason, size_t reason_len)
 {
     s->close_code = code;
     free(s->close_reason);
@@ -146,13 +146,13 @@ void wss_close(ws_session *s, uint16_t code, const char *reason, size_t reason_l
     /* The state first: the write below may re-enter (a host that cuts the
      * connection from inside it) and must find the session closing. */
     s->state = WSS_CLOSE_SENT;
-    record_close(s, code, reason, reason_len);
+    wss_record_close(s, code, reason, reason_len);
     send_close_frame(s, code, reason, reason_len);
 }
 
 void wss_abort(ws_session *s, uint16_t code, const char *why)
 {
-    if (!s->peer_closed) record_close(s, code, why, strlen(why));
+    if (!s->peer_closed) wss_record_close(s, code, why, strlen(why));
     s->state = WSS_CLOSED;
     drop_message(s);
 }
@@ -168,7 +168,7 @@ static void fail(ws_session *s, uint16_t code, const char *why)
     s->state = WSS_CLOSED;
     if (s->cfg->stats) s->cfg->stats->protocol_errors++;
     if (!sent) {
-        record_close(s, code, why, strlen(why));
+        wss_record_close(s, code, why, strlen(why));
         send_close_frame(s, code, why, strlen(why));
     }
     drop_message(s);
@@ -191,7 +191,7 @@ static void on_close_frame(ws_session *s)
     bool echo = s->state == WSS_OPEN;
     s->state = WSS_CLOSED;
     if (echo) {
-        record_close(s, code, reason, reason_len);
+        wss_record_close(s, code, reason, reason_len);
         /* Echo the status code (RFC 6455 5.5.1). */
         send_close_frame(s, code, "", 0);
     }

@@ -113,6 +113,9 @@ void wss_close(ws_session *s, uint16_t code, const char *reason, size_t reason_l
  * code and why, unless the peer's close frame already arrived. Nothing is
  * sent, no callback runs. */
 void wss_abort(ws_session *s, uint16_t code, const char *why);
+/* Notes what closed the connection (code, reason) without any protocol
+ * step: an outbound connection that never opened keeps its reason here. */
+void wss_record_close(ws_session *s, uint16_t code, const char *reason, size_t reason_len);
 /* The connection is done with the protocol: frees the message buffer and
  * the compression state, keeps what closed it. */
 void wss_trim(ws_session *s);
