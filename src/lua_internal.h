@@ -177,7 +177,6 @@ void lh_push_buffer(lua_State *L, const void *data, size_t len);
 static inline lsocket *lh_socket_of(const conn *c) { return c->user; }
 
 /* lua_request.c */
-void lh_request_entry(lua_host *h, conn *c, const http_request *req);
 /* Asks the current handler for ls's listener, given its original request. */
 bool lh_new_listener(lua_host *h, lsocket *ls);
 

@@ -53,14 +53,22 @@ static void on_error(void *user, uint16_t code, const char *why)
     if (!conn_is_finished(c)) finish(c);
 }
 
-/* A frame may be queued: under the --max-backpressure cap (else the socket
- * is cut). The close frame is exempt: it is small and ends the queue. */
+/* wire more bytes may be queued: under the --max-backpressure cap, else
+ * the socket is cut (1008) and false returned. */
+static bool admit(conn *c, size_t wire)
+{
+    if (conn_backlog(c) + wire <= c->srv->cfg->max_backpressure) return true;
+    ws_abort(c, WS_CLOSE_POLICY, "send queue over the --max-backpressure limit (slow reader)");
+    return false;
+}
+
+/* A frame is queued if admitted. The close frame is exempt: it is small
+ * and ends the queue. */
 static int on_write(void *user, const uint8_t *hdr, size_t hlen, const uint8_t *payload, size_t len,
                     write_done_fn done, void *ud)
 {
     conn *c = user;
-    if ((hdr[0] & 0x0f) != WS_OP_CLOSE && conn_backlog(c) + hlen + len > c->srv->cfg->max_backpressure) {
-        ws_abort(c, WS_CLOSE_POLICY, "send queue over the --max-backpressure limit (slow reader)");
+    if ((hdr[0] & 0x0f) != WS_OP_CLOSE && !admit(c, hlen + len)) {
         if (done) done(ud, UV_ENOBUFS);
         return UV_ENOBUFS;
     }
@@ -149,10 +157,7 @@ int ws_send_shared(conn *c, uint8_t opcode, const uint8_t *payload, size_t len, 
     if (!wss_can_share(&c->ws, len, &use_compressed) || (use_compressed && !compressed))
         return ws_send(c, opcode, payload, len, NULL, NULL);
     shared_frame *f = use_compressed ? compressed : plain;
-    if (conn_backlog(c) + f->len > c->srv->cfg->max_backpressure) {
-        ws_abort(c, WS_CLOSE_POLICY, "send queue over the --max-backpressure limit (slow reader)");
-        return UV_ENOBUFS;
-    }
+    if (!admit(c, f->len)) return UV_ENOBUFS;
     c->srv->metrics.ws.messages_out++;
     c->srv->metrics.ws.bytes_out += len;
     return conn_write_shared(c, f);
