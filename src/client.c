@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <assert.h>
+#include <unistd.h>
 
 struct client {
     uv_getaddrinfo_t gai;     /* first: an orphaned resolve finds cl from it */
@@ -97,18 +98,12 @@ static const conn_phase client_phase = {
     .release = client_free,
 };
 
-static void on_connect(uv_connect_t *req, int status)
+/* The connection is up: TLS, then the upgrade request. */
+static void connected(conn *c)
 {
-    conn *c = req->data;
-    if (status == UV_ECANCELED || conn_is_dead(c)) return;
     struct client *cl = c->client;
-    if (status < 0) {
-        client_failed(c, uv_strerror(status));
-        return;
-    }
-    uv_tcp_nodelay(&c->tcp, 1);
     c->state = CONN_CLIENT_HANDSHAKE;
-    c->deadline = uv_now(c->srv->loop) + c->srv->cfg->handshake_timeout_ms;
+    c->deadline = server_now(c->srv) + c->srv->cfg->handshake_timeout_ms;
     if (cl->tls) {
         char err[256];
         tls_server *ctx = tls_client_ctx_new(cl->ca, cl->verify, err, sizeof err);
@@ -126,6 +121,32 @@ static void on_connect(uv_connect_t *req, int status)
         client_send_request(c);
     }
     conn_start_reading(c);
+}
+
+static void on_connect(uv_connect_t *req, int status)
+{
+    conn *c = req->data;
+    if (status == UV_ECANCELED || conn_is_dead(c)) return;
+    if (status < 0) {
+        client_failed(c, uv_strerror(status));
+        return;
+    }
+    uv_tcp_nodelay(&c->tcp, 1);
+    connected(c);
+}
+
+void client_start_fd(conn *c, int fd)
+{
+    struct client *cl = c->client;
+    log_debug("conn %llu connecting to %s://%s over a socket pair", (unsigned long long)c->id,
+              cl->tls ? "wss" : "ws", c->peer);
+    int r = uv_tcp_open(&c->tcp, fd);
+    if (r < 0) {
+        close(fd);
+        client_failed(c, uv_strerror(r));
+        return;
+    }
+    connected(c);
 }
 
 void client_send_request(conn *c)
@@ -171,7 +192,7 @@ conn *client_connect(server *s, const client_request *req, uint64_t id)
     c->is_client = true;
     c->host_knows = true;     /* the host made it: it hears its close */
     c->state = CONN_CONNECTING;
-    c->deadline = uv_now(s->loop) + s->cfg->handshake_timeout_ms;
+    c->deadline = server_now(s) + s->cfg->handshake_timeout_ms;
     cl->host = xstrdup(req->host);
     cl->port = req->port;
     cl->request = malloc(req->request_len);
@@ -215,6 +236,8 @@ void client_on_response(conn *c)
     char why[160];
     bool deflate;
     pmd_params params;
+    if (c->srv->host->response) c->srv->host->response(c->srv->host_ud, c, res);
+    if (conn_is_dead(c)) return;
     if (!http_ws_check_101(res, cl->accept, cl->protocols, cl->deflate, &deflate, &params, why, sizeof why)) {
         client_failed(c, why);
         return;

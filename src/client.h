@@ -19,6 +19,9 @@ typedef struct client_request {
 conn *client_connect(server *s, const client_request *req, uint64_t id);
 /* Starts resolving and connecting, once Lua has its socket object. */
 void client_start(conn *c);
+/* Or on a connected socket we were handed (luaws test: one end of a socket
+ * pair); takes fd. */
+void client_start_fd(conn *c, int fd);
 void client_on_response(conn *c);
 void client_free(conn *c);
 /* Not open yet (resolving, connecting, or waiting for the 101). */

@@ -119,6 +119,7 @@ static void drop_pending(conn *c)
 static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 {
     conn *c = st->data;
+    c->srv->activity++;
     if (nread == 0) return;
     if (nread < 0) {
         if (nread != UV_EOF && nread != UV_ECONNRESET)
@@ -128,7 +129,7 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
         return;
     }
     uint8_t *data = (uint8_t *)buf->base;
-    c->last_seen = uv_now(c->srv->loop);
+    c->last_seen = server_now(c->srv);
     c->ping_sent = false;
     c->io->input(c, data, (size_t)nread);
 }
@@ -207,6 +208,7 @@ static void on_write(uv_write_t *req, int status)
 {
     wreq *w = (wreq *)req;
     conn *c = w->c;
+    c->srv->activity++;
     size_t w_len = w->len;
     c->queued -= w->len;
     if (w->done) w->done(w->ud, status);
@@ -221,7 +223,7 @@ static void on_write(uv_write_t *req, int status)
     /* A peer that takes our data is alive, even if its pong still waits
      * behind what we queued before the ping. */
     if (status == 0) {
-        c->last_seen = uv_now(c->srv->loop);
+        c->last_seen = server_now(c->srv);
         c->ping_sent = false;
     }
     if (c->queued < c->srv->cfg->write_high_water && c->queued + w_len >= c->srv->cfg->write_high_water)
@@ -339,17 +341,17 @@ static const conn_io plain_io = {
 
 /* ---- closing ---- */
 
-static void on_timer_closed(uv_handle_t *h) { free(h); }
+static void on_timer_closed(wtimer *t) { free(t); }
 
 static void stop_timer(conn *c)
 {
     if (c->timer) {
-        uv_close((uv_handle_t *)c->timer, on_timer_closed);
+        wtimer_close(c->timer, on_timer_closed);
         c->timer = NULL;
     }
 }
 
-static void on_timeout(uv_timer_t *t)
+static void on_timeout(wtimer *t)
 {
     conn *c = t->data;
     c->phase->lost(c, "timeout");
@@ -360,16 +362,17 @@ void conn_set_timer(conn *c, unsigned ms)
 {
     if (!c->timer) {
         c->timer = xmalloc(sizeof *c->timer);
-        uv_timer_init(c->srv->loop, c->timer);
+        wtimer_init(&c->srv->clock, c->timer);
         c->timer->data = c;
     }
-    uv_timer_start(c->timer, on_timeout, ms, 0);
+    wtimer_start(c->timer, on_timeout, ms, 0);
 }
 
 static void on_shutdown(uv_shutdown_t *req, int status)
 {
     conn *c = req->data;
     free(req);
+    c->srv->activity++;
     if (status < 0 && c->state != CONN_DEAD) conn_close_now(c);
 }
 
@@ -411,6 +414,7 @@ static void on_closed(uv_handle_t *h)
 {
     conn *c = h->data;
     server *s = c->srv;
+    s->activity++;
     conn_tell_close(c);
     s->host->gone(s->host_ud, c);
     assert(!c->user);

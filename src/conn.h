@@ -104,7 +104,7 @@ struct conn {
 
     /* WebSocket phase: the protocol, pure (ws_session.h). */
     ws_session ws;
-    uv_timer_t *timer;        /* close / linger timeout, only while closing */
+    struct wtimer *timer;     /* close / linger timeout, only while closing */
 
     /* Writing. While a batch of input is processed, small frames collect in
      * the cork and go out in one write when the batch is done. */
@@ -128,6 +128,9 @@ shared_frame *shared_frame_new(const uint8_t *hdr, size_t hlen, const uint8_t *p
 void shared_frame_unref(shared_frame *f);
 int conn_write_shared(conn *c, shared_frame *f);
 void conn_accept(listener *l);
+/* The same for a connected socket we were handed (luaws test: one end of a
+ * socket pair); takes fd. NULL if it cannot be used. */
+conn *conn_adopt(listener *l, int fd, const char *peer);
 /* A connection struct on the server's list, its TCP handle initialised. */
 conn *conn_new(server *s, listener *l, uint64_t id, const conn_phase *phase);
 void conn_start_reading(conn *c);

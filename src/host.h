@@ -29,6 +29,9 @@ typedef struct host_ops {
     /* A complete, checked HTTP request on c. The host answers it with
      * conn_respond, or upgrades it with conn_upgrade (then open follows). */
     void (*request)(void *host, conn *c, const http_request *req);
+    /* Optional: the whole answer to an outbound upgrade request (any
+     * status), before it is checked; on a refusal, error and close follow. */
+    void (*response)(void *host, conn *c, const http_request *res);
     /* The WebSocket is open: after conn_upgrade, or a luaws.connect's 101. */
     void (*open)(void *host, conn *c);
     void (*message)(void *host, conn *c, uint8_t opcode, const uint8_t *data, size_t len);

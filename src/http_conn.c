@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 static void respond_refusal(conn *c, int status, const char *why)
 {
@@ -41,6 +42,8 @@ static size_t http_feed(conn *c, uint8_t *buf, size_t len)
 
 static void http_lost(conn *c, const char *why) {}
 
+static void begin(conn *c);
+
 static const conn_phase http_phase = {
     .name = "http",
     .feed = http_feed,
@@ -58,7 +61,31 @@ void conn_accept(listener *l)
     }
     uv_tcp_nodelay(&c->tcp, 1);
     conn_read_peer(c);
-    c->deadline = uv_now(s->loop) + s->cfg->handshake_timeout_ms;
+    begin(c);
+}
+
+conn *conn_adopt(listener *l, int fd, const char *peer)
+{
+    server *s = l->srv;
+    conn *c = conn_new(s, l, server_take_id(s), &http_phase);
+    int r = uv_tcp_open(&c->tcp, fd);
+    if (r < 0) {
+        log_error("conn %llu: cannot use socket %d: %s", (unsigned long long)c->id, fd, uv_strerror(r));
+        close(fd);
+        conn_close_now(c);
+        return NULL;
+    }
+    snprintf(c->peer, sizeof c->peer, "%s", peer);
+    begin(c);
+    return c;
+}
+
+/* The HTTP phase of a new connection starts (or it is refused at once). */
+static void begin(conn *c)
+{
+    server *s = c->srv;
+    listener *l = c->lst;
+    c->deadline = server_now(s) + s->cfg->handshake_timeout_ms;
     if (s->nconns > s->cfg->max_connections) {
         static const char busy[] = "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
                                    "Connection: close\r\nRetry-After: 1\r\n\r\n";
@@ -127,7 +154,7 @@ void http_conn_request(conn *c)
     }
     if (c->state == CONN_HTTP) {
         if (!c->close_after_write) http_reader_reset(c->http);
-        c->deadline = uv_now(c->srv->loop) + c->srv->cfg->handshake_timeout_ms;
+        c->deadline = server_now(c->srv) + c->srv->cfg->handshake_timeout_ms;
     } else if (c->http) {
         http_reader_free(c->http);
         free(c->http);

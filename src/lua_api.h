@@ -11,9 +11,13 @@
 #include "host.h"
 
 extern const host_ops lua_host_ops;
+/* luaws test: runs busted (argv: its command line) in the host created by
+ * server_test; returns the exit status. */
+int lua_test_main(void *host, int argc, char **argv);
 
 /* The host callbacks, by file (for lua_state.c's table). */
 void lh_host_request(void *host, conn *c, const http_request *req);
+void lh_host_response(void *host, conn *c, const http_request *res);
 void lh_host_open(void *host, conn *c);
 void lh_host_message(void *host, conn *c, uint8_t opcode, const uint8_t *data, size_t len);
 bool lh_host_ping(void *host, conn *c, const uint8_t *data, size_t len);

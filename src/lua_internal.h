@@ -117,6 +117,11 @@ struct lua_host {
      * sending or publishing that very string needs no second UTF-8 pass. */
     int valid_text_ref;
     const char *valid_text;
+    /* luaws test (lua_test.c). */
+    bool test;
+    int published_ref;       /* {topic = {message, ...}} */
+    int remote_handler_ref;  /* answers the fake remotes' requests */
+    uv_timer_t test_guard;   /* bounds a wait in real time */
 };
 
 /* The host of a state: it is the allocator's user data. */
@@ -129,6 +134,11 @@ static inline lua_host *lh_host(lua_State *L)
 
 /* lua_state.c: the state, luaws.core, loading */
 int lh_traceback(lua_State *L);
+/* luaws test: loads path as the script (NULL, or a malloc'd message), or
+ * uses the handler on top of the stack (popped). */
+char *lh_use_script(lua_host *h, const char *path);
+void lh_use_handler(lua_host *h);
+void lh_setup_loader(lua_host *h);   /* where h->script's own modules are */
 
 /* lua_task.c: limits, tasks and the event queue */
 #define LH_HOOK_EVERY 10000               /* instructions between deadline checks */
@@ -179,6 +189,9 @@ static inline lsocket *lh_socket_of(const conn *c) { return c->user; }
 /* lua_request.c */
 /* Asks the current handler for ls's listener, given its original request. */
 bool lh_new_listener(lua_host *h, lsocket *ls);
+/* A lua_CFunction: {status=, headers=, body=} from the http_request (a
+ * response) given as a light userdata. */
+int lh_push_response(lua_State *L);
 
 /* lua_timer.c */
 void lt_register(lua_State *L);       /* after, every, sleep into the table on top */
@@ -186,6 +199,14 @@ void lt_socket_closed(lua_host *h, lsocket *ls);  /* ends the timers a socket ow
 void lt_free_all(lua_host *h);
 /* A new version loaded: timers the old versions started at load time end. */
 void lt_end_load_timers(lua_host *h, bool loaded);
+
+/* lua_test.c: luaws test */
+enum { LH_LINK_NETWORK, LH_LINK_SERVER, LH_LINK_REMOTE };
+/* Connects c (outbound, not started) over a socket pair to the server
+ * under test or to a fake remote. */
+void lh_test_link(lua_host *h, conn *c, int link);
+/* Records a publish (the value at index value) for t.published. */
+void lh_test_published(lua_State *L, lua_host *h, const char *topic, size_t tlen, int value);
 
 /* lua_stdin.c */
 void ls_register(lua_State *L);       /* read_stdin, exit */

@@ -118,8 +118,14 @@ static void request(lua_host *h, conn *c, const http_request *req)
     const char *up = http_header_get(req, "upgrade");
     bool is_ws = up && http_token_list_has(up, "websocket");
     int base = lua_gettop(L);
+    int handler_ref = h->handler_ref;
+    bool listener_only = h->listener_only;
+    if (c->lst && c->lst->host_tag) {   /* luaws test: a fake remote */
+        handler_ref = h->remote_handler_ref;
+        listener_only = false;
+    }
 
-    if (h->listener_only) {
+    if (listener_only) {
         if (!is_ws) {
             static const char body[] = "426 Upgrade Required: this endpoint speaks WebSocket\n";
             conn_respond(c, 426, "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n", 47,
@@ -127,14 +133,14 @@ static void request(lua_host *h, conn *c, const http_request *req)
             return;
         }
         push_request(h, c, req, true);
-        lua_rawgeti(L, LUA_REGISTRYINDEX, h->handler_ref);
+        lua_rawgeti(L, LUA_REGISTRYINDEX, handler_ref);
         upgrade(h, c, req, NULL, NULL, 0);
         lua_settop(L, base);
         return;
     }
 
     lua_rawgeti(L, LUA_REGISTRYINDEX, h->traceback_ref);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, h->handler_ref);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, handler_ref);
     push_request(h, c, req, is_ws);
     lua_pushvalue(L, -1);
     lua_insert(L, base + 1);                  /* request, traceback, handler, request */
@@ -230,6 +236,41 @@ void lh_host_request(void *host, conn *c, const http_request *req)
 {
     request(host, c, req);
     lh_settle(host);
+}
+
+/* Builds {status=, headers=, body=} from the response (a light userdata). */
+int lh_push_response(lua_State *L)
+{
+    const http_request *res = lua_touserdata(L, 1);
+    lua_createtable(L, 0, 3);
+    lua_pushinteger(L, res->status);
+    lua_setfield(L, -2, "status");
+    lua_createtable(L, 0, (int)res->nheaders);
+    for (size_t i = 0; i < res->nheaders; i++) {
+        lua_pushstring(L, res->headers[i].value);
+        lua_setfield(L, -2, res->headers[i].name);
+    }
+    lua_setfield(L, -2, "headers");
+    lua_pushlstring(L, res->body ? res->body : "", res->body_len);
+    lua_setfield(L, -2, "body");
+    return 1;
+}
+
+/* host_ops.response: an outbound socket keeps the server's answer as
+ * socket.response ({status, headers, body}), for on_error and on_open. */
+void lh_host_response(void *host, conn *c, const http_request *res)
+{
+    lua_host *h = host;
+    lsocket *ls = lh_socket_of(c);
+    if (!ls) return;
+    lua_State *L = h->L;
+    lh_push_socket(h, ls);
+    lua_getiuservalue(L, -1, 1);
+    lua_pushcfunction(L, lh_push_response);
+    lua_pushlightuserdata(L, (void *)res);
+    if (lua_pcall(L, 1, 1, 0) == LUA_OK) lua_setfield(L, -2, "response");
+    else lua_pop(L, 1);
+    lua_pop(L, 2);
 }
 
 /* Asks the current handler for ls's listener, given its original request.

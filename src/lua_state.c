@@ -211,18 +211,51 @@ static char *load_script(lua_host *h)
     return NULL;
 }
 
+/* luaws.loader.setup(h->script, options): where the script's modules are. */
+void lh_setup_loader(lua_host *h)
+{
+    lua_State *L = h->L;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, h->loader_ref);
+    lua_getfield(L, -1, "setup");
+    lua_pushstring(L, h->script);
+    lua_createtable(L, 0, 1);
+    lua_pushboolean(L, h->srv->cfg && h->srv->cfg->console);
+    lua_setfield(L, -2, "console");
+    lua_call(L, 2, 0);
+    lua_pop(L, 1);
+}
+
+char *lh_use_script(lua_host *h, const char *path)
+{
+    free(h->script);
+    h->script = xstrdup(path);
+    lh_setup_loader(h);
+    return load_script(h);
+}
+
+void lh_use_handler(lua_host *h)
+{
+    lua_State *L = h->L;
+    h->listener_only = lua_istable(L, -1);
+    if (h->handler_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, h->handler_ref);
+    h->handler_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    h->version++;
+}
+
 static void *lh_create(server *srv, const char *script, char **err)
 {
     lua_host *h = calloc(1, sizeof *h);
     if (!h) abort();
     h->srv = srv;
     h->handler_ref = LUA_NOREF;
-    h->script = strdup(script);
+    h->remote_handler_ref = LUA_NOREF;
+    h->published_ref = LUA_NOREF;
+    h->script = script ? strdup(script) : NULL;
     h->mem_limit = srv->cfg ? srv->cfg->script_memory : 0;
     h->run_socket_event = lh_run_socket_event;
     h->on_socket_idle = lh_socket_idle;
     lua_State *L = h->L = lua_newstate(l_alloc, h);
-    if (!L || !h->script) abort();
+    if (!L || (script && !h->script)) abort();
     *(task **)lua_getextraspace(L) = NULL;   /* the main thread runs no task */
     /* Inherited by every coroutine created from here on. */
     lua_sethook(L, lh_hook, LUA_MASKCOUNT, LH_HOOK_EVERY);
@@ -246,15 +279,11 @@ static void *lh_create(server *srv, const char *script, char **err)
         lh_destroy(h);
         return NULL;
     }
-    lua_getfield(L, -1, "setup");
-    lua_pushstring(L, script);
-    lua_createtable(L, 0, 1);
-    lua_pushboolean(L, srv->cfg && srv->cfg->console);
-    lua_setfield(L, -2, "console");
-    lua_call(L, 2, 0);
     h->loader_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_pop(L, 1);
-
+    /* luaws test: nothing to load yet (lh_use_script). */
+    if (!script) return h;
+    lh_setup_loader(h);
     if ((*err = load_script(h))) {
         lh_destroy(h);
         return NULL;
@@ -309,7 +338,8 @@ static int lh_reload(void *host, const char *why, bool quiet_repeat)
     for (conn *c = h->srv->conns; c; c = c->next) {
         lsocket *ls = lh_socket_of(c);
         /* Outbound sockets (luaws.connect) keep the listener they were given. */
-        if (!ls || !ws_is_open(c) || c->is_client || ls->close_queued) continue;
+        /* So do luaws test's fake remotes (not the script's). */
+        if (!ls || !ws_is_open(c) || c->is_client || ls->close_queued || (c->lst && c->lst->host_tag)) continue;
         if (!lh_new_listener(h, ls)) {
             kept++;
             continue;
@@ -368,6 +398,7 @@ const host_ops lua_host_ops = {
     .destroy = lh_destroy,
     .stop = lh_stop,
     .request = lh_host_request,
+    .response = lh_host_response,
     .open = lh_host_open,
     .message = lh_host_message,
     .ping = lh_host_ping,

@@ -1,4 +1,5 @@
-/* lua_timer.c — luaws.after, luaws.every and luaws.sleep on libuv timers.
+/* lua_timer.c — luaws.after, luaws.every and luaws.sleep on the worker's
+ * clock (clock.h: libuv's, or the spec's under `luaws test`).
  *
  * A timer started inside a socket's event belongs to that socket and ends
  * when its on_close starts; one started elsewhere (at load time, in a
@@ -13,7 +14,7 @@
 #include <string.h>
 
 struct ltimer {
-    uv_timer_t handle;
+    wtimer handle;
     lua_host *h;
     lsocket *owner;          /* the socket it belongs to, or NULL */
     int handle_ref;          /* the Lua handle (holding the callback), kept while
@@ -29,7 +30,7 @@ typedef struct timer_handle {
     ltimer *t;               /* NULL once the timer ended */
 } timer_handle;
 
-static void on_timer_closed(uv_handle_t *handle) { free(handle->data); }
+static void on_timer_closed(wtimer *handle) { free(handle->data); }
 
 /* Stops a timer for good: unhooks it from Lua, then frees it. */
 static void timer_end(ltimer *t)
@@ -48,10 +49,10 @@ static void timer_end(ltimer *t)
     }
     if (t->sleeper) t->sleeper->sleeping = NULL;
     t->handle.data = t;
-    uv_close((uv_handle_t *)&t->handle, on_timer_closed);
+    wtimer_close(&t->handle, on_timer_closed);
 }
 
-static void on_timer(uv_timer_t *handle)
+static void on_timer(wtimer *handle)
 {
     ltimer *t = handle->data;
     lua_host *h = t->h;
@@ -86,12 +87,12 @@ static ltimer *timer_new(lua_State *L, lua_host *h, lua_Integer ms, bool repeat)
     t->owner = cur && cur->owner && !cur->owner->closed ? cur->owner : NULL;
     t->at_load = h->loading;
     t->version = h->version + 1;
-    uv_timer_init(h->srv->loop, &t->handle);
+    wtimer_init(&h->srv->clock, &t->handle);
     t->handle.data = t;
     t->next = h->timers;
     if (h->timers) h->timers->prev = t;
     h->timers = t;
-    uv_timer_start(&t->handle, on_timer, (uint64_t)ms, repeat ? (uint64_t)ms : 0);
+    wtimer_start(&t->handle, on_timer, (uint64_t)ms, repeat ? (uint64_t)ms : 0);
     return t;
 }
 

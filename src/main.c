@@ -481,6 +481,19 @@ static int serve(cli *c)
     return code;
 }
 
+/* luaws test: busted in the binary's own Lua state, on a server with no
+ * listening socket and the spec's clock (lua/luaws/test.lua). Every
+ * argument is busted's. LUAWS_TEST_LOG sets the log level (default error). */
+static int run_tests(config *cfg, int argc, char **argv)
+{
+    const char *level = getenv("LUAWS_TEST_LOG");
+    cfg->log_level = level && log_level_parse(level) >= 0 ? log_level_parse(level) : LOG_ERROR;
+    cfg->script = "luaws test";
+    settle_limits(cfg);
+    signal(SIGPIPE, SIG_IGN);
+    return server_test(cfg, &lua_host_ops, lua_test_main, argc, argv);
+}
+
 int main(int argc, char **argv)
 {
     static cli c = {
@@ -507,6 +520,8 @@ int main(int argc, char **argv)
     };
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     c.workers = ncpu > 0 ? (int)ncpu : 1;
+    /* `luaws test [busted options] [PATH...]`: specs of a script, in process. */
+    if (argc >= 2 && strcmp(argv[1], "test") == 0) return run_tests(&c.cfg, argc - 2, argv + 2);
     /* `luaws client URL`: the same binary as a command-line client. */
     if (argc >= 2 && strcmp(argv[1], "client") == 0) {
         c.client = true;

@@ -108,10 +108,10 @@ static void check_conn(conn *c, uint64_t now)
     }
 }
 
-static void on_housekeeping(uv_timer_t *t)
+static void on_housekeeping(wtimer *t)
 {
     server *s = t->data;
-    uint64_t now = uv_now(s->loop);
+    uint64_t now = server_now(s);
     for (conn *c = s->conns, *next; c; c = next) {
         next = c->next;
         check_conn(c, now);
@@ -125,10 +125,10 @@ static void housekeeping_start(server *s)
     if (cfg->ping_interval_ms && cfg->ping_interval_ms / 4 < tick) tick = cfg->ping_interval_ms / 4;
     if (tick < 25) tick = 25;
     if (tick > 1000) tick = 1000;
-    uv_timer_init(s->loop, &s->housekeeping);
+    wtimer_init(&s->clock, &s->housekeeping);
     s->housekeeping.data = s;
-    uv_timer_start(&s->housekeeping, on_housekeeping, tick, tick);
-    uv_unref((uv_handle_t *)&s->housekeeping);
+    wtimer_start(&s->housekeeping, on_housekeeping, tick, tick);
+    wtimer_unref(&s->housekeeping);
 }
 
 /* The last connection is gone: a stopping server may now end. */
@@ -147,10 +147,10 @@ void server_stop(server *s)
         redis_bus_close(s->bus);
         s->bus = NULL;
     }
-    if (!uv_is_closing((uv_handle_t *)&s->housekeeping)) uv_close((uv_handle_t *)&s->housekeeping, NULL);
+    if (s->housekeeping.clock && !wtimer_is_closing(&s->housekeeping)) wtimer_close(&s->housekeeping, NULL);
     if (s->shutdown_timer.loop && !uv_is_closing((uv_handle_t *)&s->shutdown_timer))
         uv_close((uv_handle_t *)&s->shutdown_timer, NULL);
-    if (!uv_is_closing((uv_handle_t *)&s->sig_term)) {
+    if (s->sig_term.loop && !uv_is_closing((uv_handle_t *)&s->sig_term)) {
         uv_close((uv_handle_t *)&s->sig_term, on_handle_closed);
         uv_close((uv_handle_t *)&s->sig_int, on_handle_closed);
     }
@@ -262,28 +262,71 @@ void log_startup(const config *cfg, int workers)
     }
 }
 
+/* What a worker and a test run share: the loop, the clock, deflate, the
+ * host. Returns false (logged) if the host cannot be created. */
+static bool server_init(server *s, const config *cfg, const host_ops *host, const char *script, bool manual_clock)
+{
+    s->cfg = cfg;
+    s->loop = uv_default_loop();
+    wclock_init(&s->clock, s->loop, manual_clock);
+    pmd_worker_init(&s->pmd, cfg->deflate, cfg->deflate_level, cfg->deflate_min);
+    s->wss_cfg = (wss_config){cfg->max_message, cfg->deflate_min, &s->pmd, &s->metrics.ws};
+    s->host = host;
+    s->on_empty = on_empty;
+    char *err = NULL;
+    s->host_ud = host->create(s, script, &err);
+    if (!s->host_ud) {
+        log_error("cannot load %s: %s", script ? script : "the test runner", err);
+        free(err);
+        pmd_worker_free(&s->pmd);
+        return false;
+    }
+    return true;
+}
+
+int server_test(const config *cfg, const host_ops *host, int (*run)(void *host_ud, int argc, char **argv),
+                int argc, char **argv)
+{
+    static server srv;
+    server *s = &srv;
+    s->id_step = 1;
+    /* Test connections come from two listeners that never listen: the
+     * server under test, and the fake remotes of luaws.connect. */
+    for (int i = 0; i < 2; i++) {
+        s->listeners[i].srv = s;
+        s->listeners[i].port = 80;
+        s->listeners[i].host_tag = i;
+        snprintf(s->listeners[i].host, sizeof s->listeners[i].host, "%s", i ? "remote.test" : "luaws.test");
+    }
+    if (!server_init(s, cfg, host, NULL, true)) return 1;
+    housekeeping_start(s);
+    int code = run(s->host_ud, argc, argv);
+    /* Whatever the specs left open is dropped; then the loop ends. */
+    s->stopping = true;
+    for (conn *c = s->conns, *next; c; c = next) {
+        next = c->next;
+        if (conn_is_websocket(c)) ws_on_disconnect(c);
+        conn_close_now(c);
+    }
+    server_stop(s);
+    uv_run(s->loop, UV_RUN_DEFAULT);
+    host->destroy(s->host_ud);
+    pmd_worker_free(&s->pmd);
+    uv_loop_close(s->loop);
+    return code;
+}
+
 int server_run(const config *cfg, const host_ops *host, const int *fds, int worker, int nworkers, bool watch,
                int ready_fd)
 {
     /* Big (the shared read buffer): static, one per process. */
     static server srv;
     server *s = &srv;
-    s->cfg = cfg;
     s->id_base = (uint64_t)worker;
     s->id_step = (uint64_t)nworkers;
-    char *err = NULL;
     /* The loop first: a script may start timers while it loads. */
-    s->loop = uv_default_loop();
-    pmd_worker_init(&s->pmd, cfg->deflate, cfg->deflate_level, cfg->deflate_min);
-    s->wss_cfg = (wss_config){cfg->max_message, cfg->deflate_min, &s->pmd, &s->metrics.ws};
-    s->host = host;
-    s->on_empty = on_empty;
-    s->host_ud = host->create(s, cfg->script, &err);
-    if (!s->host_ud) {
-        log_error("cannot load %s: %s", cfg->script, err);
-        free(err);
+    if (!server_init(s, cfg, host, cfg->script, false)) {
         for (int i = 0; i < cfg->nlistens; i++) close(fds[i]);
-        pmd_worker_free(&s->pmd);
         return 1;
     }
     int code = 0;

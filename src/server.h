@@ -14,6 +14,7 @@
 #include "metrics.h"
 #include "host.h"
 #include "ws_session.h"
+#include "clock.h"
 
 typedef struct lua_host lua_host;
 typedef struct task task;
@@ -24,6 +25,7 @@ typedef struct listener {
     tls_server *tls;          /* NULL: plain ws:// */
     char host[64];
     int port;
+    int host_tag;             /* 0: the script's; else the host's own (luaws test's fake remotes) */
 } listener;
 
 typedef struct server {
@@ -31,7 +33,8 @@ typedef struct server {
     listener listeners[MAX_LISTENERS];
     int nlisteners;
     uv_signal_t sig_term, sig_int;
-    uv_timer_t housekeeping;  /* timeouts and pings, for every connection */
+    wclock clock;             /* time and timers (clock.h) */
+    wtimer housekeeping;      /* timeouts and pings, for every connection */
     uv_timer_t shutdown_timer;
     const config *cfg;
     const host_ops *host;     /* whatever drives the core (host.h) */
@@ -46,6 +49,7 @@ typedef struct server {
     struct reloader *reloader;
     struct redis_bus *bus;    /* --redis: topics across workers and machines */
     metrics metrics;
+    uint64_t activity;        /* reads, writes and closes done: luaws test waits until it stops */
     void (*on_empty)(struct server *s);  /* the last connection was freed */
     /* One read buffer serves every connection: libuv calls alloc and read
      * back to back, and a connection that cannot consume all it read keeps
@@ -60,8 +64,15 @@ int listen_socket(const char *host, int port, bool reuseport, bool do_listen, in
  * byte to ready_fd (if >= 0) once it serves. Returns the exit code. */
 int server_run(const config *cfg, const host_ops *host, const int *fds, int worker, int nworkers, bool watch,
                int ready_fd);
+/* luaws test: a worker with no listening socket and the spec's clock. The
+ * host is created with no script (NULL) and run(host, argc, argv) runs the
+ * specs; then whatever is still open is closed. Returns run's result. */
+int server_test(const config *cfg, const host_ops *host, int (*run)(void *host_ud, int argc, char **argv),
+                int argc, char **argv);
 /* The id of the next connection (unique across workers). */
 static inline uint64_t server_take_id(server *s) { return s->id_base + 1 + s->id_step * s->next_id++; }
+/* The worker's time in ms (the spec's under luaws test). */
+static inline uint64_t server_now(const server *s) { return wclock_now(&s->clock); }
 /* SIGHUP: certificates and keys are read again. */
 void server_reload_tls(server *s);
 void server_stop(server *s);

@@ -120,7 +120,7 @@ void ws_start(conn *c, const pmd_params *deflate)
     assert(!conn_is_websocket(c));
     c->state = CONN_WS;
     c->phase = &ws_phase;
-    c->last_seen = uv_now(c->srv->loop);
+    c->last_seen = server_now(c->srv);
     c->srv->metrics.websockets_total++;
     wss_init(&c->ws, c->is_client ? WS_ROLE_CLIENT : WS_ROLE_SERVER, deflate, &c->srv->wss_cfg,
              &session_callbacks, c);

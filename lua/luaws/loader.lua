@@ -25,6 +25,10 @@ local function searcher(name)
 end
 
 local options = {}
+local searcher_installed = false
+
+--- luaws test: the text of the next load of the script itself (t.reload(text)).
+M.source = nil
 
 local function is_dir(path)
   local f = io.open(path, "r")
@@ -43,13 +47,21 @@ function M.setup(script, opts)
   else
     dir = script:match("^(.*)/[^/]*$") or "."
   end
-  table.insert(package.searchers, 2, searcher)
+  -- Once: luaws test sets up each script it loads.
+  if not searcher_installed then table.insert(package.searchers, 2, searcher) end
+  searcher_installed = true
 end
 
 -- Loads one script file: its handler (function or listener table), or nil
 -- and a message with file:line.
 local function load_file(path)
-  local chunk, err = loadfile(path, "bt", env)
+  local chunk, err
+  if M.source then
+    chunk, err = load(M.source, "@" .. path, "t", env)
+    M.source = nil
+  else
+    chunk, err = loadfile(path, "bt", env)
+  end
   local ok, result = false, err
   if chunk then ok, result = xpcall(chunk, debug.traceback) end
   if ok and type(result) ~= "function" and type(result) ~= "table" then
