@@ -103,6 +103,8 @@ install: all
 	install -m 644 lua/luaws.lua $(DESTDIR)$(PREFIX)/share/luaws/lua/luaws.lua
 	install -m 644 lua/luaws/*.lua lua/luaws/*.html $(DESTDIR)$(PREFIX)/share/luaws/lua/luaws/
 	install -m 644 scripts/*.lua $(DESTDIR)$(PREFIX)/share/luaws/scripts/
+	install -d $(DESTDIR)$(PREFIX)/share/luaws/scripts/spec
+	install -m 644 scripts/spec/*.lua $(DESTDIR)$(PREFIX)/share/luaws/scripts/spec/
 	install -m 644 docs/luaws.1 $(DESTDIR)$(PREFIX)/share/man/man1/luaws.1
 
 uninstall:

@@ -117,8 +117,14 @@ struct lua_host {
      * sending or publishing that very string needs no second UTF-8 pass. */
     int valid_text_ref;
     const char *valid_text;
-    /* luaws test (lua_test.c). */
+    /* luaws test (lua_test.c, the top of the binding: reached from below
+     * only through these two hooks, NULL when not testing). */
     bool test;
+    /* Connects c (outbound, not started) over a socket pair to the server
+     * under test (LH_LINK_SERVER) or to a fake remote (LH_LINK_REMOTE). */
+    void (*test_link)(lua_host *h, conn *c, int link);
+    /* Records a publish (topic, and the message at index value of L). */
+    void (*test_published)(lua_State *L, lua_host *h, const char *topic, size_t tlen, int value);
     int published_ref;       /* {topic = {message, ...}} */
     int remote_handler_ref;  /* answers the fake remotes' requests */
     uv_timer_t test_guard;   /* bounds a wait in real time */
@@ -200,13 +206,8 @@ void lt_free_all(lua_host *h);
 /* A new version loaded: timers the old versions started at load time end. */
 void lt_end_load_timers(lua_host *h, bool loaded);
 
-/* lua_test.c: luaws test */
+/* lua_test.c: luaws test (lua_host.test_link) */
 enum { LH_LINK_NETWORK, LH_LINK_SERVER, LH_LINK_REMOTE };
-/* Connects c (outbound, not started) over a socket pair to the server
- * under test or to a fake remote. */
-void lh_test_link(lua_host *h, conn *c, int link);
-/* Records a publish (the value at index value) for t.published. */
-void lh_test_published(lua_State *L, lua_host *h, const char *topic, size_t tlen, int value);
 
 /* lua_stdin.c */
 void ls_register(lua_State *L);       /* read_stdin, exit */

@@ -590,7 +590,7 @@ static int l_connect(lua_State *L)
     const char *ca = luaL_optstring(L, 10, NULL);
     bool verify = lua_isnoneornil(L, 11) || lua_toboolean(L, 11);
     /* luaws test: to the server under test or a fake remote, in memory. */
-    int link = h->test ? (int)luaL_optinteger(L, 12, LH_LINK_NETWORK) : LH_LINK_NETWORK;
+    int link = h->test_link ? (int)luaL_optinteger(L, 12, LH_LINK_NETWORK) : LH_LINK_NETWORK;
     if (port < 1 || port > 65535) return luaL_argerror(L, 2, "port out of range");
     if (!h->srv->loop) return luaL_error(L, "luaws.connect: the server is not running yet");
     /* Every Lua allocation first (they may raise under --script-memory),
@@ -603,7 +603,7 @@ static int l_connect(lua_State *L)
     client_request cr = {host, (int)port, request, len, key, protocols, deflate, tls, ca, verify};
     conn *c = client_connect(h->srv, &cr, id);
     lh_socket_attach(ls, c);
-    if (link != LH_LINK_NETWORK) lh_test_link(h, c, link);
+    if (link != LH_LINK_NETWORK) h->test_link(h, c, link);
     else client_start(c);
     return 1;
 }

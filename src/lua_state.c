@@ -322,7 +322,7 @@ static int lh_reload(void *host, const char *why, bool quiet_repeat)
         /* Retries after a failure (a directory appeared, say) repeat the
          * same error: report it once. */
         bool same = quiet_repeat && h->last_error && strcmp(h->last_error, err) == 0;
-        log_msg(same ? LOG_DEBUG : LOG_ERROR, "reload (%s) failed, the old code keeps serving: %s", why, err);
+        log_msg(same || h->test ? LOG_DEBUG : LOG_ERROR, "reload (%s) failed, the old code keeps serving: %s", why, err);
         free(h->last_error);
         h->last_error = err;
         h->srv->metrics.reload_failures++;

@@ -236,7 +236,7 @@ static int l_http(lua_State *L)
     return 1;
 }
 
-void lh_test_published(lua_State *L, lua_host *h, const char *topic, size_t tlen, int value)
+static void test_published(lua_State *L, lua_host *h, const char *topic, size_t tlen, int value)
 {
     value = lua_absindex(L, value);
     lua_rawgeti(L, LUA_REGISTRYINDEX, h->published_ref);
@@ -272,7 +272,7 @@ static int l_remote_handler(lua_State *L)
     return 0;
 }
 
-void lh_test_link(lua_host *h, conn *c, int link)
+static void test_link(lua_host *h, conn *c, int link)
 {
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
@@ -282,7 +282,11 @@ void lh_test_link(lua_host *h, conn *c, int link)
     char peer[32];
     snprintf(peer, sizeof peer, "127.0.0.1:%u", 40000u + (unsigned)(c->id % 20000u));
     listener *l = &h->srv->listeners[link == LH_LINK_REMOTE ? 1 : 0];
-    conn_adopt(l, sv[0], peer);
+    conn *server_end = conn_adopt(l, sv[0], peer);
+    /* The spec's own ends neither ping nor need to be pinged: only the
+     * script's sockets are subject to --ping-interval. */
+    if (link == LH_LINK_SERVER) c->instrument = true;
+    else if (server_end) server_end->instrument = true;
     client_start_fd(c, sv[1]);
 }
 
@@ -331,6 +335,8 @@ int lua_test_main(void *host, int argc, char **argv)
     lua_host *h = host;
     lua_State *L = h->L;
     h->test = true;
+    h->test_link = test_link;
+    h->test_published = test_published;
     uv_timer_init(h->srv->loop, &h->test_guard);
     lua_newtable(L);
     h->published_ref = luaL_ref(L, LUA_REGISTRYINDEX);

@@ -230,7 +230,7 @@ static int l_publish(lua_State *L)
         len = lua_rawlen(L, 2);
         opcode = WS_OP_BINARY;
     }
-    if (h->test) lh_test_published(L, h, name, tlen, 2);
+    if (h->test_published) h->test_published(L, h, name, tlen, 2);
     if (h->srv->bus && redis_bus_connected(h->srv->bus)) {
         /* Every worker, this one included, delivers it when Redis echoes it. */
         uint8_t *msg = malloc(len + 1);

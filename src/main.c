@@ -76,6 +76,9 @@ static void usage(FILE *out)
         "  luaws client URL       interactive client: lines typed go as text messages,\n"
         "                         received messages are printed; /ping [data],\n"
         "                         /close [code [reason]], /binary HEX; works in a pipe\n"
+        "  luaws test [PATH...]   run busted specs (spec/ by default) in-process with the\n"
+        "                         luaws.test module: no network, a clock the spec drives;\n"
+        "                         busted's options (--filter, --pattern, -o) pass through\n"
         "  -h, --help             show this help\n"
         "  -v, --version          show the version\n");
 }

@@ -96,7 +96,7 @@ static void check_conn(conn *c, uint64_t now)
         client_failed(c, "timed out (--handshake-timeout)");
         return;
     }
-    if (!ws_is_open(c) || !cfg->ping_interval_ms) return;
+    if (!ws_is_open(c) || !cfg->ping_interval_ms || c->instrument) return;
     /* Silent for an interval: ping. Still silent an interval after the
      * ping (not after the last byte: the loop may have been busy): cut. */
     if (c->ping_sent && now - c->ping_at >= cfg->ping_interval_ms) {

@@ -57,7 +57,7 @@ end
 local function load_file(path)
   local chunk, err
   if M.source then
-    chunk, err = load(M.source, "@" .. path, "t", env)
+    chunk, err = load(M.source, "@" .. path .. " (reloaded text)", "t", env)
     M.source = nil
   else
     chunk, err = loadfile(path, "bt", env)

@@ -346,9 +346,15 @@ end
 --- Returns the client: c.accepted, c.status, c.headers, c.body,
 --- c.protocol, and the methods above. A refused upgrade is not an error:
 --- c.accepted is false and c.status, c.body say why.
+-- The script under test; its load error is raised at the spec's line.
+local function use(script, level)
+  local ok, err = pcall(core.test_use, script)
+  if not ok then error(err, level + 1) end
+end
+
 function M.connect(script, opts)
   opts = opts or {}
-  core.test_use(script)
+  use(script, 2)
   local path = opts.path or "/"
   local q = query_string(opts.query)
   if q and q ~= "" then path = path .. (path:find("?", 1, true) and "&" or "?") .. q end
@@ -376,7 +382,7 @@ end
 --- headers, body.
 function M.request(script, opts)
   opts = opts or {}
-  core.test_use(script)
+  use(script, 2)
   local path = opts.path or "/"
   local q = query_string(opts.query)
   if q and q ~= "" then path = path .. (path:find("?", 1, true) and "&" or "?") .. q end
