@@ -103,6 +103,7 @@ end
 function M.connect(url, listener, opts)
   opts = opts or {}
   assert(type(listener) == "table", "luaws.connect: the listener must be a table")
+  if opts.reconnect then return require("luaws.reconnect").connect(M, url, listener, opts) end
   local scheme, rest = tostring(url):match("^(wss?)://(.+)$")
   if not scheme then error("luaws.connect: not a ws:// URL: " .. tostring(url), 2) end
   local authority, path = rest:match("^([^/?#]+)(.*)$")

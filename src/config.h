@@ -39,6 +39,7 @@ typedef struct config {
     const char **origins;          /* allowed Origin values; NULL: any */
     size_t norigins;
     bool console;             /* GET / shows the browser console */
+    bool strict;              /* unknown keys in listener/response tables are errors, not warnings */
     bool metrics;             /* GET /metrics answers Prometheus text */
     const char *static_dir;   /* plain GET/HEAD served from files here first */
     const char *redis_url;

@@ -48,6 +48,11 @@ struct task {
     task *all_prev, *all_next; /* in h->tasks: every task not in the pool */
     const char *event;
     bool woke_closed;        /* the socket it waited on closed */
+    /* A timer callback of a socket: its errors go to that socket's on_error
+     * (held by blame_ref while the task lives). */
+    lsocket *blame;
+    int blame_ref;
+    char where[56];          /* a timer's: where it was started (file:line) */
 };
 
 enum lua_event_kind { EV_OPEN, EV_MESSAGE, EV_PING, EV_PONG, EV_ERROR, EV_CLOSE, EV_RELOAD, EV_CALLBACK };
@@ -155,6 +160,11 @@ task *lh_current_task(lua_State *L);
 /* Runs fn(args...) from the top of the main stack in a task owned by ls
  * (may be NULL). Call only when lh_can_run(h, ls). */
 void lh_run(lua_host *h, lsocket *ls, const char *event, int nargs);
+/* The same, errors blamed on blame (on_error, 1011) and logged with where. */
+void lh_run_blamed(lua_host *h, lsocket *ls, lsocket *blame, const char *event, const char *where, int nargs);
+/* Pushes the readable text of an error value: a string as it is, else its
+ * __tostring or a short serialization ("{code = 42}"). */
+void lh_push_error_text(lua_State *L, int idx);
 /* Lua may be entered now for an event of ls: no Lua code is running and
  * ls (if any) has no event suspended or waiting. */
 bool lh_can_run(lua_host *h, const lsocket *ls);
@@ -162,6 +172,7 @@ bool lh_can_run(lua_host *h, const lsocket *ls);
 void lh_queue(lua_host *h, lsocket *ls, lua_event *ev);
 void lh_mark_ready(lua_host *h, lsocket *ls);   /* ls has queued events and nothing running */
 lua_event *lh_event_new(enum lua_event_kind kind, const void *data, size_t len);
+void lh_event_free(lua_host *h, lua_event *ev);   /* one that will not run */
 /* Runs what was queued, unless Lua is running or this is already being
  * done further up the stack. Every entry from the core ends with it. */
 void lh_settle(lua_host *h);
@@ -193,6 +204,7 @@ void lh_push_buffer(lua_State *L, const void *data, size_t len);
 static inline lsocket *lh_socket_of(const conn *c) { return c->user; }
 
 /* lua_request.c */
+extern const luaL_Reg lh_request_fns[];   /* core.check_listener */
 /* Asks the current handler for ls's listener, given its original request. */
 bool lh_new_listener(lua_host *h, lsocket *ls);
 /* A lua_CFunction: {status=, headers=, body=} from the http_request (a

@@ -88,6 +88,133 @@ static bool add_headers(lua_State *L, int idx, luaL_Buffer *b, bool *has_type)
     return true;
 }
 
+/* ---- typos: unknown keys in listener and response tables ---- */
+
+static const char *const listener_keys[] = {"on_open", "on_message", "on_ping", "on_pong",
+                                            "on_error", "on_close", "on_reload", NULL};
+static const char *const response_keys[] = {"status", "headers", "body", "listener", "protocol", NULL};
+
+/* Edit distance of two short names, capped (for "did you mean"). */
+static size_t distance(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    if (la > 31 || lb > 31) return 99;
+    size_t d[32][32];
+    for (size_t i = 0; i <= la; i++) d[i][0] = i;
+    for (size_t j = 0; j <= lb; j++) d[0][j] = j;
+    for (size_t i = 1; i <= la; i++)
+        for (size_t j = 1; j <= lb; j++) {
+            size_t best = d[i - 1][j - 1] + (a[i - 1] != b[j - 1]);
+            if (d[i - 1][j] + 1 < best) best = d[i - 1][j] + 1;
+            if (d[i][j - 1] + 1 < best) best = d[i][j - 1] + 1;
+            d[i][j] = best;
+        }
+    return d[la][lb];
+}
+
+/* Pushes "file:line" of the function under key (on top) in the table at
+ * idx, else of the first function in it, else of fn_idx. */
+static void push_where(lua_State *L, int idx, int fn_idx)
+{
+    lua_Debug ar;
+    int found = 0;
+    lua_pushvalue(L, -1);
+    if (lua_rawget(L, idx) == LUA_TFUNCTION) {
+        lua_getinfo(L, ">S", &ar);
+        lua_pushfstring(L, "%s:%d", ar.short_src, ar.linedefined);
+        return;
+    }
+    lua_pop(L, 1);
+    lua_pushnil(L);
+    while (!found && lua_next(L, idx)) {
+        if (lua_isfunction(L, -1)) {
+            found = 1;
+            lua_insert(L, -2);
+            lua_pop(L, 1);            /* the function stays */
+            break;
+        }
+        lua_pop(L, 1);
+    }
+    if (!found) {
+        if (fn_idx && lua_isfunction(L, fn_idx)) lua_pushvalue(L, fn_idx);
+        else {
+            lua_pushliteral(L, "?");
+            return;
+        }
+    }
+    lua_getinfo(L, ">S", &ar);
+    if (ar.linedefined > 0) lua_pushfstring(L, "%s:%d", ar.short_src, ar.linedefined);
+    else lua_pushstring(L, ar.short_src);
+}
+
+/* Checks the keys of the table at idx (what: "listener" or "response").
+ * Each table is checked once. An unknown key is logged as a warning with
+ * file:line, or with --strict, pushed as an error message (returns false). */
+static bool check_keys(lua_State *L, lua_host *h, int idx, bool is_listener, int fn_idx)
+{
+    idx = lua_absindex(L, idx);
+    if (lua_getfield(L, LUA_REGISTRYINDEX, "luaws.checked") == LUA_TNIL) {
+        lua_pop(L, 1);
+        lua_newtable(L);
+        lua_createtable(L, 0, 1);
+        lua_pushliteral(L, "k");
+        lua_setfield(L, -2, "__mode");
+        lua_setmetatable(L, -2);
+        lua_pushvalue(L, -1);
+        lua_setfield(L, LUA_REGISTRYINDEX, "luaws.checked");
+    }
+    lua_pushvalue(L, idx);
+    if (lua_rawget(L, -2) != LUA_TNIL) {
+        lua_pop(L, 2);
+        return true;
+    }
+    lua_pop(L, 1);
+    lua_pushvalue(L, idx);
+    lua_pushboolean(L, 1);
+    lua_rawset(L, -3);
+    lua_pop(L, 1);
+    const char *const *known = is_listener ? listener_keys : response_keys;
+    bool strict = h->srv->cfg && h->srv->cfg->strict;
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        lua_pop(L, 1);
+        if (lua_type(L, -1) != LUA_TSTRING) continue;
+        const char *key = lua_tostring(L, -1);
+        bool ok = false;
+        const char *close = NULL;
+        for (size_t i = 0; known[i]; i++) {
+            if (strcmp(key, known[i]) == 0) ok = true;
+            else if (distance(key, known[i]) <= 2) close = known[i];
+        }
+        if (ok) continue;
+        push_where(L, idx, fn_idx);
+        lua_pushfstring(L, "%s: unknown key '%s' in a %s table%s%s%s", lua_tostring(L, -1), key,
+                        is_listener ? "listener" : "response", close ? " (did you mean '" : "", close ? close : "",
+                        close ? "'?)" : "");
+        lua_remove(L, -2);
+        if (strict) {
+            lua_remove(L, -2);   /* the key */
+            return false;
+        }
+        log_warn("%s", lua_tostring(L, -1));
+        lua_pop(L, 1);
+    }
+    return true;
+}
+
+/* core.check_listener(tbl) -> nothing, or raises with --strict (at load). */
+static int l_check_listener(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    if (!check_keys(L, lh_host(L), 1, true, 0)) return lua_error(L);
+    return 0;
+}
+
+const luaL_Reg lh_request_fns[] = {
+    {"check_listener", l_check_listener},
+    {NULL, NULL},
+};
+
 static void respond_500(conn *c, const char *why)
 {
     static const char body[] = "500 Internal Server Error\n";
@@ -159,6 +286,16 @@ static void request(lua_host *h, conn *c, const http_request *req)
         lua_settop(L, base);
         return;
     }
+    lua_rawgeti(L, LUA_REGISTRYINDEX, handler_ref);
+    int handler_idx = lua_gettop(L);
+    bool keys_ok = check_keys(L, h, resp, false, handler_idx);
+    if (keys_ok && lua_getfield(L, resp, "listener") == LUA_TTABLE) keys_ok = check_keys(L, h, -1, true, handler_idx);
+    if (!keys_ok) {
+        respond_500(c, lua_tostring(L, -1));
+        lua_settop(L, base);
+        return;
+    }
+    lua_settop(L, resp);
     luaL_Buffer b;
     bool has_type = false;
     lua_getfield(L, resp, "headers");

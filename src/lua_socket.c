@@ -446,6 +446,20 @@ static void run_event(lsocket *ls, enum lua_event_kind kind, uint8_t opcode, uin
 
 void lh_run_socket_event(lsocket *ls, lua_event *ev)
 {
+    if (ev->kind == EV_ERROR && ev->fn_ref != LUA_NOREF) {
+        /* on_error gets the error value as it was raised (a table, say). */
+        lua_State *L = ls->h->L;
+        int ref = ev->fn_ref;
+        ev->fn_ref = LUA_NOREF;
+        if (!push_handler(ls->h, ls, "on_error")) {
+            luaL_unref(L, LUA_REGISTRYINDEX, ref);
+            return;
+        }
+        lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+        luaL_unref(L, LUA_REGISTRYINDEX, ref);
+        lh_run(ls->h, ls, "on_error", 2);
+        return;
+    }
     run_event(ls, ev->kind, ev->opcode, ev->code, ev->data, ev->len);
 }
 
@@ -481,7 +495,7 @@ static void raise_event(lsocket *ls, enum lua_event_kind kind, uint8_t opcode, u
 void lh_socket_defer(lsocket *ls, lua_event *ev)
 {
     if (accept_event(ls, ev->kind)) lh_queue(ls->h, ls, ev);
-    else free(ev);
+    else lh_event_free(ls->h, ev);
 }
 
 /* ---- host callbacks: a connection's events ---- */

@@ -103,10 +103,20 @@ static int l_scandir(lua_State *L)
     return 1;
 }
 
+/* core.loading() -> the version being loaded (1, 2, ...), or nothing. */
+static int l_loading(lua_State *L)
+{
+    lua_host *h = lh_host(L);
+    if (!h->loading) return 0;
+    lua_pushinteger(L, (lua_Integer)h->version + 1);
+    return 1;
+}
+
 static int luaopen_core(lua_State *L)
 {
     static const luaL_Reg fns[] = {
         {"log", l_log},
+        {"loading", l_loading},
         {"scandir", l_scandir},
         {NULL, NULL},
     };
@@ -117,6 +127,7 @@ static int luaopen_core(lua_State *L)
     lua_pop(L, 1);
     luaL_newlib(L, fns);
     luaL_setfuncs(L, lh_core_socket_fns, 0);
+    luaL_setfuncs(L, lh_request_fns, 0);
     lua_pushliteral(L, LUAWS_VERSION);
     lua_setfield(L, -2, "version");
     lt_register(L);
@@ -332,12 +343,14 @@ static int lh_reload(void *host, const char *why, bool quiet_repeat)
     h->last_error = NULL;
     h->srv->metrics.reloads++;
     lua_State *L = h->L;
-    size_t moved = 0, kept = 0;
+    size_t moved = 0, kept = 0, outbound = 0;
     /* First give every open socket its new listener, then run on_reload,
      * so that handlers of on_reload see every socket already moved. */
     for (conn *c = h->srv->conns; c; c = c->next) {
         lsocket *ls = lh_socket_of(c);
-        /* Outbound sockets (luaws.connect) keep the listener they were given. */
+        /* Outbound sockets (luaws.connect) keep the listener they were given
+         * (a reconnecting client's follows its new version: luaws.reconnect). */
+        if (ls && ws_is_open(c) && c->is_client && !c->instrument) outbound++;
         /* So do luaws test's fake remotes (not the script's). */
         if (!ls || !ws_is_open(c) || c->is_client || ls->close_queued || (c->lst && c->lst->host_tag)) continue;
         if (!lh_new_listener(h, ls)) {
@@ -370,8 +383,8 @@ static int lh_reload(void *host, const char *why, bool quiet_repeat)
         free(files[i]);
     }
     free(files);
-    log_info("reloaded (%s) %s in %.1f ms: %zu connections moved, %zu kept their old listener", why, list, ms,
-             moved, kept);
+    log_info("reloaded (%s) %s in %.1f ms: %zu connections moved, %zu kept their old listener, %zu outbound open",
+             why, list, ms, moved, kept, outbound);
     return 0;
 }
 

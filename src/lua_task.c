@@ -12,6 +12,7 @@
 #include "log.h"
 #include <assert.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 
 /* ---- limits: every entry into Lua runs under them ---- */
@@ -56,6 +57,85 @@ bool lh_text_valid(lua_host *h, const uint8_t *p, size_t len)
     return (h->valid_text && (const char *)p == h->valid_text) || utf8_valid(p, len);
 }
 
+/* ---- error values ---- */
+
+/* Pushes the pieces of a short readable form of the value at idx (one
+ * level of a table); returns how many (lua_concat joins them). */
+static int describe(lua_State *L, int idx, int depth)
+{
+    idx = lua_absindex(L, idx);
+    if (lua_type(L, idx) == LUA_TSTRING && depth > 0) {
+        lua_pushfstring(L, "\"%s\"", lua_tostring(L, idx));
+        return 1;
+    }
+    if (lua_type(L, idx) != LUA_TTABLE || luaL_getmetafield(L, idx, "__tostring") != LUA_TNIL) {
+        if (lua_type(L, idx) == LUA_TTABLE) lua_pop(L, 1);   /* the __tostring found */
+        luaL_tolstring(L, idx, NULL);
+        return 1;
+    }
+    if (depth > 0) {
+        lua_pushliteral(L, "{...}");
+        return 1;
+    }
+    int pieces = 1, n = 0;
+    lua_pushliteral(L, "{");
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        /* key and value sit on top of the pieces: keep them there */
+        int k = lua_gettop(L) - 1;
+        if (n++ == 8) {
+            lua_pop(L, 2);
+            lua_pushliteral(L, ", ...");
+            pieces++;
+            break;
+        }
+        int before = lua_gettop(L);
+        if (n > 1) lua_pushliteral(L, ", ");
+        if (lua_type(L, k) == LUA_TSTRING) {
+            lua_pushvalue(L, k);
+        } else {
+            lua_pushliteral(L, "[");
+            describe(L, k, 1);
+            lua_pushliteral(L, "]");
+            lua_concat(L, 3);
+        }
+        lua_pushliteral(L, " = ");
+        describe(L, k + 1, 1);
+        lua_concat(L, lua_gettop(L) - before);
+        /* move the piece below key and value */
+        lua_insert(L, k);
+        pieces++;
+        lua_pop(L, 1);   /* the value; the key stays for lua_next */
+    }
+    lua_pushliteral(L, "}");
+    return pieces + 1;
+}
+
+/* A lua_CFunction: the readable text of an error value (its __tostring,
+ * or a short serialization of a table: "{code = 42}"). */
+static int describe_error(lua_State *L)
+{
+    lua_settop(L, 1);
+    luaL_checkstack(L, 64, NULL);
+    lua_concat(L, describe(L, 1, 0));
+    return 1;
+}
+
+void lh_push_error_text(lua_State *L, int idx)
+{
+    idx = lua_absindex(L, idx);
+    if (lua_type(L, idx) == LUA_TSTRING) {
+        lua_pushvalue(L, idx);
+        return;
+    }
+    lua_pushcfunction(L, describe_error);
+    lua_pushvalue(L, idx);
+    if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
+        lua_pop(L, 1);
+        lua_pushfstring(L, "(error object: a %s)", luaL_typename(L, idx));
+    }
+}
+
 /* ---- tasks ---- */
 
 static task **task_slot(lua_State *co) { return (task **)lua_getextraspace(co); }
@@ -80,6 +160,9 @@ static task *task_get(lua_host *h)
     t->owner = t->waiting_on = NULL;
     t->sleeping = NULL;
     t->woke_closed = false;
+    t->blame = NULL;
+    t->blame_ref = LUA_NOREF;
+    t->where[0] = '\0';
     t->all_prev = NULL;
     t->all_next = h->tasks;
     if (h->tasks) h->tasks->all_prev = t;
@@ -129,6 +212,9 @@ static void task_finished(task *t)
 {
     lsocket *ls = t->owner;
     t->owner = NULL;
+    if (t->blame_ref != LUA_NOREF) luaL_unref(t->h->L, LUA_REGISTRYINDEX, t->blame_ref);
+    t->blame_ref = LUA_NOREF;
+    t->blame = NULL;
     if (ls && ls->running == t) {
         ls->running = NULL;
         t->h->on_socket_idle(ls);
@@ -177,10 +263,22 @@ void lh_resume(task *t)
 
 void lh_run(lua_host *h, lsocket *ls, const char *event, int nargs)
 {
+    lh_run_blamed(h, ls, NULL, event, NULL, nargs);
+}
+
+void lh_run_blamed(lua_host *h, lsocket *ls, lsocket *blame, const char *event, const char *where, int nargs)
+{
     assert(h->depth == 0 && (!ls || !ls->running));
     task *t = task_get(h);
     t->owner = ls;
     t->event = event;
+    if (blame) {
+        /* Held while the task lives: its error may come after a close. */
+        lh_push_socket(h, blame);
+        t->blame_ref = luaL_ref(h->L, LUA_REGISTRYINDEX);
+        t->blame = blame;
+    }
+    if (where) snprintf(t->where, sizeof t->where, "%s", where);
     lua_xmove(h->L, t->co, nargs + 1);
     resume(t, nargs);
 }
@@ -191,13 +289,20 @@ static void on_task_error(task *t, lua_State *co, int status)
 {
     lua_host *h = t->h;
     lua_State *L = h->L;
-    lsocket *ls = t->owner;
+    /* A timer callback is no event of its socket, but its errors are. */
+    lsocket *ls = t->owner ? t->owner : t->blame;
     conn *c = ls ? ls->c : NULL;
+    /* The error value as raised (on_error gets it), and its text. */
     if (status == LUA_ERRMEM) lua_pushliteral(L, "not enough memory (--script-memory)");
-    else if (lua_type(co, -1) == LUA_TSTRING) lua_pushstring(L, lua_tostring(co, -1));
-    else lua_pushliteral(L, "(error object is not a string)");
+    else lua_xmove(co, L, 1);
+    int value = lua_gettop(L);
+    lh_push_error_text(L, value);
     luaL_traceback(L, co, lua_tostring(L, -1), 0);
-    log_error("conn %llu: error in %s: %s", c ? (unsigned long long)c->id : 0ULL, t->event, lua_tostring(L, -1));
+    char who[48] = "";
+    if (c) snprintf(who, sizeof who, "conn %llu: ", (unsigned long long)c->id);
+    else if (ls) snprintf(who, sizeof who, "a closed socket: ");
+    log_error("%serror in %s%s%s: %s", who, t->event, t->where[0] ? " started at " : "", t->where,
+              lua_tostring(L, -1));
     h->srv->metrics.script_errors++;
     lua_pop(L, 1);
     /* Drop the dead coroutine's frames now, so that what they held (a
@@ -206,11 +311,19 @@ static void on_task_error(task *t, lua_State *co, int status)
     if (status == LUA_ERRMEM) lua_gc(L, LUA_GCCOLLECT, 0);
     size_t len;
     const char *msg = lua_tolstring(L, -1, &len);
-    /* The message, without the traceback, is what on_error sees; it runs
-     * after this event (the socket's queue keeps the order). */
-    bool after_open = ls && strcmp(t->event, "on_error") != 0 && strcmp(t->event, "on_close") != 0;
-    if (after_open) lh_queue(h, ls, lh_event_new(EV_ERROR, msg, len));
-    lua_pop(L, 1);
+    /* The error value itself (or the message, without the traceback) is
+     * what on_error sees; it runs after this event (the socket's queue
+     * keeps the order). */
+    bool after_open = ls && c && strcmp(t->event, "on_error") != 0 && strcmp(t->event, "on_close") != 0;
+    if (after_open) {
+        lua_event *ev = lh_event_new(EV_ERROR, msg, len);
+        if (lua_type(L, value) != LUA_TSTRING) {
+            lua_pushvalue(L, value);
+            ev->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+        }
+        lh_queue(h, ls, ev);
+    }
+    lua_settop(L, value - 1);
     static const char internal[] = "internal error";
     if (c) ws_close(c, WS_CLOSE_INTERNAL, internal, sizeof internal - 1);
 }
@@ -228,6 +341,12 @@ lua_event *lh_event_new(enum lua_event_kind kind, const void *data, size_t len)
     if (len) memcpy(ev->data, data, len);
     ev->data[len] = '\0';
     return ev;
+}
+
+void lh_event_free(lua_host *h, lua_event *ev)
+{
+    if (ev->fn_ref != LUA_NOREF) luaL_unref(h->L, LUA_REGISTRYINDEX, ev->fn_ref);
+    free(ev);
 }
 
 void lh_mark_ready(lua_host *h, lsocket *ls)

@@ -11,6 +11,7 @@
 #include "xalloc.h"
 #include "log.h"
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 
 struct ltimer {
@@ -23,6 +24,7 @@ struct ltimer {
     bool repeat;
     bool at_load;            /* started while its version loaded: ends with it */
     unsigned version;        /* ... that version (h->version + 1 while loading) */
+    char where[56];          /* file:line of the after/every call, for error logs */
     ltimer *prev, *next;     /* in h->timers */
 };
 
@@ -69,8 +71,12 @@ static void on_timer(wtimer *handle)
     lua_rawgeti(h->L, LUA_REGISTRYINDEX, t->handle_ref);
     lua_getiuservalue(h->L, -1, 1);
     lua_remove(h->L, -2);
+    /* Its errors are its socket's (on_error, 1011), as an event's are. */
+    lsocket *owner = t->owner;
+    char where[sizeof t->where];
+    memcpy(where, t->where, sizeof where);
     if (!t->repeat) timer_end(t);
-    lh_run(h, NULL, "timer", 0);
+    lh_run_blamed(h, NULL, owner, t->repeat ? "luaws.every callback" : "luaws.after callback", where, 0);
     lh_settle(h);
 }
 
@@ -118,6 +124,9 @@ static int start(lua_State *L, bool repeat)
     ltimer *t = timer_new(L, h, ms, repeat);
     th->t = t;
     t->handle_ref = handle_ref;
+    lua_Debug ar;
+    if (lua_getstack(L, 1, &ar) && lua_getinfo(L, "Sl", &ar) && ar.currentline > 0)
+        snprintf(t->where, sizeof t->where, "%.40s:%d", ar.short_src, ar.currentline);
     return 1;
 }
 

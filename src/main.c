@@ -69,6 +69,8 @@ static void usage(FILE *out)
         "  --log-level LEVEL      debug, info, warn or error (default info)\n"
         "  --log-format FORMAT    text or json (one object per line) (default text)\n"
         "  --console              GET / shows the browser console (any script)\n"
+        "  --strict               unknown keys in listener and response tables (typos such\n"
+        "                         as on_mesage) are errors, not warnings\n"
         "  --metrics              GET /metrics answers Prometheus text (per worker)\n"
         "  --static DIR           plain GET/HEAD requests are served from files in DIR first\n"
         "  --redis URL            redis://HOST:PORT[/DB]: topics reach every worker and node\n"
@@ -302,6 +304,7 @@ static const optdef options[] = {
     {"log-level", OPT_CUSTOM, 0, 0, opt_log_level},
     {"log-format", OPT_CUSTOM, 0, 0, opt_log_format},
     {"console", OPT_SET, FIELD(console), NULL},
+    {"strict", OPT_SET, FIELD(strict), NULL},
     {"metrics", OPT_SET, FIELD(metrics), NULL},
     {"static", OPT_STRING, FIELD(static_dir), NULL},
     {"redis", OPT_STRING, FIELD(redis_url), NULL},

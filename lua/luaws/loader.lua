@@ -68,6 +68,11 @@ local function load_file(path)
     ok, result = false, path .. ": the script must return a handler function or a listener table, not "
       .. type(result)
   end
+  -- Typos (on_mesage): a warning with file:line, an error with --strict.
+  if ok and type(result) == "table" then
+    local checked, err = pcall(core.check_listener, result)
+    if not checked then ok, result = false, err end
+  end
   if not ok then return nil, tostring(result) end
   return result
 end
@@ -111,6 +116,9 @@ function M.load(script)
   else result, err = load_file(script) end
   local ok = result ~= nil
   if not ok then result = err end
+  -- Reconnecting clients of this version take over (or end): luaws.reconnect.
+  local reconnect = package.loaded["luaws.reconnect"]
+  if reconnect then reconnect.loaded(ok) end
   if ok and options.console then
     -- --console: GET / (not an upgrade) shows the browser console.
     local handler, ws = result, require "luaws"

@@ -540,6 +540,8 @@ function M.settle() core.test_settle() end
 
 --- Drops every connection, timer and the loaded script (done after each test).
 function M.reset()
+  local reconnect = package.loaded["luaws.reconnect"]
+  if reconnect then reconnect.reset() end
   core.test_reset()
   state.remotes = {}
 end
