@@ -16,11 +16,72 @@ local M = {
 
 -- JSON through Debian's lua-cjson.
 local cjson = require "cjson"
-M.json = { encode = cjson.encode, decode = cjson.decode, null = cjson.null }
+M.json = { decode = cjson.decode, null = cjson.null }
+
+-- Lua has one table type: an empty table encodes as {}. Tables marked with
+-- json.array encode as arrays, the empty one as [].
+local array_mt = { __name = "luaws.json.array" }
+local arrays_made = false
+local EMPTY = "\0luaws-empty-array\0"
+local EMPTY_JSON = '"\\u0000luaws-empty-array\\u0000"'
+
+--- Marks t (default: a new table) as a JSON array: encoded as [] when empty.
+function M.json.array(t)
+  arrays_made = true
+  return setmetatable(t or {}, array_mt)
+end
+M.json.empty_array = M.json.array({})
+
+-- value with every empty marked array replaced by the marker (copies only
+-- the tables on the way to one).
+local function mark_empty(v, depth)
+  if type(v) ~= "table" or depth > 100 then return v, false end
+  if getmetatable(v) == array_mt and next(v) == nil then return EMPTY, true end
+  local copy
+  for k, x in pairs(v) do
+    local nx, changed = mark_empty(x, depth + 1)
+    if changed then
+      if not copy then copy = {} for k2, x2 in pairs(v) do copy[k2] = x2 end end
+      copy[k] = nx
+    end
+  end
+  return copy or v, copy ~= nil
+end
+
+function M.json.encode(value)
+  if not arrays_made then return cjson.encode(value) end
+  local marked, changed = mark_empty(value, 0)
+  local text = cjson.encode(marked)
+  if changed then text = text:gsub(EMPTY_JSON:gsub("%p", "%%%0"), "[]") end
+  return text
+end
+
+--- Decodes a query string ("name=J%C3%BCrgen&room=a+b") into a table
+--- ({name = "Jürgen", room = "a b"}); the first value of a repeated name wins.
+function M.parse_query(qs)
+  local q = {}
+  local function unescape(s)
+    return (s:gsub("+", " "):gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
+  end
+  for k, v in (qs or ""):gmatch("([^&=]+)=?([^&]*)") do
+    k = unescape(k)
+    if q[k] == nil then q[k] = unescape(v) end
+  end
+  return q
+end
+
+-- request.query: the parsed query string, made on first use.
+core.request_mt.__index = function(request, key)
+  if key == "query" then
+    local q = M.parse_query(rawget(request, "query_string"))
+    rawset(request, "query", q)
+    return q
+  end
+end
 
 --- socket:send_json(value [, succeed, fail]): send value as a JSON text message.
 core.socket_methods.send_json = function(socket, value, ...)
-  return socket:send(cjson.encode(value), ...)
+  return socket:send(M.json.encode(value), ...)
 end
 
 -- Does the comma-separated header value contain token (case-insensitive)?
@@ -113,6 +174,7 @@ function M.connect(url, listener, opts)
   if not host then host, port = authority:match("^([^:]+):(%d+)$") end
   if not host then host = authority end
   port = tonumber(port) or (scheme == "wss" and 443 or 80)
+  if port < 1 or port > 65535 then error("luaws.connect: port out of range in " .. url, 2) end
   if path == "" then path = "/" end
   if path:find("[%s]") or host:find("[%s]") then error("luaws.connect: bad URL " .. url, 2) end
 
@@ -142,11 +204,11 @@ function M.connect(url, listener, opts)
   local deflate = opts.deflate ~= false
   if deflate then lines[#lines + 1] = "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits" end
   local request = table.concat(lines, "\r\n") .. "\r\n\r\n"
-  local req = {
+  local req = setmetatable({
     method = "GET", uri = path:match("^[^?]*"), query_string = path:match("%?(.*)$"),
     protocol = "HTTP/1.1", scheme = scheme, headers = headers,
     server_name = host, server_port = port, url = url,
-  }
+  }, core.request_mt)
   -- wss://: the server's certificate is checked against the system's CAs
   -- (or opts.ca, a PEM file) and its name; opts.verify = false skips that.
   return core.connect(host, port, request, key, protocols, deflate, listener, req,

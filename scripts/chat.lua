@@ -8,16 +8,6 @@
 -- "* ann left" notices. Plain HTTP gets the browser console, to try it out.
 local ws = require "luaws"
 
--- The query string as a table: "name=J%C3%BCrgen&room=a+b" -> {name = "Jürgen", room = "a b"}.
-local function query(request)
-  local function unescape(s)
-    return (s:gsub("+", " "):gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
-  end
-  local q = {}
-  for k, v in (request.query_string or ""):gmatch("([^&=]+)=?([^&]*)") do q[unescape(k)] = unescape(v) end
-  return q
-end
-
 -- A usable name or room: trimmed, valid UTF-8, no control characters, 1..32 characters.
 local function clean(s)
   s = s and s:match("^%s*(.-)%s*$")
@@ -36,7 +26,7 @@ end
 
 local listener = {
   on_open = function(socket)
-    local q = query(socket.request)
+    local q = socket.request.query   -- "name=J%C3%BCrgen&room=a+b" -> {name = "Jürgen", room = "a b"}
     socket.data.room = clean(q.room) or "lobby"
     socket.data.topic = "chat/" .. socket.data.room
     local name = clean(q.name)

@@ -14,17 +14,9 @@ local ws = require "luaws"
 local HOSTS = {}
 for host in (os.getenv("RELAY_HOSTS") or "127.0.0.1 localhost ::1"):gmatch("[^,%s]+") do HOSTS[host] = true end
 
-local function query_param(request, name)
-  for k, v in (request.query_string or ""):gmatch("([^&=]+)=?([^&]*)") do
-    if k == name then
-      return (v:gsub("+", " "):gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
-    end
-  end
-end
-
 -- The target URL from the request, or nil and why not.
 local function target_of(request)
-  local url = query_param(request, "target")
+  local url = request.query.target
   if not url then return nil, "give the target: /?target=ws://HOST:PORT/PATH" end
   local authority = url:match("^ws://([^/?#]+)")
   if not authority or authority:find("@") then return nil, "the target must be a ws:// URL" end

@@ -174,7 +174,10 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
     }
     if (status < 0 || !res) {
         uv_freeaddrinfo(res);
-        client_failed(c, status < 0 ? uv_strerror(status) : "no address");
+        char why[160];
+        snprintf(why, sizeof why, "cannot resolve host '%.100s': %s", cl->host,
+                 status < 0 ? uv_strerror(status) : "no address");
+        client_failed(c, why);
         return;
     }
     cl->connect.data = c;

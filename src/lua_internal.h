@@ -27,6 +27,7 @@
 #define SOCKET_MT "luaws.socket"
 #define BUFFER_MT "luaws.buffer"
 #define TIMER_MT "luaws.timer"
+#define REQUEST_MT "luaws.request"
 #define TASK_POOL_MAX 64
 
 typedef struct ltimer ltimer;

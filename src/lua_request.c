@@ -18,6 +18,8 @@ static void push_request(lua_host *h, conn *c, const http_request *req, bool upg
 {
     lua_State *L = h->L;
     lua_createtable(L, 0, 12);
+    /* request.query, parsed on first use (lua/luaws.lua fills __index). */
+    luaL_setmetatable(L, REQUEST_MT);
     lua_pushstring(L, req->method);
     lua_setfield(L, -2, "method");
     const char *q = memchr(req->url, '?', req->url_len);

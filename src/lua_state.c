@@ -132,6 +132,8 @@ static int luaopen_core(lua_State *L)
     lua_setfield(L, -2, "version");
     lt_register(L);
     lp_register(L);
+    luaL_newmetatable(L, REQUEST_MT);   /* request tables' (lua/luaws.lua: query) */
+    lua_setfield(L, -2, "request_mt");
     ls_register(L);
     lua_getfield(L, LUA_REGISTRYINDEX, "luaws.socket_methods");
     lua_setfield(L, -2, "socket_methods");
@@ -161,11 +163,32 @@ static void set_package_path(lua_State *L)
     exe[n] = '\0';
     char *slash = strrchr(exe, '/');
     if (slash) *slash = '\0';
+    const char *env = getenv("LUAWS_PATH");
     lua_getglobal(L, "package");
     lua_getfield(L, -1, "path");
-    lua_pushfstring(L, "%s/lua/?.lua;%s/../share/luaws/lua/?.lua;%s", exe, exe, lua_tostring(L, -1));
+    lua_pushfstring(L, "%s%s%s/lua/?.lua;%s/../share/luaws/lua/?.lua;%s", env ? env : "", env ? "/?.lua;" : "",
+                    exe, exe, lua_tostring(L, -1));
     lua_setfield(L, -3, "path");
     lua_pop(L, 2);
+}
+
+/* The Lua half of luaws is missing: one line saying where it was looked for. */
+static char *missing_lua_half(void)
+{
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n < 0) n = 0;
+    exe[n] = '\0';
+    char *slash = strrchr(exe, '/');
+    if (slash) *slash = '\0';
+    const char *env = getenv("LUAWS_PATH");
+    char msg[PATH_MAX * 3 + 256];
+    snprintf(msg, sizeof msg,
+             "the Lua half of luaws (luaws/loader.lua) is not in %s%s%s/lua nor in %s/../share/luaws/lua: "
+             "keep the binary beside its lua/ directory, run make install, or set LUAWS_PATH to the directory "
+             "holding luaws.lua",
+             env ? env : "", env ? " (LUAWS_PATH), " : "", exe, exe);
+    return xstrdup(msg);
 }
 
 static char *dup_error(const char *msg)
@@ -286,7 +309,8 @@ static void *lh_create(server *srv, const char *script, char **err)
     lua_getglobal(L, "require");
     lua_pushliteral(L, "luaws.loader");
     if (lua_pcall(L, 1, 1, -3) != LUA_OK) {
-        *err = dup_error(lua_tostring(L, -1));
+        const char *msg = lua_tostring(L, -1);
+        *err = msg && strstr(msg, "module 'luaws.loader' not found") ? missing_lua_half() : dup_error(msg);
         lh_destroy(h);
         return NULL;
     }

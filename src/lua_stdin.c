@@ -16,6 +16,11 @@ typedef struct stdin_reader {
     lua_host *host;
     int fn_ref;
     bytes line;              /* a line not finished yet */
+    /* A file or device (</dev/null, <file), which epoll cannot watch:
+     * read in libuv's thread pool instead. */
+    bool is_file;
+    uv_fs_t req;
+    char fbuf[16 * 1024];
 } stdin_reader;
 
 static void call_fn(stdin_reader *r, const char *line, size_t len)
@@ -44,17 +49,49 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 
 static void append(bytes *b, const char *p, size_t n) { bytes_append(b, p, n); }
 
+/* The end of input: the last unfinished line, then nil. */
+static void finish(stdin_reader *r)
+{
+    if (r->line.len) call_fn(r, (const char *)r->line.data, r->line.len);
+    call_fn(r, NULL, 0);
+    luaL_unref(r->host->L, LUA_REGISTRYINDEX, r->fn_ref);
+}
+
+static void lines(stdin_reader *r, const char *p, const char *end);
+
 static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 {
     stdin_reader *r = st->data;
     if (nread < 0) {
-        if (r->line.len) call_fn(r, (const char *)r->line.data, r->line.len);
-        call_fn(r, NULL, 0);
-        luaL_unref(r->host->L, LUA_REGISTRYINDEX, r->fn_ref);
+        finish(r);
         uv_close((uv_handle_t *)st, on_stdin_closed);
         return;
     }
-    const char *p = buf->base, *end = buf->base + nread;
+    lines(r, buf->base, buf->base + nread);
+}
+
+static void on_fs_read(uv_fs_t *req)
+{
+    stdin_reader *r = req->data;
+    ssize_t n = req->result;
+    uv_fs_req_cleanup(req);
+    if (n <= 0) {
+        finish(r);
+        free(r->line.data);
+        free(r);
+        return;
+    }
+    lines(r, r->fbuf, r->fbuf + n);
+    uv_buf_t b = uv_buf_init(r->fbuf, sizeof r->fbuf);
+    if (uv_fs_read(r->host->srv->loop, &r->req, 0, &b, 1, -1, on_fs_read) < 0) {
+        finish(r);
+        free(r->line.data);
+        free(r);
+    }
+}
+
+static void lines(stdin_reader *r, const char *p, const char *end)
+{
     while (p < end) {
         const char *nl = memchr(p, '\n', (size_t)(end - p));
         if (!nl) {
@@ -79,7 +116,22 @@ static int l_read_stdin(lua_State *L)
     if (!r) return luaL_error(L, "out of memory");
     r->host = h;
     int err;
-    if (uv_guess_handle(0) == UV_TTY) err = uv_tty_init(h->srv->loop, &r->h.tty, 0, 1);
+    uv_handle_type type = uv_guess_handle(0);
+    if (type == UV_FILE || type == UV_UNKNOWN_HANDLE) {
+        lua_pushvalue(L, 1);
+        r->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+        r->is_file = true;
+        r->req.data = r;
+        uv_buf_t b = uv_buf_init(r->fbuf, sizeof r->fbuf);
+        err = uv_fs_read(h->srv->loop, &r->req, 0, &b, 1, -1, on_fs_read);
+        if (err < 0) {
+            luaL_unref(L, LUA_REGISTRYINDEX, r->fn_ref);
+            free(r);
+            return luaL_error(L, "cannot read standard input: %s", uv_strerror(err));
+        }
+        return 0;
+    }
+    if (type == UV_TTY) err = uv_tty_init(h->srv->loop, &r->h.tty, 0, 1);
     else if ((err = uv_pipe_init(h->srv->loop, &r->h.pipe, 0)) == 0) err = uv_pipe_open(&r->h.pipe, 0);
     if (err) {
         free(r);
@@ -117,9 +169,17 @@ static int l_exit(lua_State *L)
     return 0;
 }
 
+/* core.isatty(fd): is it a terminal (colors in luaws client)? */
+static int l_isatty(lua_State *L)
+{
+    lua_pushboolean(L, isatty((int)luaL_checkinteger(L, 1)));
+    return 1;
+}
+
 void ls_register(lua_State *L)
 {
     static const luaL_Reg fns[] = {
+        {"isatty", l_isatty},
         {"read_stdin", l_read_stdin},
         {"exit", l_exit},
         {NULL, NULL},

@@ -253,7 +253,14 @@ static int l_subscribers(lua_State *L)
     size_t len;
     const char *name = luaL_checklstring(L, 1, &len);
     struct topic *t = find(L, name, len);
-    lua_pushinteger(L, t ? (lua_Integer)t->n : 0);
+    /* Sockets closing (the handshake begun, on_close queued) get nothing
+     * more: they do not count. */
+    lua_Integer n = 0;
+    for (size_t i = 0; t && i < t->n; i++) {
+        lsocket *ls = lh_socket_of(t->subs[i]);
+        if (ws_is_open(t->subs[i]) && (!ls || !ls->close_queued)) n++;
+    }
+    lua_pushinteger(L, n);
     return 1;
 }
 

@@ -5,6 +5,7 @@
 #include "reload.h"
 #include "workers.h"
 #include "version.h"
+#include "xalloc.h"
 #include <lua.h>
 #include <errno.h>
 #include <getopt.h>
@@ -378,7 +379,7 @@ static enum parse_result parse_options(cli *c, int argc, char **argv)
         }
     }
     if (optind != argc - 1) {
-        if (c->client) fprintf(stderr, "usage: luaws client [options] ws://HOST:PORT/PATH\n");
+        if (c->client) fprintf(stderr, "usage: luaws client [options] ws://HOST:PORT/PATH (luaws client --help)\n");
         else fprintf(stderr, optind == argc ? "luaws: no script given\n" : "luaws: one script only\n");
         if (!c->client) usage(stderr);
         return PARSE_USAGE;
@@ -487,6 +488,92 @@ static int serve(cli *c)
     return code;
 }
 
+static void client_usage(FILE *out)
+{
+    fprintf(out,
+        "usage: luaws client [options] ws://HOST[:PORT]/PATH (or wss://)\n"
+        "\n"
+        "An interactive WebSocket client: each line read is sent as a text message,\n"
+        "each message received is printed on a line (binary ones as hex). Lines\n"
+        "starting with / are commands: /ping [data], /close [code [reason]],\n"
+        "/binary HEX; //text sends /text.\n"
+        "\n"
+        "options:\n"
+        "  -s, --subprotocol NAME  offer this subprotocol (repeatable)\n"
+        "  -H, --header 'N: V'     send this header with the upgrade request (repeatable)\n"
+        "  -x, --execute MESSAGE   send MESSAGE once connected (repeatable), then close\n"
+        "                          after --wait seconds, or after --count messages\n"
+        "  -w, --wait SECONDS      after -x, or at the end of input: wait this long for\n"
+        "                          messages before closing (default 2 with -x, else 0)\n"
+        "  -n, --count N           close once N messages have been received\n"
+        "  -b, --binary            lines read are hex digits, sent as binary messages\n"
+        "  -P, --show-ping-pong    show pings and pongs received\n"
+        "      --no-color          no colors in the notes on standard error\n"
+        "  -h, --help              show this help\n"
+        "  server options such as --max-message, --deflate off and --log-level apply too\n"
+        "\n"
+        "exit status: 0 after a normal close (1000 or 1001), 1 after any other close code\n"
+        "(the server's 1011, say), 2 for a usage error, a refused handshake or a\n"
+        "connection that could not be made.\n");
+}
+
+/* `luaws client`: its own options go to lua/luaws/client.lua, one per line
+ * ("s\tchat.v2") in LUAWS_CLIENT_OPTS; the rest are the server's options.
+ * Returns the new argc, or -1 (usage printed; *code set). */
+static int take_client_options(int argc, char **argv, int *code)
+{
+    static const struct {
+        const char *s, *l;
+        bool arg;
+    } opts[] = {
+        {"-s", "--subprotocol", true}, {"-H", "--header", true}, {"-x", "--execute", true},
+        {"-w", "--wait", true}, {"-n", "--count", true}, {"-b", "--binary", false},
+        {"-P", "--show-ping-pong", false}, {NULL, "--no-color", false},
+    };
+    size_t cap = 1, len = 0;
+    for (int i = 1; i < argc; i++) cap += strlen(argv[i]) + 4;
+    char *buf = xmalloc(cap);
+    buf[0] = '\0';
+    int out = 1;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+            client_usage(stdout);
+            free(buf);
+            *code = EXIT_OK;
+            return -1;
+        }
+        size_t k, n = sizeof opts / sizeof opts[0];
+        const char *value = NULL;
+        for (k = 0; k < n; k++) {
+            size_t ll = strlen(opts[k].l);
+            if ((opts[k].s && strcmp(a, opts[k].s) == 0) || strcmp(a, opts[k].l) == 0) break;
+            if (opts[k].arg && strncmp(a, opts[k].l, ll) == 0 && a[ll] == '=') {
+                value = a + ll + 1;
+                break;
+            }
+        }
+        if (k == n) {
+            argv[out++] = argv[i];
+            continue;
+        }
+        if (opts[k].arg && !value) {
+            if (i + 1 >= argc) {
+                fprintf(stderr, "luaws client: %s needs a value (see luaws client --help)\n", a);
+                free(buf);
+                *code = EXIT_USAGE;
+                return -1;
+            }
+            value = argv[++i];
+        }
+        len += (size_t)sprintf(buf + len, "%s\t%s\n", opts[k].l + 2, value ? value : "");
+    }
+    setenv("LUAWS_CLIENT_OPTS", buf, 1);
+    free(buf);
+    argv[out] = NULL;
+    return out;
+}
+
 /* luaws test: busted in the binary's own Lua state, on a server with no
  * listening socket and the spec's clock (lua/luaws/test.lua). Every
  * argument is busted's. LUAWS_TEST_LOG sets the log level (default error). */
@@ -533,7 +620,9 @@ int main(int argc, char **argv)
         c.client = true;
         argv++;
         argc--;
-        c.cfg.log_level = LOG_WARN;
+        c.cfg.log_level = LOG_ERROR;   /* the client says what went wrong itself */
+        int code;
+        if ((argc = take_client_options(argc, argv, &code)) < 0) return code;
     }
     switch (parse_options(&c, argc, argv)) {
     case PARSE_EXIT_OK: return EXIT_OK;

@@ -58,7 +58,20 @@ static void on_error(void *user, uint16_t code, const char *why)
 static bool admit(conn *c, size_t wire)
 {
     if (conn_backlog(c) + wire <= c->srv->cfg->max_backpressure) return true;
-    ws_abort(c, WS_CLOSE_POLICY, "send queue over the --max-backpressure limit (slow reader)");
+    /* The close frame (small, exempt from the cap) still goes, behind the
+     * queue: a reader that catches up learns why; one that does not is cut
+     * by the close timeout. */
+    static const char why[] = "send queue over the --max-backpressure limit (slow reader)";
+    if (ws_is_open(c) && !conn_is_dead(c)) {
+        log_warn("conn %llu: %s, closing with %u", (unsigned long long)c->id, why, WS_CLOSE_POLICY);
+        c->srv->host->error(c->srv->host_ud, c, why);
+        ws_close(c, WS_CLOSE_POLICY, "slow reader: send queue over the limit", 38);
+        /* For the host it is over now, with the real reason. */
+        wss_record_close(&c->ws, WS_CLOSE_POLICY, why, sizeof why - 1);
+        conn_tell_close(c);
+    } else {
+        ws_abort(c, WS_CLOSE_POLICY, why);
+    }
     return false;
 }
 
