@@ -191,8 +191,11 @@ static void on_coalesced(uv_timer_t *t)
     for (size_t i = 0; i < r->nfiles; i++) {
         struct stat st;
         bool exists = stat(r->files[i].path, &st) == 0;
-        /* A file that is gone for now (mid-rename) is not a change yet. */
+        /* A file that is gone for now (mid-rename) is not a change yet. In
+         * directory mode a file still gone after the coalescing delay was
+         * deleted: its route goes (loading the rest again). */
         if (exists && (!r->files[i].exists || !same_stat(&st, &r->files[i].st))) changed = true;
+        if (!exists && r->files[i].exists && r->dir_mode) changed = true;
     }
     /* After a failed load, a new .lua file beside the script may be the
      * missing module: try again. */
