@@ -155,14 +155,20 @@ int lh_traceback(lua_State *L)
 /* Lua modules live in lua/ beside the binary (a source tree) or in
  * ../share/luaws/lua (an installed tree). A script's neighbours are found
  * by luaws.loader, which tracks them for hot reload. */
-static void set_package_path(lua_State *L)
+/* The directory of the running binary. */
+static void exe_dir(char *exe, size_t size)
 {
-    char exe[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    ssize_t n = readlink("/proc/self/exe", exe, size - 1);
     if (n < 0) n = 0;
     exe[n] = '\0';
     char *slash = strrchr(exe, '/');
     if (slash) *slash = '\0';
+}
+
+static void set_package_path(lua_State *L)
+{
+    char exe[PATH_MAX];
+    exe_dir(exe, sizeof exe);
     const char *env = getenv("LUAWS_PATH");
     lua_getglobal(L, "package");
     lua_getfield(L, -1, "path");
@@ -176,11 +182,7 @@ static void set_package_path(lua_State *L)
 static char *missing_lua_half(void)
 {
     char exe[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n < 0) n = 0;
-    exe[n] = '\0';
-    char *slash = strrchr(exe, '/');
-    if (slash) *slash = '\0';
+    exe_dir(exe, sizeof exe);
     const char *env = getenv("LUAWS_PATH");
     char msg[PATH_MAX * 3 + 256];
     snprintf(msg, sizeof msg,

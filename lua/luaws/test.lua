@@ -285,25 +285,22 @@ function Peer:expect_close(code, timeout)
   return self.close_code, self.close_reason
 end
 
---- Waits for the pong answering our ping; returns its data.
-function Peer:expect_pong(timeout)
-  local item = wait_for(function() return take(self.inbox, function(i) return i.kind == "pong" end) end, timeout)
+-- Waits for an item of a kind (not a message): "pong", "ping", "connect",
+-- "disconnect"; fails at the caller's caller with what, else returns it.
+local function expect_kind(self, kind, what, timeout)
+  local item = wait_for(function() return take(self.inbox, function(i) return i.kind == kind end) end, timeout)
   if not item then
-    fail(string.format("%s: expected a pong within %gs; received %s", self.kind, timeout or M.timeout,
-      show_list(self.inbox)), 2)
+    fail(string.format("%s: expected %s within %gs; received %s", self.kind, what, timeout or M.timeout,
+      show_list(self.inbox)), 3)
   end
-  return item.value
+  return item
 end
 
+--- Waits for the pong answering our ping; returns its data.
+function Peer:expect_pong(timeout) return expect_kind(self, "pong", "a pong", timeout).value end
+
 --- With {pong = false}: waits for a ping from the other side; returns its data.
-function Peer:expect_ping(timeout)
-  local item = wait_for(function() return take(self.inbox, function(i) return i.kind == "ping" end) end, timeout)
-  if not item then
-    fail(string.format("%s: expected a ping within %gs; received %s", self.kind, timeout or M.timeout,
-      show_list(self.inbox)), 2)
-  end
-  return item.value
-end
+function Peer:expect_ping(timeout) return expect_kind(self, "ping", "a ping", timeout).value end
 
 --- Everything received so far, in order ({kind=, value=} items).
 function Peer:history() return self.seen end
@@ -339,6 +336,17 @@ local function query_string(q)
   return table.concat(parts, "&")
 end
 
+-- Loads the script under test (its load error is raised at the spec's
+-- line) and returns the request path with opts.path and opts.query.
+local function target(script, opts)
+  local ok, err = pcall(core.test_use, script)
+  if not ok then error(err, 3) end
+  local path = opts.path or "/"
+  local q = query_string(opts.query)
+  if q and q ~= "" then path = path .. (path:find("?", 1, true) and "&" or "?") .. q end
+  return path
+end
+
 --- Connects a client to script (a path, loaded once per test) or to a
 --- handler (a function or a listener table). opts: path, query (string or
 --- table), headers, origin, protocols, deflate (default true), pong
@@ -346,18 +354,9 @@ end
 --- Returns the client: c.accepted, c.status, c.headers, c.body,
 --- c.protocol, and the methods above. A refused upgrade is not an error:
 --- c.accepted is false and c.status, c.body say why.
--- The script under test; its load error is raised at the spec's line.
-local function use(script, level)
-  local ok, err = pcall(core.test_use, script)
-  if not ok then error(err, level + 1) end
-end
-
 function M.connect(script, opts)
   opts = opts or {}
-  use(script, 2)
-  local path = opts.path or "/"
-  local q = query_string(opts.query)
-  if q and q ~= "" then path = path .. (path:find("?", 1, true) and "&" or "?") .. q end
+  local path = target(script, opts)
   local headers = {}
   for k, v in pairs(opts.headers or {}) do headers[k] = v end
   if opts.origin then headers.Origin = opts.origin end
@@ -382,10 +381,7 @@ end
 --- headers, body.
 function M.request(script, opts)
   opts = opts or {}
-  use(script, 2)
-  local path = opts.path or "/"
-  local q = query_string(opts.query)
-  if q and q ~= "" then path = path .. (path:find("?", 1, true) and "&" or "?") .. q end
+  local path = target(script, opts)
   local lines = { (opts.method or "GET") .. " " .. path .. " HTTP/1.1", "Host: luaws.test" }
   for k, v in pairs(opts.headers or {}) do lines[#lines + 1] = k .. ": " .. tostring(v) end
   if opts.body then lines[#lines + 1] = "Content-Length: " .. #opts.body end
@@ -471,22 +467,13 @@ end
 
 --- Waits until the script has connected (once more); returns the request.
 function Remote:expect_connect(timeout)
-  local item = wait_for(function() return take(self.inbox, function(i) return i.kind == "connect" end) end, timeout)
-  if not item then
-    fail(string.format("%s: expected the script to connect within %gs; received %s", self.kind,
-      timeout or M.timeout, show_list(self.inbox)), 2)
-  end
+  expect_kind(self, "connect", "the script to connect", timeout)
   return self.peers[#self.peers].request
 end
 
 --- Waits until a connection of the script to this remote closed; returns its code.
 function Remote:expect_disconnect(timeout)
-  local item = wait_for(function() return take(self.inbox, function(i) return i.kind == "disconnect" end) end, timeout)
-  if not item then
-    fail(string.format("%s: expected a connection to close within %gs; received %s", self.kind,
-      timeout or M.timeout, show_list(self.inbox)), 2)
-  end
-  return item.value
+  return expect_kind(self, "disconnect", "a connection to close", timeout).value
 end
 
 ---------------------------------------------------------------------------
