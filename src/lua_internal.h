@@ -195,7 +195,7 @@ extern const luaL_Reg lh_core_socket_fns[];
 /* Makes c's socket from the request (below) and listener (top); pops both. */
 lsocket *lh_socket_new(lua_host *h, conn *c);
 void lh_socket_attach(lsocket *ls, conn *c);
-void lh_push_socket(lua_host *h, const lsocket *ls);
+static inline void lh_push_socket(lua_host *h, const lsocket *ls) { lua_rawgeti(h->L, LUA_REGISTRYINDEX, ls->ref); }
 void lh_set_protocol(lua_host *h, lsocket *ls, const char *protocol);
 /* Queues an event of ls (dropped after on_close); lh_settle runs it. */
 void lh_socket_defer(lsocket *ls, lua_event *ev);

@@ -297,7 +297,6 @@ void lh_socket_metatables(lua_State *L)
 
 /* ---- the socket object ---- */
 
-void lh_push_socket(lua_host *h, const lsocket *ls) { lua_rawgeti(h->L, LUA_REGISTRYINDEX, ls->ref); }
 
 /* Makes a socket from the request (below) and listener (top), pops both
  * and leaves the socket referenced from the registry. May raise (memory):
