@@ -226,8 +226,14 @@ static void on_write(uv_write_t *req, int status)
         c->last_seen = server_now(c->srv);
         c->ping_sent = false;
     }
-    if (c->queued < c->srv->cfg->write_high_water && c->queued + w_len >= c->srv->cfg->write_high_water)
+    if (c->queued < c->srv->cfg->write_high_water && c->queued + w_len >= c->srv->cfg->write_high_water) {
+        if (c->output_paused) {
+            c->output_paused = false;
+            conn_resume(c);
+            return;
+        }
         c->srv->host->writable(c->srv->host_ud, c);
+    }
 }
 
 int conn_write(conn *c, const uint8_t *hdr, size_t hlen, const uint8_t *data, size_t len,

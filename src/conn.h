@@ -90,6 +90,7 @@ struct conn {
     bool paused;              /* input stopped while an event is suspended */
     bool close_after_write;   /* HTTP: a plain response with Connection: close */
     bool corked;              /* replies collect in the cork (a batch of input is processed) */
+    bool output_paused;       /* HTTP: reading stopped until the answers queued drain */
     bool instrument;          /* luaws test: a spec's own end (its client, a fake remote): no automatic pings */
     char peer[64];
     uint64_t deadline;        /* HTTP: the request must be complete by then (loop ms) */

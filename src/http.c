@@ -108,6 +108,7 @@ static int on_header_value(http_parser *p, const char *at, size_t n)
 static int on_headers_complete(http_parser *p)
 {
     http_reader *r = reader_of(p);
+    r->head_done = true;
     finish_header(r);
     http_request *q = &r->req;
     q->method = strdup(http_method_str((enum http_method)p->method));
@@ -200,7 +201,26 @@ void http_reader_reset(http_reader *r)
 
 enum http_read_status http_reader_feed(http_reader *r, const char *data, size_t len, size_t *used)
 {
-    size_t n = http_parser_execute(&r->parser, &settings, data, len);
+    size_t n;
+    if (!r->head_done && len) {
+        /* Every byte of the head counts (colons, line ends, whitespace,
+         * empty headers): the parser gets no more than the limit (and the
+         * blank line ending the head) until the head is complete. */
+        size_t cap = r->max_header_bytes + 4;
+        size_t room = r->head_bytes < cap ? cap - r->head_bytes : 0;
+        n = http_parser_execute(&r->parser, &settings, data, len < room ? len : room);
+        r->head_bytes += n;
+        if (!r->head_done && !r->done && HTTP_PARSER_ERRNO(&r->parser) == HPE_OK) {
+            *used = n;
+            if (r->head_bytes < cap) return HTTP_NEED_MORE;
+            r->error_status = 431;
+            return HTTP_FAILED;
+        }
+        if (!r->done && HTTP_PARSER_ERRNO(&r->parser) == HPE_OK && n < len)
+            n += http_parser_execute(&r->parser, &settings, data + n, len - n);
+    } else {
+        n = http_parser_execute(&r->parser, &settings, data, len);
+    }
     enum http_errno err = HTTP_PARSER_ERRNO(&r->parser);
     *used = n;
     if (r->done) {

@@ -46,6 +46,8 @@ typedef struct http_reader {
     size_t value_len;
     bool in_value;
     bool done;
+    bool head_done;       /* the request line and headers are complete */
+    size_t head_bytes;    /* bytes of the head fed so far (every byte: 431 beyond the limit) */
     size_t header_bytes;  /* bytes of request line + headers so far */
     size_t max_header_bytes;
     size_t max_body;

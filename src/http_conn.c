@@ -28,6 +28,20 @@ static void respond_refusal(conn *c, int status, const char *why)
 
 static size_t http_feed(conn *c, uint8_t *buf, size_t len)
 {
+    /* A client that sends requests faster than it reads the answers: past
+     * --high-water bytes of answers waiting, read no more requests until
+     * the queue drains (conn.c resumes us), as nginx does. */
+    size_t limit = c->srv->cfg->write_high_water;
+    if (conn_backlog(c) >= limit) {
+        if (c->cork.len) conn_uncork(c);
+        if (c->queued >= limit) {
+            log_debug("conn %llu: %zu bytes of answers unread, reading no more requests for now",
+                      (unsigned long long)c->id, c->queued);
+            c->output_paused = true;
+            conn_pause(c);
+            return 0;
+        }
+    }
     size_t n;
     enum http_read_status st = http_reader_feed(c->http, (char *)buf, len, &n);
     if (st == HTTP_FAILED) {

@@ -111,6 +111,7 @@ struct lua_host {
     size_t mem, mem_limit;
     int depth;               /* nesting of resume/pcall into Lua */
     uint64_t deadline;       /* uv_hrtime() ns; 0: none */
+    bool stopped;            /* the running code was stopped by --script-timeout */
     /* Events raised while Lua ran: sockets with queued events, and
      * callbacks of no socket (send callbacks), run by lh_settle. */
     lsocket *ready, *ready_tail;
@@ -157,6 +158,9 @@ void lh_setup_loader(lua_host *h);   /* where h->script's own modules are */
 void lh_hook(lua_State *L, lua_Debug *ar); /* --script-timeout */
 void lh_enter(lua_host *h);           /* around every entry into Lua code */
 void lh_leave(lua_host *h);
+/* After an entry failed (its frames gone): a full collection if it ran out
+ * of memory or was stopped for time. */
+void lh_collect_stopped(lua_host *h, bool out_of_memory);
 task *lh_current_task(lua_State *L);
 /* Runs fn(args...) from the top of the main stack in a task owned by ls
  * (may be NULL). Call only when lh_can_run(h, ls). */

@@ -279,6 +279,7 @@ static void request(lua_host *h, conn *c, const http_request *req)
     if (status != LUA_OK) {
         respond_500(c, lua_tostring(L, -1));
         lua_settop(L, base);
+        lh_collect_stopped(h, status == LUA_ERRMEM);
         return;
     }
     int resp = lua_gettop(L);

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/stat.h>
 
 static void *l_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 {
@@ -112,11 +113,22 @@ static int l_loading(lua_State *L)
     return 1;
 }
 
+/* core.file_type(path) -> "file", "directory", "other" (a FIFO, a device),
+ * or nil: asked without opening, which would block on a FIFO. */
+static int l_file_type(lua_State *L)
+{
+    struct stat st;
+    if (stat(luaL_checkstring(L, 1), &st) != 0) return 0;
+    lua_pushstring(L, S_ISREG(st.st_mode) ? "file" : S_ISDIR(st.st_mode) ? "directory" : "other");
+    return 1;
+}
+
 static int luaopen_core(lua_State *L)
 {
     static const luaL_Reg fns[] = {
         {"log", l_log},
         {"loading", l_loading},
+        {"file_type", l_file_type},
         {"scandir", l_scandir},
         {NULL, NULL},
     };

@@ -24,6 +24,7 @@ void lh_hook(lua_State *L, lua_Debug *ar)
         /* From now on every instruction fails, so a pcall in the runaway
          * code cannot swallow the error: it escapes at the next step. */
         lua_sethook(L, lh_hook, LUA_MASKCOUNT, 1);
+        h->stopped = true;
         luaL_error(L, "script timeout: ran for over %d ms (--script-timeout)",
                    (int)h->srv->cfg->script_timeout_ms);
     }
@@ -41,6 +42,14 @@ void lh_enter(lua_host *h)
 void lh_leave(lua_host *h)
 {
     if (--h->depth == 0) h->deadline = 0;
+}
+
+void lh_collect_stopped(lua_host *h, bool out_of_memory)
+{
+    /* What a runaway allocated is garbage now that its frames are gone:
+     * collect it before anything else runs under --script-memory. */
+    if (out_of_memory || h->stopped) lua_gc(h->L, LUA_GCCOLLECT, 0);
+    h->stopped = false;
 }
 
 
@@ -308,7 +317,7 @@ static void on_task_error(task *t, lua_State *co, int status)
     /* Drop the dead coroutine's frames now, so that what they held (a
      * runaway allocation, say) can be collected before on_error runs. */
     lua_resetthread(co);
-    if (status == LUA_ERRMEM) lua_gc(L, LUA_GCCOLLECT, 0);
+    lh_collect_stopped(h, status == LUA_ERRMEM);
     size_t len;
     const char *msg = lua_tolstring(L, -1, &len);
     /* The error value itself (or the message, without the traceback) is

@@ -66,7 +66,9 @@ bool static_serve(conn *c, const char *dir, const http_request *req)
     char rel[1024], path[2048];
     if (!safe_path(req->url, req->url_len, rel, sizeof rel)) return false;
     snprintf(path, sizeof path, "%s%s%s", dir, rel, rel[strlen(rel) - 1] == '/' ? "index.html" : "");
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: a named pipe must not block the worker (it is no regular
+     * file and gets no answer from here anyway). */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) return false;
     struct stat st;
     if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || (size_t)st.st_size > MAX_STATIC_FILE) {

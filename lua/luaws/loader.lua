@@ -12,13 +12,18 @@ local env                -- the environment of the version being loaded
 -- Finds the script's own modules; placed before Lua's own searchers.
 local function searcher(name)
   local pattern = dir .. "/?.lua;" .. dir .. "/?/init.lua"
-  local path = package.searchpath(name, pattern)
+  -- Like package.searchpath, but by stat: opening a FIFO would block.
+  local file, path = name:gsub("%.", "/"), nil
+  for candidate in pattern:gmatch("[^;]+") do
+    local p = candidate:gsub("%?", file)
+    if not path and core.file_type(p) then path = p end
+  end
   if not path then
-    local file = name:gsub("%.", "/")
     for candidate in pattern:gmatch("[^;]+") do missing[#missing + 1] = (candidate:gsub("%?", file)) end
     return "\n\tno module '" .. name .. "' beside the script in " .. dir
   end
   own[name] = path   -- watched even if broken: fixing it must reload
+  if core.file_type(path) ~= "file" then error(path .. ": not a regular file (a FIFO or a device?)", 0) end
   local chunk, err = loadfile(path, "bt", env)
   if not chunk then error(err, 0) end
   return chunk, path
@@ -30,13 +35,7 @@ local searcher_installed = false
 --- luaws test: the text of the next load of the script itself (t.reload(text)).
 M.source = nil
 
-local function is_dir(path)
-  local f = io.open(path, "r")
-  if not f then return false end
-  local ok, _, code = f:read(0)
-  f:close()
-  return not ok and code == 21   -- EISDIR
-end
+local function is_dir(path) return core.file_type(path) == "directory" end
 
 function M.setup(script, opts)
   options = opts or {}
@@ -56,6 +55,11 @@ end
 -- and a message with file:line.
 local function load_file(path)
   local chunk, err
+  local kind = core.file_type(path)
+  if kind ~= "file" and not M.source then
+    -- Opening a FIFO would block the worker until someone writes to it.
+    return nil, path .. (kind and ": not a regular file (a FIFO or a device?)" or ": no such file")
+  end
   if M.source then
     chunk, err = load(M.source, "@" .. path .. " (reloaded text)", "t", env)
     M.source = nil
