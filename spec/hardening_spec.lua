@@ -121,4 +121,102 @@ describe("hardening", function()
     assert.equal(200, status("GET /x HTTP/1.1\r\nHost: a\r\n" .. string.rep("a:\r\n", 100) .. "\r\n"))
     srv:stop()
   end)
+
+  it("risk: --max-buffered-total caps the incomplete messages of all sockets; the biggest holder gets 1009", function()
+    local srv = H.start { script = "scripts/echo.lua", args = { "--max-buffered-total", "3000000" } }
+    local before = rss_kb(srv.pid)
+    local a, b = H.open(srv), H.open(srv)
+    H.read(a) H.read(b)                                   -- the greetings
+    a:send_frame { opcode = 2, fin = false, payload = string.rep("a", 1000000) }
+    b:send_frame { opcode = 2, fin = false, payload = string.rep("b", 1500000) }
+    assert.equal(200, plain_get(srv, "/x").status)        -- both fragments are in
+    a:send_frame { opcode = 0, fin = false, payload = string.rep("a", 1000000) }
+    -- b holds the most (2 MiB of buffer): it is cut, with a 1009 close frame
+    -- (which b may not get to read: TCP is reset under its unread data)
+    local data, kind = b:read_message()
+    if kind == "close" then assert.equal(1009, data:byte(1) * 256 + data:byte(2))
+    else assert.truthy(kind == "closed" or tostring(kind):find("reset"), tostring(kind)) end
+    srv:wait_log("holds %d+ bytes of an incomplete message; the worker holds %d+ %(%-%-max%-buffered%-total 3000000%)")
+    srv:wait_log("closing with 1009")
+    -- a goes on
+    a:send_frame { opcode = 0, fin = true, payload = "!" }
+    assert.equal(2000001, #(H.read(a)))
+    assert.truthy(rss_kb(srv.pid) - before < 32 * 1024)
+    srv:stop()
+  end)
+
+  it("risk: --static serves neither hidden files nor links out of its directory, unless told to", function()
+    local dir = server.tmpdir()
+    os.execute("mkdir -p " .. quote(dir .. "/www/.git") .. " && echo secret > " .. quote(dir .. "/www/.git/config")
+      .. " && echo secret > " .. quote(dir .. "/www/.env") .. " && echo outside > " .. quote(dir .. "/outside.txt")
+      .. " && ln -s " .. quote(dir .. "/outside.txt") .. " " .. quote(dir .. "/www/link.txt")
+      .. " && echo inside > " .. quote(dir .. "/www/in.txt") .. " && ln -s in.txt " .. quote(dir .. "/www/inlink.txt"))
+    local srv = H.start { script = "scripts/echo.lua", args = { "--static", dir .. "/www" } }
+    assert.equal("inside\n", plain_get(srv, "/in.txt").body)
+    assert.equal("inside\n", plain_get(srv, "/inlink.txt").body)     -- a link that stays inside
+    for _, path in ipairs { "/.git/config", "/.env", "/link.txt" } do
+      local res = plain_get(srv, path)
+      assert.falsy((res.body or ""):find("secret", 1, true) or (res.body or ""):find("outside", 1, true), path)
+    end
+    srv:wait_log("%-%-static refuses /%.env: a dotfile")
+    srv:wait_log("%-%-static refuses /link%.txt: a link out of the directory")
+    srv:stop()
+    srv = H.start { script = "scripts/echo.lua", args = { "--static", dir .. "/www", "--static-dotfiles", "--static-symlinks" } }
+    assert.equal("secret\n", plain_get(srv, "/.env").body)
+    assert.equal("outside\n", plain_get(srv, "/link.txt").body)
+    srv:stop()
+  end)
+
+  it("risk: --metrics-token keeps /metrics from anyone without the token", function()
+    local srv = H.start { script = "scripts/echo.lua", args = { "--metrics-token", "s3cret" } }
+    local function get(auth)
+      local c = assert(wsc.tcp(srv.host, srv.port))
+      c:send_raw("GET /metrics HTTP/1.1\r\nHost: a\r\n" .. (auth and ("Authorization: " .. auth .. "\r\n") or "") .. "\r\n")
+      local res = assert(c:read_response())
+      c:close()
+      return res
+    end
+    assert.equal(401, get(nil).status)
+    assert.equal(401, get("Bearer wrong").status)
+    local res = get("Bearer s3cret")
+    assert.equal(200, res.status)
+    assert.truthy(res.body:find("luaws_connections", 1, true))
+    srv:stop()
+  end)
+
+  it("2. pongs to a peer that does not read are coalesced: one, for the most recent ping, once the queue drains", function()
+    local srv = H.start { source = [[
+      local ws = require "luaws"
+      return { on_message = function(s, m)
+        if m == "fill" then   -- 40 MB queued at once (async sends): more than the kernel's buffers
+          local chunk = ws.buffer(string.rep("z", 1024 * 1024))
+          for _ = 1, 40 do s:send(chunk, function() end, function() end) end
+        else
+          s:send(m)
+        end
+      end } ]] }
+    local c = H.open(srv)
+    c:send_text("fill")
+    for i = 1, 1000 do c:ping("p" .. i) end
+    c:send_text("after the pings")
+    for _ = 1, 40 do
+      local data, kind = H.read(c)
+      assert.equal("binary", kind)
+    end
+    local pongs, text = {}, nil
+    repeat
+      local data, kind = H.read(c)
+      if kind == "pong" then pongs[#pongs + 1] = data else text = data end
+    until text
+    assert.equal("after the pings", text)
+    -- then the answer to the last ping only, once the queue drained (the
+    -- others were held and replaced)
+    local data, kind = H.read(c)
+    pongs[#pongs + 1] = kind == "pong" and data or kind
+    c:send_text("end")
+    assert.equal("end", (H.read(c)))
+    assert.same({ "p1000" }, pongs)
+    c:close(1000)
+    srv:stop()
+  end)
 end)

@@ -36,12 +36,16 @@ typedef struct config {
     size_t script_memory;          /* bytes the Lua state may use; 0: no limit */
     size_t max_connections;        /* 503 beyond */
     size_t max_backpressure;       /* queued bytes; 1008 beyond */
+    size_t max_buffered_total;     /* per worker, bytes in incomplete messages; the largest holder gets 1009 beyond */
     const char **origins;          /* allowed Origin values; NULL: any */
     size_t norigins;
     bool console;             /* GET / shows the browser console */
     bool strict;              /* unknown keys in listener/response tables are errors, not warnings */
     bool metrics;             /* GET /metrics answers Prometheus text */
+    const char *metrics_token;/* ... only with "Authorization: Bearer TOKEN" (implies metrics) */
     const char *static_dir;   /* plain GET/HEAD served from files here first */
+    bool static_dotfiles;     /* ... including hidden files (.git, .env) */
+    bool static_symlinks;     /* ... and links leading out of it */
     const char *redis_url;
     enum deflate_mode deflate;
     int deflate_level;

@@ -16,6 +16,12 @@
  * whatever the cork holds in front of them, in one writev. */
 #define CORK_COPY_MAX (4 * 1024)
 
+/* What one queued write costs beyond its bytes: the request, malloc's
+ * header and libuv's own bookkeeping. --max-backpressure counts it, so that
+ * a flood of tiny writes (pongs to a client that never reads) is bounded
+ * by memory, not by payload bytes. */
+#define WREQ_COST (sizeof(struct wreq) + 64)
+
 /* A queued write owns a copy of its bytes, right behind the request. */
 typedef struct wreq {
     uv_write_t req;
@@ -209,8 +215,8 @@ static void on_write(uv_write_t *req, int status)
     wreq *w = (wreq *)req;
     conn *c = w->c;
     c->srv->activity++;
-    size_t w_len = w->len;
-    c->queued -= w->len;
+    size_t w_len = w->len + WREQ_COST;
+    c->queued -= w_len;
     if (w->done) w->done(w->ud, status);
     if (w->shared) shared_frame_unref(w->shared);
     free(w);
@@ -226,6 +232,7 @@ static void on_write(uv_write_t *req, int status)
         c->last_seen = server_now(c->srv);
         c->ping_sent = false;
     }
+    if (c->queued == 0 && c->phase->drained) c->phase->drained(c);
     if (c->queued < c->srv->cfg->write_high_water && c->queued + w_len >= c->srv->cfg->write_high_water) {
         if (c->output_paused) {
             c->output_paused = false;
@@ -297,7 +304,7 @@ static int enqueue(conn *c, wreq *w, uint8_t *p, size_t n)
         free(w);
         return r;
     }
-    c->queued += n;
+    c->queued += n + WREQ_COST;
     return 0;
 }
 
@@ -434,6 +441,7 @@ static void on_closed(uv_handle_t *h)
     }
     free(c->pending);
     free(c->cork.data);
+    free(c->pong);
     wss_free(&c->ws);
     free(c->protocol);
     if (c->phase->release) c->phase->release(c);

@@ -49,6 +49,8 @@ typedef struct conn_phase {
     void (*secured)(conn *c);
     /* Optional: the connection is freed in this phase. */
     void (*release)(conn *c);
+    /* Optional: everything queued has been written. */
+    void (*drained)(conn *c);
 } conn_phase;
 
 /* The layer under a connection: plain TCP (conn.c) or TLS (conn_tls.c). */
@@ -111,7 +113,8 @@ struct conn {
     /* Writing. While a batch of input is processed, small frames collect in
      * the cork and go out in one write when the batch is done. */
     bytes cork;
-    size_t queued;            /* bytes handed to libuv, not yet written */
+    size_t queued;            /* bytes handed to libuv, not yet written, plus WREQ_COST per write */
+    uint8_t *pong;            /* a pong held back while the queue drains: [0] length, then payload */
 
     /* Topics this socket is subscribed to (lua_topic.c). */
     struct topic **topics;

@@ -125,6 +125,18 @@ static void begin(conn *c)
     conn_start_reading(c);
 }
 
+/* "Bearer TOKEN" with the right token, compared in constant time. */
+static bool bearer_ok(const char *value, const char *token)
+{
+    if (!value || strncasecmp(value, "Bearer ", 7) != 0) return false;
+    value += 7;
+    size_t n = strlen(token);
+    if (strlen(value) != n) return false;
+    unsigned char diff = 0;
+    for (size_t i = 0; i < n; i++) diff |= (unsigned char)(value[i] ^ token[i]);
+    return diff == 0;
+}
+
 /* A whole request was read (see server.h). */
 void http_conn_request(conn *c)
 {
@@ -158,14 +170,23 @@ void http_conn_request(conn *c)
     const config *cfg = c->srv->cfg;
     if (!wants_ws && cfg->metrics && strcmp(req->method, "GET") == 0 &&
         strncmp(req->url, "/metrics", 8) == 0 && (req->url[8] == '\0' || req->url[8] == '?')) {
+        if (cfg->metrics_token && !bearer_ok(http_header_get(req, "authorization"), cfg->metrics_token)) {
+            log_warn("conn %llu: /metrics without the right token (--metrics-token), answering 401",
+                     (unsigned long long)c->id);
+            static const char www[] = "WWW-Authenticate: Bearer realm=\"luaws metrics\"\r\n";
+            static const char body[] = "401 Unauthorized: /metrics needs Authorization: Bearer TOKEN\n";
+            conn_respond(c, 401, www, sizeof www - 1, body, sizeof body - 1, req->keep_alive);
+            goto answered;
+        }
         bytes out = {0};
         metrics_render(c->srv, &out);
         static const char type[] = "Content-Type: text/plain; version=0.0.4; charset=utf-8\r\n";
         conn_respond(c, 200, type, sizeof type - 1, (const char *)out.data, out.len, req->keep_alive);
         free(out.data);
-    } else if (wants_ws || !cfg->static_dir || !static_serve(c, cfg->static_dir, req)) {
+    } else if (wants_ws || !cfg->static_dir || !static_serve(c, cfg->static_dir, req, cfg->static_dotfiles, cfg->static_symlinks)) {
         c->srv->host->request(c->srv->host_ud, c, req);
     }
+answered:
     if (c->state == CONN_HTTP) {
         if (!c->close_after_write) http_reader_reset(c->http);
         c->deadline = server_now(c->srv) + c->srv->cfg->handshake_timeout_ms;

@@ -51,6 +51,9 @@ static void usage(FILE *out)
         "  --max-connections N    per worker: refuse more with 503 (default: open-file limit - 64)\n"
         "  --max-backpressure BYTES  bytes queued for one slow reader; beyond, the socket is\n"
         "                         closed with 1008 (default 67108864)\n"
+        "  --max-buffered-total BYTES  per worker: memory held in incomplete messages (being\n"
+        "                         assembled or inflated); beyond, the socket holding the most is\n"
+        "                         closed with 1009 (default 268435456)\n"
         "  --origin ORIGIN        allow WebSocket upgrades only from this Origin (repeatable;\n"
         "                         others get 403; requests without Origin pass)\n"
         "  --script-timeout MS    an event or handler running longer is stopped (1011) (default 2000;\n"
@@ -73,7 +76,12 @@ static void usage(FILE *out)
         "  --strict               unknown keys in listener and response tables (typos such\n"
         "                         as on_mesage) are errors, not warnings\n"
         "  --metrics              GET /metrics answers Prometheus text (per worker)\n"
+        "  --metrics-token TOKEN  /metrics answers only requests with the header\n"
+        "                         Authorization: Bearer TOKEN (others get 401); implies --metrics\n"
         "  --static DIR           plain GET/HEAD requests are served from files in DIR first\n"
+        "                         (not hidden files nor links out of DIR, unless:)\n"
+        "  --static-dotfiles      --static also serves hidden files (.git, .env, ...)\n"
+        "  --static-symlinks      --static also follows links that lead out of DIR\n"
         "  --redis URL            redis://HOST:PORT[/DB]: topics reach every worker and node\n"
         "\n"
         "  luaws client URL       interactive client: lines typed go as text messages,\n"
@@ -292,6 +300,7 @@ static const optdef options[] = {
     {"ping-interval", OPT_OFF_ZERO, FIELD(ping_interval_ms), NULL},
     {"max-connections", OPT_POSITIVE, FIELD(max_connections), NULL},
     {"max-backpressure", OPT_POSITIVE, FIELD(max_backpressure), NULL},
+    {"max-buffered-total", OPT_POSITIVE, FIELD(max_buffered_total), NULL},
     {"origin", OPT_CUSTOM, 0, 0, opt_origin},
     {"script-timeout", OPT_OFF_ZERO, FIELD(script_timeout_ms), NULL},
     {"script-memory", OPT_OFF_ZERO, FIELD(script_memory), NULL},
@@ -306,6 +315,9 @@ static const optdef options[] = {
     {"log-format", OPT_CUSTOM, 0, 0, opt_log_format},
     {"console", OPT_SET, FIELD(console), NULL},
     {"strict", OPT_SET, FIELD(strict), NULL},
+    {"static-dotfiles", OPT_SET, FIELD(static_dotfiles), NULL},
+    {"metrics-token", OPT_STRING, FIELD(metrics_token), NULL},
+    {"static-symlinks", OPT_SET, FIELD(static_symlinks), NULL},
     {"metrics", OPT_SET, FIELD(metrics), NULL},
     {"static", OPT_STRING, FIELD(static_dir), NULL},
     {"redis", OPT_STRING, FIELD(redis_url), NULL},
@@ -443,6 +455,7 @@ static void settle_limits(config *cfg)
         cfg->max_connections = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur > 128 ? rl.rlim_cur - 64 : 64;
     }
     if (cfg->max_backpressure < cfg->write_high_water) cfg->max_backpressure = cfg->write_high_water;
+    if (cfg->metrics_token) cfg->metrics = true;
     log_set_level((enum log_level)cfg->log_level);
 }
 
@@ -604,6 +617,7 @@ int main(int argc, char **argv)
             .script_timeout_ms = 2000,
             .script_memory = 512u << 20,
             .max_backpressure = 64u << 20,
+            .max_buffered_total = 256u << 20,
             .log_level = LOG_INFO,
             .deflate = DEFLATE_SHARED,
             .deflate_level = 1,

@@ -270,7 +270,7 @@ static bool server_init(server *s, const config *cfg, const host_ops *host, cons
     s->loop = uv_default_loop();
     wclock_init(&s->clock, s->loop, manual_clock);
     pmd_worker_init(&s->pmd, cfg->deflate, cfg->deflate_level, cfg->deflate_min);
-    s->wss_cfg = (wss_config){cfg->max_message, cfg->deflate_min, &s->pmd, &s->metrics.ws};
+    s->wss_cfg = (wss_config){cfg->max_message, cfg->deflate_min, &s->pmd, &s->metrics.ws, &s->buffered_total};
     s->host = host;
     s->on_empty = on_empty;
     char *err = NULL;

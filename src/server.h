@@ -49,6 +49,7 @@ typedef struct server {
     struct reloader *reloader;
     struct redis_bus *bus;    /* --redis: topics across workers and machines */
     metrics metrics;
+    size_t buffered_total;    /* bytes held in message buffers of every session (--max-buffered-total) */
     uint64_t activity;        /* reads, writes and closes done: luaws test waits until it stops */
     void (*on_empty)(struct server *s);  /* the last connection was freed */
     /* One read buffer serves every connection: libuv calls alloc and read

@@ -5,6 +5,7 @@
 #include "server.h"
 #include "log.h"
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,13 +60,41 @@ static bool safe_path(const char *url, size_t len, char *out, size_t size)
     return true;
 }
 
-bool static_serve(conn *c, const char *dir, const http_request *req)
+/* A dotfile anywhere in the path (/.git/config, /.env)? */
+static bool has_dot_segment(const char *rel)
+{
+    for (const char *p = rel; (p = strchr(p, '/')); p++)
+        if (p[1] == '.') return true;
+    return false;
+}
+
+/* Does path, symlinks resolved, stay inside dir? */
+static bool inside(const char *dir, const char *path)
+{
+    char rdir[PATH_MAX], rpath[PATH_MAX];
+    if (!realpath(dir, rdir) || !realpath(path, rpath)) return false;
+    size_t n = strlen(rdir);
+    return strncmp(rpath, rdir, n) == 0 && (rpath[n] == '/' || rpath[n] == '\0' || (n == 1 && rdir[0] == '/'));
+}
+
+bool static_serve(conn *c, const char *dir, const http_request *req, bool dotfiles, bool symlinks)
 {
     bool head = strcmp(req->method, "HEAD") == 0;
     if (!head && strcmp(req->method, "GET") != 0) return false;
     char rel[1024], path[2048];
     if (!safe_path(req->url, req->url_len, rel, sizeof rel)) return false;
     snprintf(path, sizeof path, "%s%s%s", dir, rel, rel[strlen(rel) - 1] == '/' ? "index.html" : "");
+    /* Hidden files (.git, .env) and links out of DIR are not served unless
+     * asked for (--static-dotfiles, --static-symlinks). */
+    if (!dotfiles && has_dot_segment(rel)) {
+        log_warn("conn %llu: --static refuses %s: a dotfile (--static-dotfiles serves them)", (unsigned long long)c->id, rel);
+        return false;
+    }
+    if (!symlinks && access(path, F_OK) == 0 && !inside(dir, path)) {
+        log_warn("conn %llu: --static refuses %s: a link out of the directory (--static-symlinks follows them)",
+                 (unsigned long long)c->id, rel);
+        return false;
+    }
     /* O_NONBLOCK: a named pipe must not block the worker (it is no regular
      * file and gets no answer from here anyway). */
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);

@@ -5,7 +5,7 @@
 #include "server.h"
 
 /* Answers req from a file under dir if there is one; false otherwise. */
-bool static_serve(conn *c, const char *dir, const http_request *req);
+bool static_serve(conn *c, const char *dir, const http_request *req, bool dotfiles, bool symlinks);
 const char *static_content_type(const char *path);
 
 #endif

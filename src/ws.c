@@ -5,6 +5,8 @@
 #include "ws.h"
 #include "server.h"
 #include "log.h"
+#include "xalloc.h"
+#include <stdlib.h>
 #include <assert.h>
 #include <string.h>
 
@@ -22,7 +24,25 @@ static void on_message(void *user, uint8_t opcode, const uint8_t *data, size_t l
 static bool on_ping(void *user, const uint8_t *data, size_t len)
 {
     conn *c = user;
-    return HOST(c)->ping(HOST_UD(c), c, data, len);
+    if (HOST(c)->ping(HOST_UD(c), c, data, len)) return true;
+    if (!c->queued) return false;   /* the session answers at once */
+    /* A peer that pings but does not read would have us queue a pong per
+     * ping. Hold back one, for the most recent ping (RFC 6455 5.5.3): it
+     * goes when the queue has drained (ws_drained). */
+    if (!c->pong) c->pong = xmalloc(1 + WS_MAX_CONTROL_PAYLOAD);
+    c->pong[0] = (uint8_t)len;
+    if (len) memcpy(c->pong + 1, data, len);
+    return true;
+}
+
+/* The queue drained: the pong held back goes now. */
+static void ws_drained(conn *c)
+{
+    if (!c->pong) return;
+    uint8_t *pong = c->pong;
+    c->pong = NULL;
+    if (ws_is_open(c)) ws_send(c, WS_OP_PONG, pong + 1, pong[0], NULL, NULL);
+    free(pong);
 }
 
 static void on_pong(void *user, const uint8_t *data, size_t len)
@@ -99,10 +119,29 @@ static const wss_callbacks session_callbacks = {
 
 /* ---- the phase conn.c feeds ---- */
 
+/* Past --max-buffered-total, the socket holding the biggest incomplete
+ * message is closed (1009), until the worker is under the cap again. */
+static void over_buffered_total(server *s)
+{
+    while (s->buffered_total > s->cfg->max_buffered_total) {
+        conn *worst = NULL;
+        for (conn *c = s->conns; c; c = c->next)
+            if (conn_is_websocket(c) && !conn_is_dead(c) && (!worst || c->ws.msg.cap > worst->ws.msg.cap)) worst = c;
+        if (!worst || !worst->ws.msg.cap) return;
+        static const char why[] = "incomplete messages of all sockets over --max-buffered-total; this one holds the most";
+        log_warn("conn %llu: holds %zu bytes of an incomplete message; the worker holds %zu (--max-buffered-total %zu)",
+                 (unsigned long long)worst->id, worst->ws.msg.cap, s->buffered_total, s->cfg->max_buffered_total);
+        ws_close(worst, WS_CLOSE_TOO_BIG, "server busy: too much buffered", 30);
+        ws_abort(worst, WS_CLOSE_TOO_BIG, why);
+    }
+}
+
 static size_t ws_feed(conn *c, uint8_t *buf, size_t len)
 {
     assert(c->ws.paused == c->paused);
-    return wss_feed(&c->ws, buf, len);
+    size_t n = wss_feed(&c->ws, buf, len);
+    if (c->srv->buffered_total > c->srv->cfg->max_buffered_total) over_buffered_total(c->srv);
+    return n;
 }
 
 /* Gone (EOF, reset, write error) or the close timer fired. */
@@ -124,6 +163,7 @@ static const conn_phase ws_phase = {
     .feed = ws_feed,
     .lost = ws_lost,
     .read_target = ws_target,
+    .drained = ws_drained,
 };
 
 /* ---- the connection's side ---- */

@@ -35,10 +35,22 @@ void wss_init(ws_session *s, enum ws_role role, const pmd_params *deflate, const
     }
 }
 
+/* Keeps the worker's count of message buffer bytes (wss_config.buffered)
+ * in step with this session's: call after anything that may resize it. */
+static void sync_buffered(ws_session *s)
+{
+    if (s->cfg && s->cfg->buffered && s->msg.cap != s->counted) {
+        if (s->msg.cap > s->counted) *s->cfg->buffered += s->msg.cap - s->counted;
+        else *s->cfg->buffered -= s->counted - s->msg.cap;
+    }
+    s->counted = s->msg.cap;
+}
+
 static void drop_message(ws_session *s)
 {
     free(s->msg.data);
     memset(&s->msg, 0, sizeof s->msg);
+    sync_buffered(s);
     if (s->pmd) {
         pmd_conn_free(s->cfg->pmd, s->pmd);
         free(s->pmd);
@@ -283,6 +295,7 @@ uint8_t *wss_read_target(ws_session *s, size_t *room)
     size_t ahead = s->msg.len > 64 * 1024 ? s->msg.len : 64 * 1024;
     if (ahead > left) ahead = (size_t)left;
     if (s->msg.cap - s->msg.len < DIRECT_READ_MIN && !reserve_message(s, s->msg.len + ahead)) return NULL;
+    sync_buffered(s);
     size_t n = s->msg.cap - s->msg.len;
     *room = n < left ? n : (size_t)left;
     return s->msg.data + s->msg.len;
@@ -308,7 +321,16 @@ static bool inflate_chunk(ws_session *s, const uint8_t *data, size_t len, bool f
     return true;
 }
 
+static size_t feed_frames(ws_session *s, uint8_t *buf, size_t len);
+
 size_t wss_feed(ws_session *s, uint8_t *buf, size_t len)
+{
+    size_t n = feed_frames(s, buf, len);
+    sync_buffered(s);
+    return n;
+}
+
+static size_t feed_frames(ws_session *s, uint8_t *buf, size_t len)
 {
     frame_parser *p = &s->parser;
     size_t off = 0;

@@ -64,6 +64,7 @@ typedef struct wss_config {
     size_t deflate_min;      /* messages shorter than this go uncompressed */
     pmd_worker *pmd;         /* deflate streams and scratch of the worker */
     wss_stats *stats;        /* may be NULL */
+    size_t *buffered;        /* may be NULL: every session's message buffers, in bytes */
 } wss_config;
 
 typedef struct ws_session {
@@ -76,6 +77,7 @@ typedef struct ws_session {
     bool msg_compressed;      /* RSV1 on its first frame */
     bool msg_delivered;       /* handed over straight from the input buffer */
     bytes msg;                /* the current message (inflated) */
+    size_t counted;           /* msg.cap as counted in cfg->buffered */
     pmd_conn *pmd;            /* permessage-deflate, when negotiated */
     utf8_state utf8;
     uint8_t ctl[WS_MAX_CONTROL_PAYLOAD];
