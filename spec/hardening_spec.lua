@@ -219,4 +219,25 @@ describe("hardening", function()
     c:close(1000)
     srv:stop()
   end)
+
+  it("3. a worker stuck in a C call --script-timeout cannot interrupt is replaced; the others serve", function()
+    local srv = H.start { workers = 2, args = { "--script-timeout", "300" }, source = [[
+      return { on_message = function(s, m)
+        if m == "stuck" then string.find(string.rep("a", 24), string.rep("a-", 14) .. "b") end
+        s:send("echo " .. m)
+      end } ]] }
+    local c = H.open(srv)
+    c:send_text("stuck")
+    srv:wait_log("worker %d %(pid %d+%) stuck for %d+ ms in on_message of [^ ]*script.lua: a C call %-%-script%-timeout cannot interrupt")
+    srv:wait_log("killed by signal 9 %(Killed%); restarting it")
+    local _, kind = c:read_message()
+    assert.truthy(kind == "closed" or tostring(kind):find("reset"), tostring(kind))
+    for i = 1, 4 do
+      local d = H.open(srv)
+      d:send_text("hi " .. i)
+      assert.equal("echo hi " .. i, (H.read(d)))
+      d:close(1000)
+    end
+    srv:stop()
+  end)
 end)

@@ -157,6 +157,7 @@ void lh_setup_loader(lua_host *h);   /* where h->script's own modules are */
 #define LH_HOOK_EVERY 10000               /* instructions between deadline checks */
 void lh_hook(lua_State *L, lua_Debug *ar); /* --script-timeout */
 void lh_enter(lua_host *h);           /* around every entry into Lua code */
+void lh_enter_for(lua_host *h, const char *what);   /* ... saying what for (the main process logs it) */
 void lh_leave(lua_host *h);
 /* After an entry failed (its frames gone): a full collection if it ran out
  * of memory or was stopped for time. */

@@ -273,7 +273,7 @@ static void request(lua_host *h, conn *c, const http_request *req)
     push_request(h, c, req, is_ws);
     lua_pushvalue(L, -1);
     lua_insert(L, base + 1);                  /* request, traceback, handler, request */
-    lh_enter(h);
+    lh_enter_for(h, "the handler");
     int status = lua_pcall(L, 1, 1, base + 2);
     lh_leave(h);
     if (status != LUA_OK) {

@@ -222,7 +222,7 @@ static bool call_loader(lua_host *h, const char *fn, int nresults)
     lua_getfield(L, -1, fn);
     lua_replace(L, -2);
     lua_pushstring(L, h->script);
-    lh_enter(h);
+    lh_enter_for(h, "loading the script");
     int status = lua_pcall(L, 1, nresults, -3);
     lh_leave(h);
     if (status != LUA_OK) {

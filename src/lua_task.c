@@ -30,18 +30,26 @@ void lh_hook(lua_State *L, lua_Debug *ar)
     }
 }
 
-/* Around every entry into Lua code: arms the limits for the outermost one. */
-void lh_enter(lua_host *h)
+/* Around every entry into Lua code: arms the limits for the outermost one,
+ * and tells the main process what the worker is busy with. */
+void lh_enter_for(lua_host *h, const char *what)
 {
     if (h->depth++ == 0 && h->srv->cfg && h->srv->cfg->script_timeout_ms) {
-        h->deadline = uv_hrtime() + (uint64_t)h->srv->cfg->script_timeout_ms * 1000000u;
+        uint64_t now = uv_hrtime();
+        h->deadline = now + (uint64_t)h->srv->cfg->script_timeout_ms * 1000000u;
         lua_sethook(h->L, lh_hook, LUA_MASKCOUNT, LH_HOOK_EVERY);   /* after a timeout, back to normal */
+        server_busy(h->srv, what, now / 1000000u);
     }
 }
 
+void lh_enter(lua_host *h) { lh_enter_for(h, "Lua code"); }
+
 void lh_leave(lua_host *h)
 {
-    if (--h->depth == 0) h->deadline = 0;
+    if (--h->depth == 0) {
+        h->deadline = 0;
+        server_idle(h->srv);
+    }
 }
 
 void lh_collect_stopped(lua_host *h, bool out_of_memory)
@@ -237,7 +245,7 @@ static void resume(task *t, int nargs)
     lua_State *co = t->co;
     int nres;
     assert(h->depth == 0);
-    lh_enter(h);
+    lh_enter_for(h, t->event);
     int status = lua_resume(co, h->L, nargs, &nres);
     lh_leave(h);
     if (status == LUA_YIELD) {

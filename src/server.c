@@ -262,6 +262,8 @@ void log_startup(const config *cfg, int workers)
     }
 }
 
+worker_beat *server_worker_beat;
+
 /* What a worker and a test run share: the loop, the clock, deflate, the
  * host. Returns false (logged) if the host cannot be created. */
 static bool server_init(server *s, const config *cfg, const host_ops *host, const char *script, bool manual_clock)
@@ -324,6 +326,7 @@ int server_run(const config *cfg, const host_ops *host, const int *fds, int work
     server *s = &srv;
     s->id_base = (uint64_t)worker;
     s->id_step = (uint64_t)nworkers;
+    s->beat = server_worker_beat;
     /* The loop first: a script may start timers while it loads. */
     if (!server_init(s, cfg, host, cfg->script, false)) {
         for (int i = 0; i < cfg->nlistens; i++) close(fds[i]);

@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include "config.h"
 #include "conn.h"
 #include "client.h"
@@ -17,6 +18,15 @@
 #include "clock.h"
 
 typedef struct lua_host lua_host;
+
+/* A worker's heartbeat, in memory shared with the main process of
+ * --workers N: when the worker entered Lua (0: it is not in Lua), and
+ * what for. The main process replaces a worker stuck past a hard limit,
+ * in a C call --script-timeout cannot interrupt (workers.c). */
+typedef struct worker_beat {
+    uint64_t busy_since_ms;   /* uv_hrtime() in ms; written with __atomic */
+    char what[48];
+} worker_beat;
 typedef struct task task;
 
 typedef struct listener {
@@ -49,6 +59,7 @@ typedef struct server {
     struct reloader *reloader;
     struct redis_bus *bus;    /* --redis: topics across workers and machines */
     metrics metrics;
+    worker_beat *beat;        /* NULL: no main process watches (--workers 1) */
     size_t buffered_total;    /* bytes held in message buffers of every session (--max-buffered-total) */
     uint64_t activity;        /* reads, writes and closes done: luaws test waits until it stops */
     void (*on_empty)(struct server *s);  /* the last connection was freed */
@@ -77,6 +88,22 @@ static inline uint64_t server_now(const server *s) { return wclock_now(&s->clock
 /* SIGHUP: certificates and keys are read again. */
 void server_reload_tls(server *s);
 void server_stop(server *s);
+/* The worker entered Lua for what (a static string) / left it. */
+static inline void server_busy(server *s, const char *what, uint64_t now_ms)
+{
+    if (!s->beat) return;
+    size_t n = strlen(what);
+    if (n >= sizeof s->beat->what) n = sizeof s->beat->what - 1;
+    memcpy(s->beat->what, what, n);
+    s->beat->what[n] = '\0';
+    __atomic_store_n(&s->beat->busy_since_ms, now_ms ? now_ms : 1, __ATOMIC_RELEASE);
+}
+static inline void server_idle(server *s)
+{
+    if (s->beat) __atomic_store_n(&s->beat->busy_since_ms, 0, __ATOMIC_RELEASE);
+}
+/* workers.c sets it in a worker before server_run. */
+extern worker_beat *server_worker_beat;
 void log_startup(const config *cfg, int workers);
 
 #endif

@@ -4,7 +4,13 @@
  * The parent never runs a libuv loop: it only waits for signals. It holds
  * the port (bound, never listening) so that --port 0 resolves once and
  * every worker binds the same number with SO_REUSEPORT, and the kernel
- * spreads connections over them. */
+ * spreads connections over them.
+ *
+ * It also watches each worker's heartbeat (server.h: worker_beat, in shared
+ * memory): a worker that has been in one Lua entry for longer than twice
+ * --script-timeout plus a second is stuck in a C call the timeout cannot
+ * interrupt (a pathological string pattern, say). It is killed and
+ * replaced; the other workers go on serving. */
 #include "workers.h"
 #include "log.h"
 #include <errno.h>
@@ -15,6 +21,8 @@
 #include <time.h>
 #include <unistd.h>
 #include <sys/wait.h>
+#include <sys/mman.h>
+#include <uv.h>
 
 typedef struct worker {
     pid_t pid;
@@ -33,11 +41,15 @@ static sigset_t handled_signals(void)
     return set;
 }
 
+static worker_beat *beats;   /* one per worker, shared with them */
+
 static pid_t spawn(const config *cfg, const host_ops *host, int index, int n, bool watch, int ready_fd)
 {
+    if (beats) __atomic_store_n(&beats[index].busy_since_ms, 0, __ATOMIC_RELEASE);
     pid_t pid = fork();
     if (pid != 0) return pid;
     /* child */
+    server_worker_beat = beats ? &beats[index] : NULL;
     sigset_t set = handled_signals();
     sigprocmask(SIG_UNBLOCK, &set, NULL);
     char tag[16];
@@ -61,6 +73,25 @@ static void describe_exit(int status, char *buf, size_t len)
     else snprintf(buf, len, "exited with status %d", WEXITSTATUS(status));
 }
 
+/* Kills the workers stuck in one Lua entry past stuck_ms (the SIGCHLD that
+ * follows replaces them). */
+static void check_beats(const config *cfg, worker *w, int n, uint64_t stuck_ms)
+{
+    uint64_t now = uv_hrtime() / 1000000u;
+    for (int i = 0; i < n; i++) {
+        uint64_t since = __atomic_load_n(&beats[i].busy_since_ms, __ATOMIC_ACQUIRE);
+        if (!since || w[i].pid <= 0 || now < since || now - since < stuck_ms) continue;
+        char what[sizeof beats[i].what];
+        memcpy(what, beats[i].what, sizeof what);
+        what[sizeof what - 1] = '\0';
+        log_error("worker %d (pid %d) stuck for %llu ms in %s of %s: a C call --script-timeout cannot "
+                  "interrupt (a pathological string pattern?); killing it",
+                  i + 1, (int)w[i].pid, (unsigned long long)(now - since), what, cfg->script);
+        __atomic_store_n(&beats[i].busy_since_ms, 0, __ATOMIC_RELEASE);
+        kill(w[i].pid, SIGKILL);
+    }
+}
+
 int workers_run(config *cfg, const host_ops *host, int n, bool watch)
 {
     char err[256];
@@ -82,6 +113,11 @@ int workers_run(config *cfg, const host_ops *host, int n, bool watch)
 
     sigset_t set = handled_signals();
     sigprocmask(SIG_BLOCK, &set, NULL);
+    if (cfg->script_timeout_ms) {
+        beats = mmap(NULL, (size_t)n * sizeof *beats, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        if (beats == MAP_FAILED) beats = NULL;
+    }
+    uint64_t stuck_ms = 2 * (uint64_t)cfg->script_timeout_ms + 1000;
     worker *w = calloc((size_t)n, sizeof *w);
     if (!w) abort();
     int ready[2];
@@ -109,8 +145,12 @@ int workers_run(config *cfg, const host_ops *host, int n, bool watch)
     int alive = n;
     while (alive > 0) {
         siginfo_t info;
-        int sig = sigwaitinfo(&set, &info);
-        if (sig < 0) continue;
+        struct timespec tick = {0, 250 * 1000 * 1000};
+        int sig = beats ? sigtimedwait(&set, &info, &tick) : sigwaitinfo(&set, &info);
+        if (sig < 0) {
+            if (beats && !stopping) check_beats(cfg, w, n, stuck_ms);
+            continue;
+        }
         if (sig == SIGTERM || sig == SIGINT || sig == SIGHUP) {
             if (sig != SIGHUP) {
                 if (!stopping) log_info("signal %d: stopping %d workers", sig, alive);
@@ -156,6 +196,8 @@ int workers_run(config *cfg, const host_ops *host, int n, bool watch)
     }
     for (int i = 0; i < cfg->nlistens; i++) close(hold[i]);
     free(w);
+    if (beats) munmap(beats, (size_t)n * sizeof *beats);
+    beats = NULL;
     log_info("luaws stopped");
     return code;
 }
