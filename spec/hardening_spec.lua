@@ -240,4 +240,24 @@ describe("hardening", function()
     end
     srv:stop()
   end)
+
+  it("5. a worker restarted while the script on disk is broken starts with the last code that loaded", function()
+    local srv = H.start { workers = 2, source = "return { on_open = function(s) s:send('v1') end }" }
+    local mark = srv:mark()
+    server.write_file(srv.script, "return { on_open = function(s) s:send('v2') end ")   -- broken
+    srv:wait_log("%[w1%] reload %(file changed%) failed", { after = mark })
+    srv:wait_log("%[w2%] reload %(file changed%) failed", { after = mark })
+    local h = io.popen("pgrep -P " .. srv.pid)
+    local child = tonumber(h:read("l"))
+    h:close()
+    os.execute("kill -KILL " .. child)
+    srv:wait_log("the script on disk does not load %(.*%); starting with the last code that loaded", { after = mark })
+    srv:wait_log("restarting it", { after = mark })
+    for _ = 1, 6 do
+      local c = H.open(srv)
+      assert.equal("v1", (H.read(c)))
+      c:close(1000)
+    end
+    srv:stop()
+  end)
 end)

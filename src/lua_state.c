@@ -123,12 +123,19 @@ static int l_file_type(lua_State *L)
     return 1;
 }
 
+static int l_pid(lua_State *L)
+{
+    lua_pushinteger(L, (lua_Integer)getpid());
+    return 1;
+}
+
 static int luaopen_core(lua_State *L)
 {
     static const luaL_Reg fns[] = {
         {"log", l_log},
         {"loading", l_loading},
         {"file_type", l_file_type},
+        {"pid", l_pid},
         {"scandir", l_scandir},
         {NULL, NULL},
     };

@@ -28,6 +28,7 @@ typedef struct worker {
     pid_t pid;
     time_t started;
     int quick_deaths;     /* deaths soon after start, in a row */
+    time_t retry_at;      /* kept dying at start while others serve: try again then */
 } worker;
 
 static sigset_t handled_signals(void)
@@ -111,6 +112,12 @@ int workers_run(config *cfg, const host_ops *host, int n, bool watch)
         }
     }
 
+    /* A private run directory: where workers keep the last code that loaded
+     * (lua/luaws/loader.lua), for a replacement to start with. */
+    char rundir[] = "/tmp/luaws-run-XXXXXX";
+    bool have_rundir = mkdtemp(rundir) != NULL;
+    if (have_rundir) setenv("LUAWS_RUNDIR", rundir, 1);
+
     sigset_t set = handled_signals();
     sigprocmask(SIG_BLOCK, &set, NULL);
     if (cfg->script_timeout_ms) {
@@ -146,9 +153,17 @@ int workers_run(config *cfg, const host_ops *host, int n, bool watch)
     while (alive > 0) {
         siginfo_t info;
         struct timespec tick = {0, 250 * 1000 * 1000};
-        int sig = beats ? sigtimedwait(&set, &info, &tick) : sigwaitinfo(&set, &info);
+        int sig = sigtimedwait(&set, &info, &tick);
         if (sig < 0) {
             if (beats && !stopping) check_beats(cfg, w, n, stuck_ms);
+            for (int i = 0; i < n && !stopping; i++) {
+                if (w[i].pid || !w[i].retry_at || time(NULL) < w[i].retry_at) continue;
+                log_info("starting worker %d again", i + 1);
+                w[i].retry_at = 0;
+                w[i].pid = spawn(cfg, host, i, n, watch, -1);
+                w[i].started = time(NULL);
+                alive++;
+            }
             continue;
         }
         if (sig == SIGTERM || sig == SIGINT || sig == SIGHUP) {
@@ -176,12 +191,21 @@ int workers_run(config *cfg, const host_ops *host, int n, bool watch)
                 if (time(NULL) - w[i].started < 2) {
                     /* Dying at once, again and again: do not spin. */
                     if (++w[i].quick_deaths >= 5) {
+                        bool others = false;
+                        for (int j = 0; j < n; j++) others |= w[j].pid > 0;
+                        if (others) {
+                            /* Never stop healthy workers for one that cannot start. */
+                            log_error("worker %d keeps dying at start; the others go on serving; "
+                                      "trying it again in 30 s", i + 1);
+                            w[i].quick_deaths = 0;
+                            w[i].retry_at = time(NULL) + 30;
+                            alive--;   /* until it is started again */
+                            break;
+                        }
                         log_error("worker %d keeps dying at start; giving up", i + 1);
                         stopping = true;
                         code = 1;
                         alive--;
-                        for (int j = 0; j < n; j++)
-                            if (w[j].pid > 0) kill(w[j].pid, SIGTERM);
                         break;
                     }
                     sleep(1);
@@ -198,6 +222,12 @@ int workers_run(config *cfg, const host_ops *host, int n, bool watch)
     free(w);
     if (beats) munmap(beats, (size_t)n * sizeof *beats);
     beats = NULL;
+    if (have_rundir) {
+        char path[sizeof rundir + 32];
+        snprintf(path, sizeof path, "%s/snapshot.lua", rundir);
+        unlink(path);
+        if (rmdir(rundir) != 0) log_warn("cannot remove %s: %s", rundir, strerror(errno));
+    }
     log_info("luaws stopped");
     return code;
 }

@@ -8,6 +8,35 @@ local dir = "."          -- the script's directory
 local own = {}           -- module name -> file path, for the script's own modules
 local missing = {}       -- paths a failed require looked for: watched, so creating one reloads
 local env                -- the environment of the version being loaded
+local captured = {}      -- path -> text: what the version being loaded was loaded from
+local snapshot           -- path -> text of the last version that loaded, while loading from it
+local loaded_once = false
+
+-- A script's or module's text: from the file, or from the snapshot a
+-- replacement worker starts with. The file is asked about first without
+-- opening it: opening a FIFO would block the worker.
+local function read_source(path)
+  local text
+  if snapshot then
+    text = snapshot[path]
+    if not text then return nil, path .. ": not in the last code that loaded" end
+  else
+    local kind = core.file_type(path)
+    if kind == nil then return nil, "cannot open " .. path .. ": No such file or directory" end
+    if kind ~= "file" then return nil, path .. ": not a regular file (a FIFO or a device?)" end
+    local f, err = io.open(path, "rb")
+    if not f then return nil, "cannot open " .. tostring(err) end
+    text = f:read("a")
+    f:close()
+  end
+  captured[path] = text
+  return text
+end
+
+-- Compiles a script's or module's text (a first "#!" line is skipped, as loadfile does).
+local function compile(path, text)
+  return load((text:gsub("^#[^\n]*", "", 1)), "@" .. path, "bt", env)
+end
 
 -- Finds the script's own modules; placed before Lua's own searchers.
 local function searcher(name)
@@ -23,9 +52,10 @@ local function searcher(name)
     return "\n\tno module '" .. name .. "' beside the script in " .. dir
   end
   own[name] = path   -- watched even if broken: fixing it must reload
-  if core.file_type(path) ~= "file" then error(path .. ": not a regular file (a FIFO or a device?)", 0) end
-  local chunk, err = loadfile(path, "bt", env)
-  if not chunk then error(err, 0) end
+  local text, err = read_source(path)
+  if not text then error(err, 0) end
+  local chunk, cerr = compile(path, text)
+  if not chunk then error(cerr, 0) end
   return chunk, path
 end
 
@@ -55,16 +85,13 @@ end
 -- and a message with file:line.
 local function load_file(path)
   local chunk, err
-  local kind = core.file_type(path)
-  if kind ~= "file" and not M.source then
-    -- Opening a FIFO would block the worker until someone writes to it.
-    return nil, path .. (kind and ": not a regular file (a FIFO or a device?)" or ": no such file")
-  end
   if M.source then
     chunk, err = load(M.source, "@" .. path .. " (reloaded text)", "t", env)
     M.source = nil
   else
-    chunk, err = loadfile(path, "bt", env)
+    local text
+    text, err = read_source(path)
+    if text then chunk, err = compile(path, text) end
   end
   local ok, result = false, err
   if chunk then ok, result = xpcall(chunk, debug.traceback) end
@@ -86,7 +113,17 @@ local route_files = {}   -- directory mode: the scripts served, for watching
 -- Directory mode: /name serves name.lua, / serves index.lua.
 local function load_directory(path)
   local routes, files = {}, {}
-  for _, name in ipairs(core.scandir(path)) do
+  local names = {}
+  if snapshot then   -- the routes of the last code that loaded
+    for p in pairs(snapshot) do
+      local name = p:sub(1, #path + 1) == path .. "/" and p:sub(#path + 2)
+      if name and not name:find("/", 1, true) then names[#names + 1] = name end
+    end
+    table.sort(names)
+  else
+    names = core.scandir(path)
+  end
+  for _, name in ipairs(names) do
     local base = name:match("^(.+)%.lua$")
     if base then
       local file = path .. "/" .. name
@@ -111,9 +148,53 @@ end
 
 --- Loads script; returns its handler (function or listener table), or nil
 --- and a message that starts with file:line.
+-- --workers N: every worker that loads a version keeps its text in the
+-- run directory, so that a worker started later (a replacement) can start
+-- with it when the files on disk do not load.
+local function write_snapshot()
+  local rundir = os.getenv("LUAWS_RUNDIR")
+  if not rundir then return end
+  local parts = { "return {\n" }
+  for path, text in pairs(captured) do parts[#parts + 1] = string.format("[%q] = %q,\n", path, text) end
+  parts[#parts + 1] = "}\n"
+  local tmp = rundir .. "/snapshot.lua." .. core.pid()
+  local f = io.open(tmp, "wb")
+  if not f then return end
+  f:write(table.concat(parts))
+  f:close()
+  os.rename(tmp, rundir .. "/snapshot.lua")
+end
+
+local function read_snapshot()
+  local rundir = os.getenv("LUAWS_RUNDIR")
+  local chunk = rundir and loadfile(rundir .. "/snapshot.lua", "t", {})
+  local ok, snap = pcall(chunk or error)
+  return ok and type(snap) == "table" and snap or nil
+end
+
 function M.load(script)
+  local result, err = M.load_once(script)
+  if result then
+    loaded_once = true
+    write_snapshot()
+  elseif not loaded_once and not snapshot then
+    -- A worker starting (a replacement) while the files do not load: the
+    -- last code that loaded, if the other workers kept it.
+    snapshot = read_snapshot()
+    if snapshot then
+      core.log("warn", "the script on disk does not load (" .. tostring(err):gsub("\n.*", "")
+        .. "); starting with the last code that loaded")
+      result, err = M.load_once(script)
+      snapshot = nil
+      if result then loaded_once = true end
+    end
+  end
+  return result, err
+end
+
+function M.load_once(script)
   local saved, before = forget_own_modules(), own
-  own, missing = {}, {}
+  own, missing, captured = {}, {}, {}
   env = setmetatable({}, { __index = _G })
   local result, err
   if options.directory then result, err = load_directory(dir)
