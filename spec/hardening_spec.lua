@@ -188,10 +188,11 @@ describe("hardening", function()
     local srv = H.start { source = [[
       local ws = require "luaws"
       return { on_message = function(s, m)
-        if m == "fill" then   -- 40 MB queued at once (async sends): more than the kernel's buffers
+        if m == "fill" then   -- 60 MB queued at once (async sends): more than the kernel's buffers (36 MB here)
           local chunk = ws.buffer(string.rep("z", 1024 * 1024))
-          for _ = 1, 40 do s:send(chunk, function() end, function() end) end
+          for _ = 1, 60 do s:send(chunk, function() end, function() end) end
         else
+          ws.log("info", "pong-spec got " .. m)   -- every ping before it is handled
           s:send(m)
         end
       end } ]] }
@@ -199,22 +200,28 @@ describe("hardening", function()
     c:send_text("fill")
     for i = 1, 1000 do c:ping("p" .. i) end
     c:send_text("after the pings")
-    for _ = 1, 40 do
+    -- we read nothing until the server has handled every ping
+    srv:wait_log("pong-spec got after the pings", { plain = true })
+    for _ = 1, 60 do
       local data, kind = H.read(c)
       assert.equal("binary", kind)
     end
-    local pongs, text = {}, nil
+    -- the text and the held pong, in either order (the pong leaves when the
+    -- queue drains, the text when the queue falls under --high-water), then
+    -- nothing more but our "end"
+    local pongs, texts = {}, {}
+    c:send_text("end")
     repeat
       local data, kind = H.read(c)
-      if kind == "pong" then pongs[#pongs + 1] = data else text = data end
-    until text
-    assert.equal("after the pings", text)
-    -- then the answer to the last ping only, once the queue drained (the
-    -- others were held and replaced)
-    local data, kind = H.read(c)
-    pongs[#pongs + 1] = kind == "pong" and data or kind
-    c:send_text("end")
-    assert.equal("end", (H.read(c)))
+      if kind == "pong" then pongs[#pongs + 1] = data else texts[#texts + 1] = data end
+    until texts[#texts] == "end" and #pongs > 0   -- the pong may even come after our "end"
+    c:send_text("final")
+    repeat
+      local data, kind = H.read(c)
+      if kind == "pong" then pongs[#pongs + 1] = data else texts[#texts + 1] = data end
+    until data == "final"
+    assert.same({ "after the pings", "end", "final" }, texts)
+    -- the answer to the last ping only (the others were held and replaced)
     assert.same({ "p1000" }, pongs)
     c:close(1000)
     srv:stop()
