@@ -92,6 +92,7 @@ class Soak:
         self.text_pool, self.data_pool = make_pools(self.rng)
         self.peak_fds = 0
         self.samples = 0
+        self.attacks = collections.Counter()
 
     def payload(self, rng):
         n = pick_size(rng, self.args.max_size)
@@ -185,6 +186,52 @@ class Soak:
             st.fail("client error: " + type(e).__name__, repr(e), count_message=False)
             ws.transport.abort()
 
+    # ---- attacks mixed into the traffic (the hardening issue's) ----
+
+    async def attack(self, rng):
+        """One attack on a connection of its own; returns its name."""
+        a = self.args
+        kind = rng.choice(["pipeline", "pings", "long-header", "empty-headers", "half-message", "slowloris"])
+        try:
+            r, w = await asyncio.wait_for(asyncio.open_connection(a.host, a.port), 5)
+        except Exception:  # noqa: BLE001
+            return kind + " (no connection)"
+        sock = w.get_extra_info("socket")
+        try:
+            sock.setsockopt(__import__("socket").SOL_SOCKET, __import__("socket").SO_RCVBUF, 4096)
+        except OSError:
+            pass
+        upgrade = (b"GET / HTTP/1.1\r\nHost: soak\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                   b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+        try:
+            if kind == "pipeline":        # answers piling up for a client that does not read
+                w.write(b"GET / HTTP/1.1\r\nHost: soak\r\n\r\n" * 3000)
+            elif kind == "pings":         # pongs piling up for a client that does not read
+                w.write(upgrade)
+                w.write(b"\x89\x80\x00\x00\x00\x00" * 20000)
+            elif kind == "long-header":   # --max-header counts whitespace
+                w.write(b"GET / HTTP/1.1\r\nHost: soak\r\nX:" + b" " * 70000 + b"\r\n\r\n")
+            elif kind == "empty-headers":
+                w.write(b"GET / HTTP/1.1\r\nHost: soak\r\n" + b"a:\r\n" * 5000 + b"\r\n")
+            elif kind == "half-message":  # a big fragment that never ends
+                w.write(upgrade)
+                w.write(b"\x02\xff" + (4 << 20).to_bytes(8, "big") + b"\x00\x00\x00\x00" + b"h" * (1 << 20))
+            else:                         # slowloris: a request that never completes
+                w.write(b"GET / HTTP/1.1\r\nHost: soak\r\nX-a: 1\r\n")
+            await asyncio.wait_for(w.drain(), 5)
+            await asyncio.sleep(rng.uniform(0.2, 1.5))
+        except Exception:  # noqa: BLE001
+            pass
+        finally:
+            w.transport.abort()
+        return kind
+
+    async def attacker(self, seed, deadline):
+        rng = random.Random(seed)
+        while time.monotonic() < deadline:
+            kind = await self.attack(rng)
+            self.attacks[kind] += 1
+
     async def slot(self, seed, deadline):
         rng = random.Random(seed)
         while time.monotonic() < deadline:
@@ -239,6 +286,7 @@ class Soak:
             deadline = time.monotonic() + per_round
             before = (self.stats.checked, self.stats.sessions)
             slots = [asyncio.create_task(self.slot(self.rng.random(), deadline)) for _ in range(a.clients)]
+            slots += [asyncio.create_task(self.attacker(self.rng.random(), deadline)) for _ in range(a.attackers)]
             await asyncio.gather(*slots)
             fds = await self.wait_idle(start_fds, a.settle)
             await asyncio.sleep(0.5)    # let the allocator settle before reading RSS
@@ -259,6 +307,8 @@ class Soak:
         print(f"sessions: {st.sessions} in {elapsed:.0f} s ({st.sessions / elapsed:.0f}/s), "
               f"{st.deflate} with permessage-deflate; connect failures: {st.connect_failed}")
         print("  endings: " + ", ".join(f"{k} {v}" for k, v in sorted(st.modes.items())))
+        if self.attacks:
+            print("attacks: " + ", ".join(f"{k} {v}" for k, v in sorted(self.attacks.items())))
         print(f"messages: checked {st.checked} ({st.bytes / 1e6:.1f} MB, {st.checked / elapsed:.0f}/s), "
               f"failed {st.failed}")
         for reason, n in st.reasons.most_common(8):
@@ -323,6 +373,10 @@ def main():
     p.add_argument("--no-rss-check", metavar="WHY", default="",
                    help="report RSS but do not judge it (e.g. under ASan, whose quarantine keeps freed memory)")
     p.add_argument("--seed", type=int, default=int(time.time()))
+    p.add_argument("--attackers", type=int, default=8,
+                   help="concurrent attack loops mixed into the traffic: pipelined requests and pings from "
+                        "clients that do not read, long and empty headers, a message that never ends, "
+                        "slowloris (default 8; 0: none)")
     args = p.parse_args()
     if args.rounds < 1 or args.clients < 1 or args.duration <= 0:
         p.error("rounds, clients and duration must be positive")
