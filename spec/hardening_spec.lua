@@ -267,4 +267,24 @@ describe("hardening", function()
     end
     srv:stop()
   end)
+
+  it("6. --static reads files off the loop; pipelined requests are answered in order", function()
+    local dir = server.tmpdir()
+    os.execute("mkdir -p " .. quote(dir .. "/www"))
+    server.write_file(dir .. "/www/a.txt", "first\n")
+    server.write_file(dir .. "/www/b.txt", string.rep("b", 300000))
+    server.write_file(dir .. "/www/empty.txt", "")
+    local srv = H.start { script = "scripts/echo.lua", args = { "--static", dir .. "/www" } }
+    local c = assert(wsc.tcp(srv.host, srv.port))
+    c:send_raw("GET /a.txt HTTP/1.1\r\nHost: a\r\n\r\nGET /b.txt HTTP/1.1\r\nHost: a\r\n\r\n"
+      .. "GET /a.txt HTTP/1.1\r\nHost: a\r\n\r\nGET /empty.txt HTTP/1.1\r\nHost: a\r\n\r\n"
+      .. "GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert.equal("first\n", assert(c:read_response()).body)
+    assert.equal(300000, #assert(c:read_response()).body)
+    assert.equal("first\n", assert(c:read_response()).body)
+    assert.equal("", assert(c:read_response()).body)
+    assert.truthy(assert(c:read_response()).body:find("luaws echo bot", 1, true))
+    c:close()
+    srv:stop()
+  end)
 end)

@@ -21,6 +21,7 @@
 #include "ws_session.h"
 
 typedef struct listener listener;
+typedef struct static_read static_read;
 
 enum conn_state {
     CONN_HTTP,        /* reading HTTP requests (0: a new connection) */
@@ -93,6 +94,7 @@ struct conn {
     bool close_after_write;   /* HTTP: a plain response with Connection: close */
     bool corked;              /* replies collect in the cork (a batch of input is processed) */
     bool output_paused;       /* HTTP: reading stopped until the answers queued drain */
+    struct static_read *static_read; /* --static: a file being read for it (input paused) */
     bool instrument;          /* luaws test: a spec's own end (its client, a fake remote): no automatic pings */
     char peer[64];
     uint64_t deadline;        /* HTTP: the request must be complete by then (loop ms) */
@@ -185,6 +187,8 @@ static inline const char *conn_protocol(const conn *c) { return c->protocol; }
 void conn_tell_close(conn *c);
 /* http_conn.c: a whole request was read; answers or upgrades it. */
 void http_conn_request(conn *c);
+/* A request was answered (now or later, --static): the next may be read. */
+void http_conn_answered(conn *c);
 /* The host answers a request (HTTP phase). */
 void conn_respond(conn *c, int status, const char *head, size_t head_len,
                   const char *body, size_t body_len, bool keep_alive);

@@ -31,6 +31,7 @@ static size_t http_feed(conn *c, uint8_t *buf, size_t len)
     /* A client that sends requests faster than it reads the answers: past
      * --high-water bytes of answers waiting, read no more requests until
      * the queue drains (conn.c resumes us), as nginx does. */
+    if (c->static_read) return 0;   /* the answer before is still being read */
     size_t limit = c->srv->cfg->write_high_water;
     if (conn_backlog(c) >= limit) {
         if (c->cork.len) conn_uncork(c);
@@ -56,12 +57,16 @@ static size_t http_feed(conn *c, uint8_t *buf, size_t len)
 
 static void http_lost(conn *c, const char *why) {}
 
+/* Freed in the HTTP phase: a --static read in flight only frees itself. */
+static void http_release(conn *c) { static_conn_gone(c); }
+
 static void begin(conn *c);
 
 static const conn_phase http_phase = {
     .name = "http",
     .feed = http_feed,
     .lost = http_lost,
+    .release = http_release,
 };
 
 /* A new connection on a listener: the HTTP phase starts. */
@@ -187,6 +192,11 @@ void http_conn_request(conn *c)
         c->srv->host->request(c->srv->host_ud, c, req);
     }
 answered:
+    if (!c->static_read) http_conn_answered(c);
+}
+
+void http_conn_answered(conn *c)
+{
     if (c->state == CONN_HTTP) {
         if (!c->close_after_write) http_reader_reset(c->http);
         c->deadline = server_now(c->srv) + c->srv->cfg->handshake_timeout_ms;

@@ -4,6 +4,7 @@
 #include "static.h"
 #include "server.h"
 #include "log.h"
+#include "xalloc.h"
 #include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
@@ -77,6 +78,67 @@ static bool inside(const char *dir, const char *path)
     return strncmp(rpath, rdir, n) == 0 && (rpath[n] == '/' || rpath[n] == '\0' || (n == 1 && rdir[0] == '/'));
 }
 
+/* A file being read for a connection (off the loop). */
+struct static_read {
+    uv_fs_t req;
+    conn *c;                  /* NULL once the connection is gone: then only freed */
+    int fd;
+    char *body;
+    size_t size, got;
+    bool keep_alive;
+    char type[128];
+    char path[2048];
+};
+
+static void read_done(static_read *sr, ssize_t n);
+
+static void on_file_read(uv_fs_t *req)
+{
+    ssize_t n = req->result;
+    uv_fs_req_cleanup(req);
+    read_done(req->data, n);
+}
+
+static void read_more(static_read *sr)
+{
+    uv_buf_t b = uv_buf_init(sr->body + sr->got, (unsigned)(sr->size - sr->got));
+    int r = sr->size == sr->got ? 0 : uv_fs_read(uv_default_loop(), &sr->req, sr->fd, &b, 1, (int64_t)sr->got, on_file_read);
+    /* Nothing to read (an empty file) or the read cannot start: done now. */
+    if (r < 0 || sr->size == sr->got) read_done(sr, r);
+}
+
+static void read_done(static_read *sr, ssize_t n)
+{
+    if (sr->c && n > 0 && sr->got + (size_t)n < sr->size) {
+        sr->got += (size_t)n;
+        read_more(sr);
+        return;
+    }
+    if (n > 0) sr->got += (size_t)n;
+    close(sr->fd);
+    conn *c = sr->c;
+    if (c) {
+        c->static_read = NULL;
+        if (sr->got == sr->size) {
+            conn_respond(c, 200, sr->type, strlen(sr->type), sr->body, sr->got, sr->keep_alive);
+        } else {
+            log_warn("conn %llu: cannot read %s", (unsigned long long)c->id, sr->path);
+            static const char body[] = "500 Internal Server Error: cannot read the file\n";
+            conn_respond(c, 500, NULL, 0, body, sizeof body - 1, false);
+        }
+        http_conn_answered(c);
+        conn_resume(c);
+    }
+    free(sr->body);
+    free(sr);
+}
+
+void static_conn_gone(conn *c)
+{
+    if (c->static_read) c->static_read->c = NULL;   /* the read in flight frees itself */
+    c->static_read = NULL;
+}
+
 bool static_serve(conn *c, const char *dir, const http_request *req, bool dotfiles, bool symlinks)
 {
     bool head = strcmp(req->method, "HEAD") == 0;
@@ -104,23 +166,20 @@ bool static_serve(conn *c, const char *dir, const http_request *req, bool dotfil
         close(fd);
         return false;
     }
-    /* Local files are read at once: small, and in the page cache. */
-    char *body = malloc((size_t)st.st_size + 1);
-    size_t got = 0;
-    while (body && got < (size_t)st.st_size) {
-        ssize_t r = read(fd, body + got, (size_t)st.st_size - got);
-        if (r <= 0) break;
-        got += (size_t)r;
-    }
-    close(fd);
-    if (!body || got != (size_t)st.st_size) {
-        free(body);
-        log_warn("conn %llu: cannot read %s", (unsigned long long)c->id, path);
-        return false;
-    }
-    char head_lines[256];
-    int hl = snprintf(head_lines, sizeof head_lines, "Content-Type: %s\r\n", static_content_type(path));
-    conn_respond(c, 200, head_lines, (size_t)hl, body, got, req->keep_alive);
-    free(body);
+    /* The file is read in libuv's thread pool: a slow disk must not stall
+     * the worker. The connection reads no more requests meanwhile, so the
+     * answers keep their order. */
+    static_read *sr = xcalloc(sizeof *sr);
+    sr->c = c;
+    sr->fd = fd;
+    sr->size = (size_t)st.st_size;
+    sr->body = xmalloc(sr->size + 1);
+    sr->keep_alive = req->keep_alive;
+    snprintf(sr->type, sizeof sr->type, "Content-Type: %s\r\n", static_content_type(path));
+    snprintf(sr->path, sizeof sr->path, "%s", path);
+    sr->req.data = sr;
+    c->static_read = sr;
+    conn_pause(c);
+    read_more(sr);
     return true;
 }
