@@ -99,20 +99,20 @@ static void on_file_read(uv_fs_t *req)
     read_done(req->data, n);
 }
 
-static void read_more(static_read *sr)
+/* Starts reading the rest; 0, or a libuv error if the read cannot start. */
+static int start_read(static_read *sr)
 {
     uv_buf_t b = uv_buf_init(sr->body + sr->got, (unsigned)(sr->size - sr->got));
-    int r = sr->size == sr->got ? 0 : uv_fs_read(uv_default_loop(), &sr->req, sr->fd, &b, 1, (int64_t)sr->got, on_file_read);
-    /* Nothing to read (an empty file) or the read cannot start: done now. */
-    if (r < 0 || sr->size == sr->got) read_done(sr, r);
+    return uv_fs_read(uv_default_loop(), &sr->req, sr->fd, &b, 1, (int64_t)sr->got, on_file_read);
 }
 
 static void read_done(static_read *sr, ssize_t n)
 {
     if (sr->c && n > 0 && sr->got + (size_t)n < sr->size) {
         sr->got += (size_t)n;
-        read_more(sr);
-        return;
+        int r = start_read(sr);
+        if (r == 0) return;
+        n = r;
     }
     if (n > 0) sr->got += (size_t)n;
     close(sr->fd);
@@ -166,6 +166,13 @@ bool static_serve(conn *c, const char *dir, const http_request *req, bool dotfil
         close(fd);
         return false;
     }
+    char type[128];
+    snprintf(type, sizeof type, "Content-Type: %s\r\n", static_content_type(path));
+    if (st.st_size == 0) {
+        close(fd);
+        conn_respond(c, 200, type, strlen(type), "", 0, req->keep_alive);
+        return true;
+    }
     /* The file is read in libuv's thread pool: a slow disk must not stall
      * the worker. The connection reads no more requests meanwhile, so the
      * answers keep their order. */
@@ -175,11 +182,17 @@ bool static_serve(conn *c, const char *dir, const http_request *req, bool dotfil
     sr->size = (size_t)st.st_size;
     sr->body = xmalloc(sr->size + 1);
     sr->keep_alive = req->keep_alive;
-    snprintf(sr->type, sizeof sr->type, "Content-Type: %s\r\n", static_content_type(path));
+    memcpy(sr->type, type, sizeof type);
     snprintf(sr->path, sizeof sr->path, "%s", path);
     sr->req.data = sr;
+    if (start_read(sr) != 0) {
+        log_warn("conn %llu: cannot read %s", (unsigned long long)c->id, path);
+        close(fd);
+        free(sr->body);
+        free(sr);
+        return false;
+    }
     c->static_read = sr;
     conn_pause(c);
-    read_more(sr);
     return true;
 }
