@@ -1368,7 +1368,7 @@ static void setup(fz *z)
     if (!z->rng) z->rng = 1;
 
     pmd_worker_init(&z->worker, mode, level, DEFLATE_MIN[c0 >> 6]);
-    z->cfg = (wss_config){MAX_MESSAGE[(c0 >> 3) & 7], DEFLATE_MIN[c0 >> 6], &z->worker, &z->stats};
+    z->cfg = (wss_config){MAX_MESSAGE[(c0 >> 3) & 7], DEFLATE_MIN[c0 >> 6], &z->worker, &z->stats, NULL};
 
     char ext[256];
     int n = snprintf(ext, sizeof ext, "permessage-deflate%s%s", c1 & 1 ? "; server_no_context_takeover" : "",

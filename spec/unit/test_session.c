@@ -210,7 +210,7 @@ static void host_init(host *h, enum ws_role role, const pmd_params *deflate, enu
     memset(h, 0, sizeof *h);
     h->client = role == WS_ROLE_CLIENT;
     pmd_worker_init(&h->w, mode, 6, 0);
-    h->cfg = (wss_config){max_message, 0, &h->w, &h->stats};
+    h->cfg = (wss_config){max_message, 0, &h->w, &h->stats, NULL};
     if (deflate) {
         h->inf_ready = inflateInit2(&h->inf, -15) == Z_OK;
         h->inf_reset = deflate->server_no_context_takeover;
