@@ -165,7 +165,7 @@ describe("sharp edges (issue 16)", function()
       local code, out, err = client({ url("/auth") })
       assert.equal(2, code)
       assert.equal("", out)
-      assert.equal("luaws client: the server refused the WebSocket handshake: HTTP 401\nwho are you?\n", err)
+      assert.equal("luaws client: the server refused the WebSocket handshake: HTTP 401 Unauthorized\nwho are you?\n", err)
     end)
 
     it("failures in one line, without Lua paths: a port out of range, a host that does not resolve", function()

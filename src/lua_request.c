@@ -212,8 +212,16 @@ static int l_check_listener(lua_State *L)
     return 0;
 }
 
+/* core.http_reason(status) -> "Unauthorized" (luaws client's refusals). */
+static int l_http_reason(lua_State *L)
+{
+    lua_pushstring(L, http_reason((int)luaL_checkinteger(L, 1)));
+    return 1;
+}
+
 const luaL_Reg lh_request_fns[] = {
     {"check_listener", l_check_listener},
+    {"http_reason", l_http_reason},
     {NULL, NULL},
 };
 

@@ -124,7 +124,8 @@ local listener = {
     local res = socket.response
     if not opened and res and res.status and res.status ~= 101 then
       -- A refused handshake: the status and what the server said.
-      io.stderr:write("luaws client: the server refused the WebSocket handshake: HTTP ", res.status, "\n")
+      io.stderr:write("luaws client: the server refused the WebSocket handshake: HTTP ", res.status, " ",
+        core.http_reason(res.status), "\n")
       if res.body and res.body ~= "" then io.stderr:write(res.body, res.body:sub(-1) == "\n" and "" or "\n") end
       io.stderr:flush()
       return
