@@ -28,10 +28,10 @@ static void respond_refusal(conn *c, int status, const char *why)
 
 static size_t http_feed(conn *c, uint8_t *buf, size_t len)
 {
+    if (c->static_read) return 0;   /* the answer before is still being read */
     /* A client that sends requests faster than it reads the answers: past
      * --high-water bytes of answers waiting, read no more requests until
      * the queue drains (conn.c resumes us), as nginx does. */
-    if (c->static_read) return 0;   /* the answer before is still being read */
     size_t limit = c->srv->cfg->write_high_water;
     if (conn_backlog(c) >= limit) {
         if (c->cork.len) conn_uncork(c);

@@ -14,6 +14,16 @@ static void set_str(lua_State *L, const char *k, const char *v, size_t n)
     lua_setfield(L, -2, k);
 }
 
+/* Pushes {name = value} of the request's (or response's) headers. */
+static void push_headers(lua_State *L, const http_request *req)
+{
+    lua_createtable(L, 0, (int)req->nheaders);
+    for (size_t i = 0; i < req->nheaders; i++) {
+        lua_pushstring(L, req->headers[i].value);
+        lua_setfield(L, -2, req->headers[i].name);
+    }
+}
+
 static void push_request(lua_host *h, conn *c, const http_request *req, bool upgrade)
 {
     lua_State *L = h->L;
@@ -30,11 +40,7 @@ static void push_request(lua_host *h, conn *c, const http_request *req, bool upg
     lua_setfield(L, -2, "protocol");
     lua_pushstring(L, c->tls ? (upgrade ? "wss" : "https") : (upgrade ? "ws" : "http"));
     lua_setfield(L, -2, "scheme");
-    lua_createtable(L, 0, (int)req->nheaders);
-    for (size_t i = 0; i < req->nheaders; i++) {
-        lua_pushstring(L, req->headers[i].value);
-        lua_setfield(L, -2, req->headers[i].name);
-    }
+    push_headers(L, req);
     lua_setfield(L, -2, "headers");
     /* remote_addr without the port, as Ring has it */
     const char *colon = strrchr(c->peer, ':');
@@ -393,11 +399,7 @@ int lh_push_response(lua_State *L)
     lua_createtable(L, 0, 3);
     lua_pushinteger(L, res->status);
     lua_setfield(L, -2, "status");
-    lua_createtable(L, 0, (int)res->nheaders);
-    for (size_t i = 0; i < res->nheaders; i++) {
-        lua_pushstring(L, res->headers[i].value);
-        lua_setfield(L, -2, res->headers[i].name);
-    }
+    push_headers(L, res);
     lua_setfield(L, -2, "headers");
     lua_pushlstring(L, res->body ? res->body : "", res->body_len);
     lua_setfield(L, -2, "body");

@@ -146,11 +146,7 @@ static int l_reset(lua_State *L)
     lua_host *h = spec_host(L, "reset");
     server *s = h->srv;
     settle(s);
-    for (conn *c = s->conns, *next; c; c = next) {
-        next = c->next;
-        if (conn_is_websocket(c)) ws_on_disconnect(c);
-        conn_close_now(c);
-    }
+    server_drop_all(s);
     settle(s);
     lh_tasks_abandon(h);
     lt_free_all(h);
@@ -169,11 +165,7 @@ static int l_drop(lua_State *L)
 {
     lua_host *h = spec_host(L, "drop");
     lsocket *ls = luaL_checkudata(L, 1, SOCKET_MT);
-    conn *c = ls->c;
-    if (c && !conn_is_dead(c)) {
-        if (conn_is_websocket(c)) ws_on_disconnect(c);
-        conn_close_now(c);
-    }
+    if (ls->c) ws_drop(ls->c);
     settle(h->srv);
     return 0;
 }

@@ -36,10 +36,14 @@ static void on_shutdown_timeout(uv_timer_t *t)
     server *s = t->data;
     log_warn("shutdown: %zu connections still open after %u ms (--shutdown-timeout), closing them",
              s->nconns, s->cfg->shutdown_timeout_ms);
+    server_drop_all(s);
+}
+
+void server_drop_all(server *s)
+{
     for (conn *c = s->conns, *next; c; c = next) {
         next = c->next;
-        if (conn_is_websocket(c)) ws_on_disconnect(c);
-        conn_close_now(c);
+        ws_drop(c);
     }
 }
 
@@ -305,11 +309,7 @@ int server_test(const config *cfg, const host_ops *host, int (*run)(void *host_u
     int code = run(s->host_ud, argc, argv);
     /* Whatever the specs left open is dropped; then the loop ends. */
     s->stopping = true;
-    for (conn *c = s->conns, *next; c; c = next) {
-        next = c->next;
-        if (conn_is_websocket(c)) ws_on_disconnect(c);
-        conn_close_now(c);
-    }
+    server_drop_all(s);
     server_stop(s);
     uv_run(s->loop, UV_RUN_DEFAULT);
     host->destroy(s->host_ud);

@@ -88,6 +88,8 @@ static inline uint64_t server_now(const server *s) { return wclock_now(&s->clock
 /* SIGHUP: certificates and keys are read again. */
 void server_reload_tls(server *s);
 void server_stop(server *s);
+/* Drops every connection now, with no close frame (on_close 1006). */
+void server_drop_all(server *s);
 /* The worker entered Lua for what (a static string) / left it. */
 static inline void server_busy(server *s, const char *what, uint64_t now_ms)
 {

@@ -81,6 +81,7 @@ static bool inside(const char *dir, const char *path)
 /* A file being read for a connection (off the loop). */
 struct static_read {
     uv_fs_t req;
+    uv_loop_t *loop;
     conn *c;                  /* NULL once the connection is gone: then only freed */
     int fd;
     char *body;
@@ -103,7 +104,7 @@ static void on_file_read(uv_fs_t *req)
 static int start_read(static_read *sr)
 {
     uv_buf_t b = uv_buf_init(sr->body + sr->got, (unsigned)(sr->size - sr->got));
-    return uv_fs_read(uv_default_loop(), &sr->req, sr->fd, &b, 1, (int64_t)sr->got, on_file_read);
+    return uv_fs_read(sr->loop, &sr->req, sr->fd, &b, 1, (int64_t)sr->got, on_file_read);
 }
 
 static void read_done(static_read *sr, ssize_t n)
@@ -177,6 +178,7 @@ bool static_serve(conn *c, const char *dir, const http_request *req, bool dotfil
      * the worker. The connection reads no more requests meanwhile, so the
      * answers keep their order. */
     static_read *sr = xcalloc(sizeof *sr);
+    sr->loop = c->srv->loop;
     sr->c = c;
     sr->fd = fd;
     sr->size = (size_t)st.st_size;

@@ -232,6 +232,13 @@ void ws_on_disconnect(conn *c)
     conn_tell_close(c);
 }
 
+void ws_drop(conn *c)
+{
+    if (conn_is_dead(c)) return;
+    if (conn_is_websocket(c)) ws_on_disconnect(c);
+    conn_close_now(c);
+}
+
 void ws_abort(conn *c, uint16_t code, const char *why)
 {
     if (!conn_is_websocket(c) || conn_is_dead(c)) return;

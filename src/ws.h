@@ -10,6 +10,8 @@ void ws_start(conn *c, const pmd_params *deflate);
 int ws_send(conn *c, uint8_t opcode, const uint8_t *data, size_t len, write_done_fn done, void *ud);
 void ws_close(conn *c, uint16_t code, const char *reason, size_t reason_len);
 void ws_on_disconnect(conn *c);
+/* Drops c now, with no close frame: as if the peer vanished (on_close 1006). */
+void ws_drop(conn *c);
 /* Closes a connection that broke a limit: on_error(why), on_close(code), TCP closed now. */
 void ws_abort(conn *c, uint16_t code, const char *why);
 bool ws_is_open(const conn *c);

@@ -496,9 +496,7 @@ function M.clock:now() return core.test_now() / 1000 end
 function M.published(topic)
   core.test_settle()
   local list = core.test_published()[topic] or {}
-  local copy = {}
-  for i, v in ipairs(list) do copy[i] = type(v) == "string" and v or v end
-  return copy
+  return table.move(list, 1, #list, 1, {})   -- a copy: the record goes on
 end
 
 --- Reloads the script as the server does on a file change: new code from
