@@ -70,24 +70,7 @@ describe("luaws client URL", function()
   -- log contains it, so the client does not close before that happened.
   -- Returns exit code, stdout, stderr.
   local function client(args, input, opts)
-    opts = opts or {}
-    local dir = server.tmpdir()
-    server.write_file(dir .. "/in", input or "")
-    local q = { quote(server.BINARY), "client" }
-    for _, a in ipairs(args) do q[#q + 1] = quote(a) end
-    local feed = "cat " .. quote(dir .. "/in")
-    if opts.hold then
-      -- the log (from the lines to come) is polled as wait_log does; ~10 s at most
-      feed = string.format("{ %s; for i in $(seq 1000); do tail -n +%d %s | grep -qF -e %s && break; sleep 0.01; done; }",
-        feed, srv:mark() + 1, quote(srv.logfile), quote(opts.hold))
-    end
-    local cmd = string.format("cd %s && %s | timeout -s KILL 15 %s >%s 2>%s", quote(server.ROOT), feed,
-      table.concat(q, " "), quote(dir .. "/out"), quote(dir .. "/err"))
-    local _, how, code = os.execute(cmd)
-    if how == "signal" then code = 128 + code end
-    local out, err = server.read_file(dir .. "/out") or "", server.read_file(dir .. "/err") or ""
-    os.execute("rm -rf " .. quote(dir))
-    return code, out, err
+    return server.client(args, input, { hold = opts and opts.hold and { srv = srv, text = opts.hold } })
   end
 
   it("prints the greeting and echoes (text raw, binary as hex), pongs on stderr, exits 0 after the 1000 close", function()

@@ -20,12 +20,18 @@ local function rss_kb(pid)
   return tonumber(text:match("VmRSS:%s*(%d+)")) or 0
 end
 
-local function plain_get(srv, path)
+-- Sends text (a raw request) on a connection of its own; returns the
+-- response, or nil and why.
+local function request(srv, text)
   local c = assert(wsc.tcp(srv.host, srv.port))
-  c:send_raw("GET " .. path .. " HTTP/1.1\r\nHost: a\r\n\r\n")
-  local res = assert(c:read_response())
+  c:send_raw(text)
+  local res, err = c:read_response()
   c:close()
-  return res
+  return res, err
+end
+
+local function plain_get(srv, path, head)
+  return assert(request(srv, "GET " .. path .. " HTTP/1.1\r\nHost: a\r\n" .. (head or "") .. "\r\n"))
 end
 
 describe("hardening", function()
@@ -116,10 +122,7 @@ describe("hardening", function()
   it("8. --max-header counts every byte of the head: colons, line ends, whitespace, empty headers", function()
     local srv = H.start { script = "scripts/echo.lua", args = { "--max-header", "1024" } }
     local function status(head)
-      local c = assert(wsc.tcp(srv.host, srv.port))
-      c:send_raw(head)
-      local res = c:read_response()
-      c:close()
+      local res = request(srv, head)
       return res and res.status
     end
     assert.equal(431, status("GET /x HTTP/1.1\r\nHost: a\r\nX:" .. string.rep(" ", 70000) .. "\r\n\r\n"))
@@ -177,11 +180,7 @@ describe("hardening", function()
   it("risk: --metrics-token keeps /metrics from anyone without the token", function()
     local srv = H.start { script = "scripts/echo.lua", args = { "--metrics-token", "s3cret" } }
     local function get(auth)
-      local c = assert(wsc.tcp(srv.host, srv.port))
-      c:send_raw("GET /metrics HTTP/1.1\r\nHost: a\r\n" .. (auth and ("Authorization: " .. auth .. "\r\n") or "") .. "\r\n")
-      local res = assert(c:read_response())
-      c:close()
-      return res
+      return plain_get(srv, "/metrics", auth and ("Authorization: " .. auth .. "\r\n"))
     end
     assert.equal(401, get(nil).status)
     assert.equal(401, get("Bearer wrong").status)

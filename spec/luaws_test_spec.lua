@@ -2,19 +2,7 @@
 -- These run the real binary on spec folders and read what busted printed.
 local server = require "spec.support.server"
 local quote = server.quote
-
--- Runs `luaws test ARGS...` in dir (with an optional command in front, as
--- `unshare -rn`); returns the exit code and everything printed.
-local function luaws_test(dir, args, prefix)
-  local q = {}
-  for _, a in ipairs(args or {}) do q[#q + 1] = quote(a) end
-  local out = server.tmpdir() .. "/out"
-  local cmd = string.format("cd %s && timeout -s KILL 60 %s %s test %s </dev/null >%s 2>&1", quote(dir),
-    prefix or "", quote(server.BINARY), table.concat(q, " "), quote(out))
-  local _, how, code = os.execute(cmd)
-  if how == "signal" then code = 128 + code end
-  return code, server.read_file(out) or ""
-end
+local luaws_test, spec_dir = server.luaws_test, server.spec_dir
 
 -- A copy of scripts/ (the scripts and their specs) to change freely.
 local function copy_scripts()
@@ -26,13 +14,6 @@ end
 local function counts(out)
   local s, f, e = out:match("(%d+) successe?s? / (%d+) failures? / (%d+) errors?")
   return tonumber(s), tonumber(f), tonumber(e)
-end
-
-local function spec_dir(files)
-  local dir = server.tmpdir()
-  os.execute("mkdir -p " .. quote(dir .. "/spec"))
-  for name, text in pairs(files) do server.write_file(dir .. "/" .. name, text) end
-  return dir
 end
 
 describe("luaws test", function()

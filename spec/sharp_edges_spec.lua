@@ -3,33 +3,10 @@
 local server = require "spec.support.server"
 local H = require "spec.support.helpers"
 local quote = server.quote
-
--- `luaws client ARGS...` with input on stdin; exit code, stdout, stderr.
-local function client(args, input)
-  local dir = server.tmpdir()
-  server.write_file(dir .. "/in", input or "")
-  local q = { quote(server.BINARY), "client" }
-  for _, a in ipairs(args) do q[#q + 1] = quote(a) end
-  local cmd = string.format("cd %s && timeout -s KILL 15 %s <%s >%s 2>%s", quote(server.ROOT), table.concat(q, " "),
-    quote(dir .. "/in"), quote(dir .. "/out"), quote(dir .. "/err"))
-  local _, how, code = os.execute(cmd)
-  if how == "signal" then code = 128 + code end
-  local out, err = server.read_file(dir .. "/out") or "", server.read_file(dir .. "/err") or ""
-  os.execute("rm -rf " .. quote(dir))
-  return code, out, err
-end
+local client = server.client
 
 -- `luaws test` in a folder made of files; exit code and output.
-local function luaws_test(files)
-  local dir = server.tmpdir()
-  os.execute("mkdir -p " .. quote(dir .. "/spec"))
-  for name, text in pairs(files) do server.write_file(dir .. "/" .. name, text) end
-  local out = dir .. "/out"
-  local _, how, code = os.execute(string.format("cd %s && timeout -s KILL 60 %s test >%s 2>&1", quote(dir),
-    quote(server.BINARY), quote(out)))
-  if how == "signal" then code = 128 + code end
-  return code, server.read_file(out) or ""
-end
+local function luaws_test(files) return server.luaws_test(server.spec_dir(files)) end
 
 describe("sharp edges (issue 16)", function()
   lazy_setup(function() assert(server.available(), "luaws binary not built: " .. server.BINARY) end)

@@ -286,6 +286,52 @@ function S.run(args, opts)
   return code, text
 end
 
+-- `luaws client ARGS...` with input on stdin; returns exit code, stdout,
+-- stderr. opts.hold = {srv =, text =}: stdin stays open (the client does not
+-- close yet) until srv's log, from the lines to come, contains text (~10 s
+-- at most, polled as wait_log does).
+function S.client(args, input, opts)
+  opts = opts or {}
+  local dir = S.tmpdir()
+  S.write_file(dir .. "/in", input or "")
+  local q = { quote(S.BINARY), "client" }
+  for _, a in ipairs(args) do q[#q + 1] = quote(a) end
+  local feed = "cat " .. quote(dir .. "/in")
+  if opts.hold then
+    local srv = opts.hold.srv
+    feed = string.format("{ %s; for i in $(seq 1000); do tail -n +%d %s | grep -qF -e %s && break; sleep 0.01; done; }",
+      feed, srv:mark() + 1, quote(srv.logfile), quote(opts.hold.text))
+  end
+  local cmd = string.format("cd %s && %s | timeout -s KILL 15 %s >%s 2>%s", quote(S.ROOT), feed,
+    table.concat(q, " "), quote(dir .. "/out"), quote(dir .. "/err"))
+  local _, how, code = os.execute(cmd)
+  if how == "signal" then code = 128 + code end
+  local out, err = S.read_file(dir .. "/out") or "", S.read_file(dir .. "/err") or ""
+  os.execute("rm -rf " .. quote(dir))
+  return code, out, err
+end
+
+-- A folder for `luaws test` holding files ({name = text}, spec/ made).
+function S.spec_dir(files)
+  local dir = S.tmpdir()
+  os.execute("mkdir -p " .. quote(dir .. "/spec"))
+  for name, text in pairs(files or {}) do S.write_file(dir .. "/" .. name, text) end
+  return dir
+end
+
+-- Runs `luaws test ARGS...` in dir (with an optional command in front, as
+-- `unshare -rn`); returns the exit code and everything printed.
+function S.luaws_test(dir, args, prefix)
+  local q = {}
+  for _, a in ipairs(args or {}) do q[#q + 1] = quote(a) end
+  local out = S.tmpdir() .. "/out"
+  local cmd = string.format("cd %s && timeout -s KILL 60 %s %s test %s </dev/null >%s 2>&1", quote(dir),
+    prefix or "", quote(S.BINARY), table.concat(q, " "), quote(out))
+  local _, how, code = os.execute(cmd)
+  if how == "signal" then code = 128 + code end
+  return code, S.read_file(out) or ""
+end
+
 -- A temp file holding src; returns its path (removed by S.cleanup_files()).
 local tmpfiles = {}
 function S.temp_script(src, name)
