@@ -29,6 +29,9 @@
 #define TIMER_MT "luaws.timer"
 #define REQUEST_MT "luaws.request"
 #define TASK_POOL_MAX 64
+/* "file:line" of where a timer was started: Lua already shortens a long
+ * source name to LUA_IDSIZE ("..." in front), so this never cuts it. */
+#define LH_WHERE_MAX (LUA_IDSIZE + 16)
 
 typedef struct ltimer ltimer;
 typedef struct lsocket lsocket;
@@ -53,7 +56,7 @@ struct task {
      * (held by blame_ref while the task lives). */
     lsocket *blame;
     int blame_ref;
-    char where[56];          /* a timer's: where it was started (file:line) */
+    char where[LH_WHERE_MAX]; /* a timer's: where it was started (file:line) */
 };
 
 enum lua_event_kind { EV_OPEN, EV_MESSAGE, EV_PING, EV_PONG, EV_ERROR, EV_CLOSE, EV_RELOAD, EV_CALLBACK };

@@ -24,7 +24,7 @@ struct ltimer {
     bool repeat;
     bool at_load;            /* started while its version loaded: ends with it */
     unsigned version;        /* ... that version (h->version + 1 while loading) */
-    char where[56];          /* file:line of the after/every call, for error logs */
+    char where[LH_WHERE_MAX]; /* file:line of the after/every call, for error logs */
     ltimer *prev, *next;     /* in h->timers */
 };
 
@@ -126,7 +126,7 @@ static int start(lua_State *L, bool repeat)
     t->handle_ref = handle_ref;
     lua_Debug ar;
     if (lua_getstack(L, 1, &ar) && lua_getinfo(L, "Sl", &ar) && ar.currentline > 0)
-        snprintf(t->where, sizeof t->where, "%.40s:%d", ar.short_src, ar.currentline);
+        snprintf(t->where, sizeof t->where, "%s:%d", ar.short_src, ar.currentline);
     return 1;
 }
 
