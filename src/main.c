@@ -4,6 +4,7 @@
 #include "log.h"
 #include "reload.h"
 #include "workers.h"
+#include "rundir.h"
 #include "version.h"
 #include "xalloc.h"
 #include <lua.h>
@@ -480,11 +481,24 @@ static int check_script(const config *cfg)
     return EXIT_OK;
 }
 
+static int serve_here(cli *c);
+
 /* Step 6: serve, in this process or in workers. */
 static int serve(cli *c)
 {
     config *cfg = &c->cfg;
-    if (c->workers > 1) return workers_run(cfg, &lua_host_ops, c->workers, c->watch);
+    /* Where workers keep the last code that loaded (for a replacement to
+     * start with) and the default luaws.store: see rundir.h. */
+    rundir_create();
+    int code = c->workers > 1 ? workers_run(cfg, &lua_host_ops, c->workers, c->watch) : serve_here(c);
+    rundir_remove();
+    return code;
+}
+
+/* One worker: this process serves. */
+static int serve_here(cli *c)
+{
+    config *cfg = &c->cfg;
     char msg[256];
     int fds[MAX_LISTENERS];
     for (int i = 0; i < cfg->nlistens; i++) {

@@ -112,12 +112,6 @@ int workers_run(config *cfg, const host_ops *host, int n, bool watch)
         }
     }
 
-    /* A private run directory: where workers keep the last code that loaded
-     * (lua/luaws/loader.lua), for a replacement to start with. */
-    char rundir[] = "/tmp/luaws-run-XXXXXX";
-    bool have_rundir = mkdtemp(rundir) != NULL;
-    if (have_rundir) setenv("LUAWS_RUNDIR", rundir, 1);
-
     sigset_t set = handled_signals();
     sigprocmask(SIG_BLOCK, &set, NULL);
     if (cfg->script_timeout_ms) {
@@ -222,12 +216,6 @@ int workers_run(config *cfg, const host_ops *host, int n, bool watch)
     free(w);
     if (beats) munmap(beats, (size_t)n * sizeof *beats);
     beats = NULL;
-    if (have_rundir) {
-        char path[sizeof rundir + 32];
-        snprintf(path, sizeof path, "%s/snapshot.lua", rundir);
-        unlink(path);
-        if (rmdir(rundir) != 0) log_warn("cannot remove %s: %s", rundir, strerror(errno));
-    }
     log_info("luaws stopped");
     return code;
 }
