@@ -12,6 +12,10 @@ local M = {
   sleep = core.sleep,
   publish = core.publish,
   subscribers = core.subscribers,
+  -- This worker's Lua state that outlives hot reloads: the luaws module is
+  -- never reloaded, so neither is this table. For what cannot be stored in
+  -- luaws.store: sockets, outbound connections, functions.
+  state = {},
 }
 
 -- JSON through Debian's lua-cjson.

@@ -87,11 +87,11 @@ conn *conn_new(server *s, listener *l, uint64_t id, const conn_phase *phase)
     uv_tcp_init(s->loop, &c->tcp);
     c->tcp.data = c;
     c->id = id;
-    s->metrics.connections_total++;
+    s->metrics->connections_total++;
     c->next = s->conns;
     if (s->conns) s->conns->prev = c;
     s->conns = c;
-    s->nconns++;
+    server_count_conn(s, 1);
     return c;
 }
 
@@ -434,7 +434,7 @@ static void on_closed(uv_handle_t *h)
     if (c->prev) c->prev->next = c->next;
     else s->conns = c->next;
     if (c->next) c->next->prev = c->prev;
-    s->nconns--;
+    server_count_conn(s, -1);
     if (c->http) {
         http_reader_free(c->http);
         free(c->http);

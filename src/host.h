@@ -46,8 +46,18 @@ typedef struct host_ops {
     /* c is about to be freed: drop every pointer to it. */
     void (*gone)(void *host, conn *c);
 
-    /* A message for a topic came from another worker or machine. */
+    /* A message for a topic came through Redis (payload: kind byte first). */
     void (*topic_message)(void *host, const char *topic, size_t tlen, const uint8_t *payload, size_t len);
+    /* --workers N: a publish relayed by the main process, from any worker
+     * (this one too), in the one order every worker sees. */
+    void (*topic_deliver)(void *host, const char *topic, size_t tlen, uint8_t opcode, uint64_t except,
+                          const uint8_t *data, size_t len);
+    /* --workers N: another worker's subscriber count of a topic changed;
+     * worker gone: all its counts are 0 (count is then ignored). */
+    void (*topic_count)(void *host, unsigned worker, const char *topic, size_t tlen, uint32_t count);
+    void (*topic_worker_gone)(void *host, unsigned worker);
+    /* --workers N: a worker (re)started: tell it every count again. */
+    void (*topic_resync)(void *host);
     /* Loads the script again; -1 if the new code fails (the old keeps serving). */
     int (*reload)(void *host, const char *why, bool quiet_repeat);
     /* The files to watch for hot reload (malloc'd array of malloc'd paths). */

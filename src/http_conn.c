@@ -105,13 +105,14 @@ static void begin(conn *c)
     server *s = c->srv;
     listener *l = c->lst;
     c->deadline = server_now(s) + s->cfg->handshake_timeout_ms;
-    if (s->nconns > s->cfg->max_connections) {
+    size_t open = server_connections(s);
+    if (open > s->cfg->max_connections) {
         static const char busy[] = "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
                                    "Connection: close\r\nRetry-After: 1\r\n\r\n";
         uv_buf_t b = uv_buf_init((char *)busy, sizeof busy - 1);
         uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
         log_warn("conn %llu from %s refused: %zu connections open (--max-connections)",
-                 (unsigned long long)c->id, c->peer, s->nconns - 1);
+                 (unsigned long long)c->id, c->peer, open - 1);
         conn_close_now(c);
         return;
     }
@@ -211,7 +212,7 @@ void conn_respond(conn *c, int status, const char *head, size_t head_len,
                   const char *body, size_t body_len, bool keep_alive)
 {
     if (c->state != CONN_HTTP) return;
-    c->srv->metrics.http_requests_total++;
+    c->srv->metrics->http_requests_total++;
     char line[256];
     bool is_head = c->http && c->http->req.method && strcmp(c->http->req.method, "HEAD") == 0;
     int n = snprintf(line, sizeof line, "HTTP/1.1 %d %s\r\n", status, http_reason(status));

@@ -235,7 +235,7 @@ static void respond_500(conn *c, const char *why)
 {
     static const char body[] = "500 Internal Server Error\n";
     log_error("conn %llu: handler error: %s", (unsigned long long)c->id, why);
-    c->srv->metrics.script_errors++;
+    c->srv->metrics->script_errors++;
     conn_respond(c, 500, "Content-Type: text/plain; charset=utf-8\r\n", 41, body, sizeof body - 1, false);
 }
 

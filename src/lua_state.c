@@ -381,12 +381,12 @@ static int lh_reload(void *host, const char *why, bool quiet_repeat)
         log_msg(same || h->test ? LOG_DEBUG : LOG_ERROR, "reload (%s) failed, the old code keeps serving: %s", why, err);
         free(h->last_error);
         h->last_error = err;
-        h->srv->metrics.reload_failures++;
+        h->srv->metrics->reload_failures++;
         return -1;
     }
     free(h->last_error);
     h->last_error = NULL;
-    h->srv->metrics.reloads++;
+    h->srv->metrics->reloads++;
     lua_State *L = h->L;
     size_t moved = 0, kept = 0, outbound = 0;
     /* First give every open socket its new listener, then run on_reload,
@@ -466,6 +466,27 @@ const host_ops lua_host_ops = {
     .writable = lh_host_writable,
     .gone = lh_host_gone,
     .topic_message = lh_host_topic_message,
+    .topic_deliver = lh_host_topic_deliver,
+    .topic_count = lh_host_topic_count,
+    .topic_worker_gone = lh_host_topic_worker_gone,
+    .topic_resync = lh_host_topic_resync,
     .reload = lh_reload,
     .watched_files = lh_watched_files,
 };
+
+bool lua_compile_check(const char *path, char **err)
+{
+    struct stat st;
+    /* A directory of routes, or a FIFO (read once, by the worker): the
+     * worker's load is the check. */
+    if (stat(path, &st) != 0 || !S_ISREG(st.st_mode)) return true;
+    lua_State *L = luaL_newstate();
+    if (!L) {
+        *err = xstrdup("out of memory");
+        return false;
+    }
+    bool ok = luaL_loadfilex(L, path, "t") == LUA_OK;
+    if (!ok) *err = xstrdup(lua_tostring(L, -1));
+    lua_close(L);
+    return ok;
+}

@@ -320,7 +320,7 @@ static void on_task_error(task *t, lua_State *co, int status)
     else if (ls) snprintf(who, sizeof who, "a closed socket: ");
     log_error("%serror in %s%s%s: %s", who, t->event, t->where[0] ? " started at " : "", t->where,
               lua_tostring(L, -1));
-    h->srv->metrics.script_errors++;
+    h->srv->metrics->script_errors++;
     lua_pop(L, 1);
     /* Drop the dead coroutine's frames now, so that what they held (a
      * runaway allocation, say) can be collected before on_error runs. */

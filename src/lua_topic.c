@@ -3,19 +3,40 @@
  *
  * Subscribers live in C arrays so that a publish builds its frame once
  * (and its compressed form once, for sockets on the shared compressor)
- * and hands the same bytes to every subscriber's write queue. Topics are
- * per worker unless the server runs with --redis, where every publish goes
- * through Redis and comes back to each worker that has subscribers. */
+ * and hands the same bytes to every subscriber's write queue.
+ *
+ * Where a publish goes:
+ *  - --redis (while connected): through Redis, back to every worker of
+ *    every machine with subscribers, this one included;
+ *  - else, with --workers N: through the main process's broker
+ *    (local_bus.h), back to every worker of the machine, this one included;
+ *  - else (one worker, or either link down): straight to this worker's
+ *    subscribers.
+ * In the first two cases the publisher's own subscribers get it when it
+ * comes back, so every worker delivers in the same order.
+ *
+ * luaws.subscribers counts the machine: this worker's sockets, plus what
+ * the other workers last said they have (a count travels on the broker
+ * link whenever a topic gains or loses a subscriber). */
 #include "lua_internal.h"
 #include "log.h"
 #include "xalloc.h"
 #include "redis_bus.h"
+#include "local_bus.h"
+#include "bus_wire.h"
 #include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define TOPICS_KEY "luaws.topics"   /* registry: name -> topic userdata */
 #define TOPIC_MT "luaws.topic"
+#define REMOTE_KEY "luaws.remote_counts"   /* registry: name -> remote_count userdata */
+
+/* The other workers' subscriber counts of one topic (--workers N). */
+typedef struct remote_count {
+    uint64_t sum;
+    uint32_t of[];           /* per worker */
+} remote_count;
 
 /* A topic is a userdata in the registry's topic table, so that nothing is
  * lost if an allocation raises half-way through (--script-memory). Its
@@ -84,6 +105,7 @@ static bool subscribe(lua_State *L, lua_host *h, conn *c, const char *name, size
     t->subs[t->n++] = c;
     c->topics = xrealloc(c->topics, (c->ntopics + 1) * sizeof *c->topics);
     c->topics[c->ntopics++] = t;
+    local_bus_count(h->srv->lbus, t->name, t->len, (uint32_t)t->n);
     return true;
 }
 
@@ -111,6 +133,7 @@ static bool unsubscribe(lua_State *L, lua_host *h, conn *c, struct topic *t)
     for (i = 0; i < t->n && t->subs[i] != c; i++) {}
     if (i < t->n) memmove(t->subs + i, t->subs + i + 1, (t->n - i - 1) * sizeof *t->subs);
     t->n--;
+    local_bus_count(h->srv->lbus, t->name, t->len, (uint32_t)t->n);
     if (t->n == 0) {
         if (h->srv->bus) redis_bus_unsubscribe(h->srv->bus, t->name, t->len);
         free(t->subs);
@@ -120,8 +143,10 @@ static bool unsubscribe(lua_State *L, lua_host *h, conn *c, struct topic *t)
     return true;
 }
 
-/* Writes one message to every local subscriber; returns how many got it. */
-static size_t fan_out(lua_host *h, struct topic *t, uint8_t opcode, const uint8_t *data, size_t len)
+/* Writes one message to every local subscriber but the socket with id
+ * except (0: none); returns how many got it. */
+static size_t fan_out(lua_host *h, struct topic *t, uint8_t opcode, uint64_t except, const uint8_t *data,
+                      size_t len)
 {
     server *s = h->srv;
     if (!t || t->n == 0) return 0;
@@ -142,35 +167,160 @@ static size_t fan_out(lua_host *h, struct topic *t, uint8_t opcode, const uint8_
     size_t sent = 0;
     t->walking++;
     for (size_t i = 0; i < t->n; i++)
-        if (ws_send_shared(t->subs[i], opcode, data, len, plain, compressed) == 0) sent++;
+        if (t->subs[i]->id != except && ws_send_shared(t->subs[i], opcode, data, len, plain, compressed) == 0)
+            sent++;
     t->walking--;
     shared_frame_unref(plain);
     shared_frame_unref(compressed);
     return sent;
 }
 
-void lh_host_topic_message(void *host, const char *topic, size_t tlen, const uint8_t *payload, size_t len)
+void lh_host_topic_deliver(void *host, const char *topic, size_t tlen, uint8_t opcode, uint64_t except,
+                           const uint8_t *data, size_t len)
 {
     lua_host *h = host;
-    /* Ours carry their kind in the first byte; a message another Redis
-     * client published on luaws:TOPIC is taken whole, as text. */
+    struct topic *t = find(h->L, topic, tlen);
+    if (!t) return;
+    /* As if Lua ran: what the fan-out raises (on_close of a subscriber cut
+     * for backpressure) is queued until it is over. */
+    h->depth++;
+    fan_out(h, t, opcode, except, data, len);
+    h->depth--;
+    lh_settle(h);
+}
+
+/* Redis payloads: ours start with their kind, t or b, or T or B followed
+ * by the 8-byte id of the socket that must not get it; a message another
+ * Redis client published on luaws:TOPIC is taken whole, as text. */
+void lh_host_topic_message(void *host, const char *topic, size_t tlen, const uint8_t *payload, size_t len)
+{
     uint8_t opcode = WS_OP_TEXT;
+    uint64_t except = 0;
     if (len >= 1 && (payload[0] == 'b' || payload[0] == 't')) {
         opcode = payload[0] == 'b' ? WS_OP_BINARY : WS_OP_TEXT;
         payload++;
         len--;
+    } else if (len >= 9 && (payload[0] == 'B' || payload[0] == 'T')) {
+        opcode = payload[0] == 'B' ? WS_OP_BINARY : WS_OP_TEXT;
+        except = (uint64_t)bus_get32(payload + 1) << 32 | bus_get32(payload + 5);
+        payload += 9;
+        len -= 9;
     }
     if (opcode == WS_OP_TEXT && !utf8_valid(payload, len)) {
         log_warn("redis: dropped a message for topic %.*s: text that is not UTF-8", (int)tlen, topic);
         return;
     }
-    struct topic *t = find(h->L, topic, tlen);
-    /* As if Lua ran: what the fan-out raises (on_close of a subscriber cut
-     * for backpressure) is queued until it is over. */
-    h->depth++;
-    fan_out(h, t, opcode, payload, len);
-    h->depth--;
-    lh_settle(h);
+    lh_host_topic_deliver(host, topic, tlen, opcode, except, payload, len);
+}
+
+/* Pushes the registry's table of other workers' counts. */
+static void push_remote(lua_State *L)
+{
+    if (lua_getfield(L, LUA_REGISTRYINDEX, REMOTE_KEY) != LUA_TTABLE) {
+        lua_pop(L, 1);
+        lua_newtable(L);
+        lua_pushvalue(L, -1);
+        lua_setfield(L, LUA_REGISTRYINDEX, REMOTE_KEY);
+    }
+}
+
+static uint64_t remote_sum(lua_State *L, const char *name, size_t len)
+{
+    push_remote(L);
+    lua_pushlstring(L, name, len);
+    lua_rawget(L, -2);
+    const remote_count *r = lua_touserdata(L, -1);
+    uint64_t sum = r ? r->sum : 0;
+    lua_pop(L, 2);
+    return sum;
+}
+
+/* Called from the loop, not from Lua: a Lua allocation error here would
+ * have no one to catch it, so it runs protected. */
+static int set_remote_count(lua_State *L)
+{
+    lua_host *h = lh_host(L);
+    unsigned worker = (unsigned)lua_tointeger(L, 1);
+    uint32_t count = (uint32_t)lua_tointeger(L, 3);
+    push_remote(L);
+    lua_pushvalue(L, 2);
+    lua_rawget(L, -2);
+    remote_count *r = lua_touserdata(L, -1);
+    if (!r) {
+        if (count == 0) return 0;
+        lua_pop(L, 1);
+        size_t size = sizeof *r + (size_t)h->srv->nslots * sizeof r->of[0];
+        r = lua_newuserdatauv(L, size, 0);
+        memset(r, 0, size);
+        lua_pushvalue(L, 2);
+        lua_pushvalue(L, -2);
+        lua_rawset(L, -4);
+    }
+    r->sum = r->sum - r->of[worker] + count;
+    r->of[worker] = count;
+    if (r->sum == 0) {
+        lua_pushvalue(L, 2);
+        lua_pushnil(L);
+        lua_rawset(L, -4);
+    }
+    return 0;
+}
+
+void lh_host_topic_count(void *host, unsigned worker, const char *topic, size_t tlen, uint32_t count)
+{
+    lua_host *h = host;
+    if (worker >= (unsigned)h->srv->nslots) return;
+    lua_State *L = h->L;
+    lua_pushcfunction(L, set_remote_count);
+    lua_pushinteger(L, worker);
+    lua_pushlstring(L, topic, tlen);
+    lua_pushinteger(L, count);
+    if (lua_pcall(L, 3, 0, 0) != LUA_OK) {
+        log_warn("topic %.*s: cannot keep another worker's count: %s", (int)tlen, topic, lua_tostring(L, -1));
+        lua_pop(L, 1);
+    }
+}
+
+static int forget_worker(lua_State *L)
+{
+    unsigned worker = (unsigned)lua_tointeger(L, 1);
+    push_remote(L);
+    lua_pushnil(L);
+    while (lua_next(L, -2)) {
+        remote_count *r = lua_touserdata(L, -1);
+        r->sum -= r->of[worker];
+        r->of[worker] = 0;
+        lua_pop(L, 1);
+        if (r->sum == 0) {
+            lua_pushvalue(L, -1);
+            lua_pushnil(L);
+            lua_rawset(L, -4);   /* clearing a field during lua_next is allowed */
+        }
+    }
+    return 0;
+}
+
+void lh_host_topic_worker_gone(void *host, unsigned worker)
+{
+    lua_host *h = host;
+    if (worker >= (unsigned)h->srv->nslots) return;
+    lua_pushcfunction(h->L, forget_worker);
+    lua_pushinteger(h->L, worker);
+    if (lua_pcall(h->L, 1, 0, 0) != LUA_OK) lua_pop(h->L, 1);
+}
+
+void lh_host_topic_resync(void *host)
+{
+    lua_host *h = host;
+    lua_State *L = h->L;
+    push_topics(L);
+    lua_pushnil(L);
+    while (lua_next(L, -2)) {
+        const struct topic *t = lua_touserdata(L, -1);
+        local_bus_count(h->srv->lbus, t->name, t->len, (uint32_t)t->n);
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
 }
 
 static conn *check_open_socket(lua_State *L)
@@ -230,21 +380,51 @@ static int l_publish(lua_State *L)
         len = lua_rawlen(L, 2);
         opcode = WS_OP_BINARY;
     }
+    uint64_t except = 0;
+    if (!lua_isnoneornil(L, 3)) {
+        /* {except = socket}: everyone subscribed but that socket. */
+        luaL_checktype(L, 3, LUA_TTABLE);
+        lua_pushnil(L);
+        while (lua_next(L, 3)) {
+            if (lua_type(L, -2) != LUA_TSTRING || strcmp(lua_tostring(L, -2), "except") != 0)
+                return luaL_error(L, "publish: unknown option %s (the options are: except)",
+                                  luaL_tolstring(L, -2, NULL));
+            lsocket *ex = luaL_testudata(L, -1, SOCKET_MT);
+            if (!ex) return luaL_error(L, "publish: except must be a socket");
+            except = ex->c ? ex->c->id : 0;
+            lua_pop(L, 1);
+        }
+    }
     if (h->test_published) h->test_published(L, h, name, tlen, 2);
+    if (h->srv->lbus && tlen > LOCAL_BUS_TOPIC_MAX)
+        return luaL_error(L, "publish: topic name longer than %d bytes", LOCAL_BUS_TOPIC_MAX);
     if (h->srv->bus && redis_bus_connected(h->srv->bus)) {
         /* Every worker, this one included, delivers it when Redis echoes it. */
-        uint8_t *msg = malloc(len + 1);
+        size_t head = except ? 9 : 1;
+        uint8_t *msg = malloc(len + head);
         if (!msg) return luaL_error(L, "out of memory");
-        msg[0] = opcode == WS_OP_BINARY ? 'b' : 't';
-        memcpy(msg + 1, data, len);
-        bool ok = redis_bus_publish(h->srv->bus, name, tlen, msg, len + 1);
+        msg[0] = opcode == WS_OP_BINARY ? (except ? 'B' : 'b') : (except ? 'T' : 't');
+        if (except) {
+            bus_put32(msg + 1, (uint32_t)(except >> 32));
+            bus_put32(msg + 5, (uint32_t)except);
+        }
+        memcpy(msg + head, data, len);
+        bool ok = redis_bus_publish(h->srv->bus, name, tlen, msg, len + head);
         free(msg);
         if (ok) {
             lua_pushboolean(L, 1);
             return 1;
         }
     }
-    lua_pushinteger(L, (lua_Integer)fan_out(h, find(L, name, tlen), opcode, data, len));
+    if (local_bus_open(h->srv->lbus)) {
+        /* Every worker, this one included, delivers it when the broker
+         * relays it. */
+        if (!local_bus_publish(h->srv->lbus, name, tlen, opcode, except, data, len))
+            return lh_fail(L, "publish: more than 64 MiB of messages wait for the other workers", "ENOBUFS");
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    lua_pushinteger(L, (lua_Integer)fan_out(h, find(L, name, tlen), opcode, except, data, len));
     return 1;
 }
 
@@ -255,7 +435,7 @@ static int l_subscribers(lua_State *L)
     struct topic *t = find(L, name, len);
     /* Sockets closing (the handshake begun, on_close queued) get nothing
      * more: they do not count. */
-    lua_Integer n = 0;
+    lua_Integer n = (lua_Integer)remote_sum(L, name, len);
     for (size_t i = 0; t && i < t->n; i++) {
         lsocket *ls = lh_socket_of(t->subs[i]);
         if (ws_is_open(t->subs[i]) && (!ls || !ls->close_queued)) n++;

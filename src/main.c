@@ -460,15 +460,24 @@ static void settle_limits(config *cfg)
     log_set_level((enum log_level)cfg->log_level);
 }
 
-/* Step 5: load the script once here, so that a broken one fails before
- * anything forks or binds, with file:line. */
-static int check_script(const config *cfg)
+/* Step 5: a broken script fails before anything forks or binds, with
+ * file:line. To serve, the script is only compiled here: its top level
+ * (a load-time luaws.connect, say) runs once per worker and never in this
+ * process, and a worker that cannot load it stops the start (workers.c).
+ * --check loads it whole, as it asks. */
+static int check_script(const config *cfg, bool full)
 {
     if (access(cfg->script, R_OK) != 0) {
         fprintf(stderr, "luaws: cannot read script %s: %s\n", cfg->script, strerror(errno));
         return EXIT_RUNTIME;
     }
     char *err = NULL;
+    if (!full) {
+        if (lua_compile_check(cfg->script, &err)) return EXIT_OK;
+        fprintf(stderr, "luaws: cannot load %s: %s\n", cfg->script, err);
+        free(err);
+        return EXIT_RUNTIME;
+    }
     static server probe;
     probe.cfg = cfg;
     void *lua = lua_host_ops.create(&probe, cfg->script, &err);
@@ -664,7 +673,7 @@ int main(int argc, char **argv)
     settle_limits(&c.cfg);
     /* A peer that vanishes must not kill us on write. */
     signal(SIGPIPE, SIG_IGN);
-    code = check_script(&c.cfg);
+    code = check_script(&c.cfg, c.check);
     if (code == EXIT_OK && c.check) printf("luaws: %s OK\n", c.cfg.script);
     else if (code == EXIT_OK) code = serve(&c);
     tls_server_free(tls);

@@ -3,6 +3,7 @@
 #include "log.h"
 #include "reload.h"
 #include "redis_bus.h"
+#include "local_bus.h"
 #include <stdio.h>
 #include <errno.h>
 #include <stdlib.h>
@@ -151,6 +152,8 @@ void server_stop(server *s)
         redis_bus_close(s->bus);
         s->bus = NULL;
     }
+    local_bus_close(s->lbus);
+    s->lbus = NULL;
     if (s->housekeeping.clock && !wtimer_is_closing(&s->housekeeping)) wtimer_close(&s->housekeeping, NULL);
     if (s->shutdown_timer.loop && !uv_is_closing((uv_handle_t *)&s->shutdown_timer))
         uv_close((uv_handle_t *)&s->shutdown_timer, NULL);
@@ -254,6 +257,34 @@ static void on_bus_message(void *ud, const char *topic, size_t tlen, const uint8
     s->host->topic_message(s->host_ud, topic, tlen, payload, len);
 }
 
+/* The link to the main process's topic broker: straight to the host. */
+static void on_local_message(void *ud, const char *topic, size_t tlen, uint8_t opcode, uint64_t except,
+                             const uint8_t *data, size_t len)
+{
+    server *s = ud;
+    s->host->topic_deliver(s->host_ud, topic, tlen, opcode, except, data, len);
+}
+
+static void on_local_count(void *ud, unsigned worker, const char *topic, size_t tlen, uint32_t count)
+{
+    server *s = ud;
+    s->host->topic_count(s->host_ud, worker, topic, tlen, count);
+}
+
+static void on_local_gone(void *ud, unsigned worker)
+{
+    server *s = ud;
+    s->host->topic_worker_gone(s->host_ud, worker);
+}
+
+static void on_local_resync(void *ud)
+{
+    server *s = ud;
+    s->host->topic_resync(s->host_ud);
+}
+
+static const local_bus_cbs local_cbs = {on_local_message, on_local_count, on_local_gone, on_local_resync};
+
 void log_startup(const config *cfg, int workers)
 {
     char extra[32] = "";
@@ -266,7 +297,17 @@ void log_startup(const config *cfg, int workers)
     }
 }
 
-worker_beat *server_worker_beat;
+worker_slot *server_slots;
+int server_nslots;
+int server_broker_fd = -1;
+
+size_t server_connections(const server *s)
+{
+    if (!s->slots) return s->nconns;
+    uint64_t n = 0;
+    for (int i = 0; i < s->nslots; i++) n += __atomic_load_n(&s->slots[i].connections, __ATOMIC_RELAXED);
+    return (size_t)n;
+}
 
 /* What a worker and a test run share: the loop, the clock, deflate, the
  * host. Returns false (logged) if the host cannot be created. */
@@ -276,7 +317,8 @@ static bool server_init(server *s, const config *cfg, const host_ops *host, cons
     s->loop = uv_default_loop();
     wclock_init(&s->clock, s->loop, manual_clock);
     pmd_worker_init(&s->pmd, cfg->deflate, cfg->deflate_level, cfg->deflate_min);
-    s->wss_cfg = (wss_config){cfg->max_message, cfg->deflate_min, &s->pmd, &s->metrics.ws, &s->buffered_total};
+    if (!s->metrics) s->metrics = &s->own_metrics;
+    s->wss_cfg = (wss_config){cfg->max_message, cfg->deflate_min, &s->pmd, &s->metrics->ws, &s->buffered_total};
     s->host = host;
     s->on_empty = on_empty;
     char *err = NULL;
@@ -326,7 +368,20 @@ int server_run(const config *cfg, const host_ops *host, const int *fds, int work
     server *s = &srv;
     s->id_base = (uint64_t)worker;
     s->id_step = (uint64_t)nworkers;
-    s->beat = server_worker_beat;
+    if (server_slots) {
+        s->slots = server_slots;
+        s->nslots = server_nslots;
+        s->slot = &server_slots[worker];
+        s->metrics = &s->slot->metrics;
+        if (cfg->script_timeout_ms) s->beat = &s->slot->beat;
+    }
+    /* Before the script loads: what it publishes at load time, or from
+     * a timer it starts, already goes to every worker. */
+    if (server_broker_fd >= 0) {
+        s->loop = uv_default_loop();
+        s->lbus = local_bus_new(s->loop, server_broker_fd, (unsigned)worker, &local_cbs, s);
+        server_broker_fd = -1;
+    }
     /* The loop first: a script may start timers while it loads. */
     if (!server_init(s, cfg, host, cfg->script, false)) {
         for (int i = 0; i < cfg->nlistens; i++) close(fds[i]);

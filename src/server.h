@@ -27,6 +27,20 @@ typedef struct worker_beat {
     uint64_t busy_since_ms;   /* uv_hrtime() in ms; written with __atomic */
     char what[48];
 } worker_beat;
+
+/* What each worker of --workers N shows the main process and the other
+ * workers, in one shared mapping made by the main process (workers.c).
+ * A worker alone writes its own slot; anyone may read any slot, so a
+ * reader may see a counter a moment old (64-bit aligned stores: never
+ * torn on the machines we build for). The main process zeroes beat and
+ * connections when it starts a worker; the counters carry on, so they
+ * stay monotonic when a worker is replaced. */
+typedef struct worker_slot {
+    worker_beat beat;
+    metrics metrics;          /* this worker's counters */
+    uint64_t connections;     /* open now */
+    int pid;                  /* 0: not running */
+} worker_slot;
 typedef struct task task;
 
 typedef struct listener {
@@ -58,7 +72,12 @@ typedef struct server {
     wss_config wss_cfg;       /* what every WebSocket session of the worker shares */
     struct reloader *reloader;
     struct redis_bus *bus;    /* --redis: topics across workers and machines */
-    metrics metrics;
+    metrics *metrics;         /* this worker's counters: in its slot, or own_metrics */
+    metrics own_metrics;
+    worker_slot *slots;       /* every worker's (--workers N), or NULL */
+    int nslots;
+    worker_slot *slot;        /* this worker's, or NULL */
+    struct local_bus *lbus;   /* --workers N: topics across the machine's workers */
     worker_beat *beat;        /* NULL: no main process watches (--workers 1) */
     size_t buffered_total;    /* bytes held in message buffers of every session (--max-buffered-total) */
     uint64_t activity;        /* reads, writes and closes done: luaws test waits until it stops */
@@ -104,8 +123,19 @@ static inline void server_idle(server *s)
 {
     if (s->beat) __atomic_store_n(&s->beat->busy_since_ms, 0, __ATOMIC_RELEASE);
 }
-/* workers.c sets it in a worker before server_run. */
-extern worker_beat *server_worker_beat;
+/* workers.c sets these in a worker before server_run: every worker's
+ * slot, how many, and the worker's end of its link to the broker. */
+extern worker_slot *server_slots;
+extern int server_nslots;
+extern int server_broker_fd;
+/* Open connections: of the machine with --workers N, else of this worker. */
+size_t server_connections(const server *s);
+/* A connection opened or closed: keeps the worker's slot true. */
+static inline void server_count_conn(server *s, int delta)
+{
+    s->nconns += (size_t)(ptrdiff_t)delta;
+    if (s->slot) __atomic_store_n(&s->slot->connections, (uint64_t)s->nconns, __ATOMIC_RELAXED);
+}
 void log_startup(const config *cfg, int workers);
 
 #endif

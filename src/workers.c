@@ -6,12 +6,18 @@
  * every worker binds the same number with SO_REUSEPORT, and the kernel
  * spreads connections over them.
  *
- * It also watches each worker's heartbeat (server.h: worker_beat, in shared
- * memory): a worker that has been in one Lua entry for longer than twice
+ * It is also the machine's topic broker (broker.h): every worker has a
+ * socketpair to it, and it relays each publish to every worker in one
+ * order. So it waits with poll() on those sockets and on a signalfd.
+ *
+ * Each worker has a slot in memory shared with all (server.h: worker_slot):
+ * its counters and open connections, read by whichever worker answers
+ * /metrics or checks --max-connections, and its heartbeat: a worker that has been in one Lua entry for longer than twice
  * --script-timeout plus a second is stuck in a C call the timeout cannot
  * interrupt (a pathological string pattern, say). It is killed and
  * replaced; the other workers go on serving. */
 #include "workers.h"
+#include "broker.h"
 #include "log.h"
 #include <errno.h>
 #include <signal.h>
@@ -22,6 +28,8 @@
 #include <unistd.h>
 #include <sys/wait.h>
 #include <sys/mman.h>
+#include <sys/signalfd.h>
+#include <poll.h>
 #include <uv.h>
 
 typedef struct worker {
@@ -42,15 +50,29 @@ static sigset_t handled_signals(void)
     return set;
 }
 
-static worker_beat *beats;   /* one per worker, shared with them */
+static worker_slot *slots;   /* one per worker, shared with them */
+static broker *topics;       /* the machine's topic broker */
+static int sigfd = -1;
 
 static pid_t spawn(const config *cfg, const host_ops *host, int index, int n, bool watch, int ready_fd)
 {
-    if (beats) __atomic_store_n(&beats[index].busy_since_ms, 0, __ATOMIC_RELEASE);
+    worker_slot *me = &slots[index];
+    __atomic_store_n(&me->beat.busy_since_ms, 0, __ATOMIC_RELEASE);
+    __atomic_store_n(&me->connections, 0, __ATOMIC_RELAXED);
+    int link = broker_attach(topics, index);
     pid_t pid = fork();
-    if (pid != 0) return pid;
+    if (pid != 0) {
+        broker_spawned(topics, link);
+        me->pid = pid > 0 ? pid : 0;
+        return pid;
+    }
     /* child */
-    server_worker_beat = beats ? &beats[index] : NULL;
+    broker_forget(topics);
+    topics = NULL;
+    close(sigfd);
+    server_slots = slots;
+    server_nslots = n;
+    server_broker_fd = link;
     sigset_t set = handled_signals();
     sigprocmask(SIG_UNBLOCK, &set, NULL);
     char tag[16];
@@ -80,17 +102,113 @@ static void check_beats(const config *cfg, worker *w, int n, uint64_t stuck_ms)
 {
     uint64_t now = uv_hrtime() / 1000000u;
     for (int i = 0; i < n; i++) {
-        uint64_t since = __atomic_load_n(&beats[i].busy_since_ms, __ATOMIC_ACQUIRE);
+        worker_beat *beat = &slots[i].beat;
+        uint64_t since = __atomic_load_n(&beat->busy_since_ms, __ATOMIC_ACQUIRE);
         if (!since || w[i].pid <= 0 || now < since || now - since < stuck_ms) continue;
-        char what[sizeof beats[i].what];
-        memcpy(what, beats[i].what, sizeof what);
+        char what[sizeof beat->what];
+        memcpy(what, beat->what, sizeof what);
         what[sizeof what - 1] = '\0';
         log_error("worker %d (pid %d) stuck for %llu ms in %s of %s: a C call --script-timeout cannot "
                   "interrupt (a pathological string pattern?); killing it",
                   i + 1, (int)w[i].pid, (unsigned long long)(now - since), what, cfg->script);
-        __atomic_store_n(&beats[i].busy_since_ms, 0, __ATOMIC_RELEASE);
+        __atomic_store_n(&beat->busy_since_ms, 0, __ATOMIC_RELEASE);
         kill(w[i].pid, SIGKILL);
     }
+}
+
+/* The main process's state while workers run. */
+typedef struct herd {
+    config *cfg;
+    const host_ops *host;
+    worker *w;
+    int n;
+    bool watch;
+    int alive;            /* workers running, or due to be started again */
+    bool stopping;
+    int code;
+} herd;
+
+static void start_worker(herd *f, int i)
+{
+    f->w[i].pid = spawn(f->cfg, f->host, i, f->n, f->watch, -1);
+    f->w[i].started = time(NULL);
+}
+
+/* Every 250 ms: stuck workers, and workers due to be started again. */
+static void tick(herd *f, uint64_t stuck_ms)
+{
+    if (f->stopping) return;
+    if (f->cfg->script_timeout_ms) check_beats(f->cfg, f->w, f->n, stuck_ms);
+    for (int i = 0; i < f->n; i++) {
+        worker *w = &f->w[i];
+        if (w->pid || !w->retry_at || time(NULL) < w->retry_at) continue;
+        log_info("starting worker %d again", i + 1);
+        w->retry_at = 0;
+        start_worker(f, i);
+        f->alive++;
+    }
+}
+
+/* Worker i exited: replaced, or given up on. */
+static void reap(herd *f, int i, int status)
+{
+    worker *w = &f->w[i];
+    pid_t pid = w->pid;
+    w->pid = 0;
+    slots[i].pid = 0;
+    broker_detach(topics, i);
+    if (f->stopping) {
+        f->alive--;
+        return;
+    }
+    char how[96];
+    describe_exit(status, how, sizeof how);
+    log_error("worker %d (pid %d) %s; restarting it", i + 1, (int)pid, how);
+    if (time(NULL) - w->started >= 2) {
+        w->quick_deaths = 0;
+        start_worker(f, i);
+        return;
+    }
+    /* Dying at once, again and again: do not spin (the tick starts it
+     * again; the loop goes on relaying topics meanwhile). */
+    f->alive--;
+    if (++w->quick_deaths < 5) {
+        w->retry_at = time(NULL) + 1;
+        return;
+    }
+    bool others = false;
+    for (int j = 0; j < f->n; j++) others |= f->w[j].pid > 0;
+    if (others) {
+        /* Never stop healthy workers for one that cannot start. */
+        log_error("worker %d keeps dying at start; the others go on serving; trying it again in 30 s", i + 1);
+        w->quick_deaths = 0;
+        w->retry_at = time(NULL) + 30;
+        return;
+    }
+    log_error("worker %d keeps dying at start; giving up", i + 1);
+    f->stopping = true;
+    f->code = 1;
+}
+
+static void on_signal(herd *f, int sig)
+{
+    if (sig == SIGTERM || sig == SIGINT || sig == SIGHUP) {
+        if (sig != SIGHUP) {
+            if (!f->stopping) log_info("signal %d: stopping %d workers", sig, f->alive);
+            f->stopping = true;
+        }
+        for (int i = 0; i < f->n; i++)
+            if (f->w[i].pid > 0) kill(f->w[i].pid, sig);
+        return;
+    }
+    int status;
+    pid_t pid;
+    while ((pid = waitpid(-1, &status, WNOHANG)) > 0)
+        for (int i = 0; i < f->n; i++)
+            if (f->w[i].pid == pid) {
+                reap(f, i, status);
+                break;
+            }
 }
 
 int workers_run(config *cfg, const host_ops *host, int n, bool watch)
@@ -114,108 +232,64 @@ int workers_run(config *cfg, const host_ops *host, int n, bool watch)
 
     sigset_t set = handled_signals();
     sigprocmask(SIG_BLOCK, &set, NULL);
-    if (cfg->script_timeout_ms) {
-        beats = mmap(NULL, (size_t)n * sizeof *beats, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-        if (beats == MAP_FAILED) beats = NULL;
+    sigfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+    slots = mmap(NULL, (size_t)n * sizeof *slots, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (sigfd < 0 || slots == MAP_FAILED) {
+        fprintf(stderr, "luaws: cannot set up workers: %s\n", strerror(errno));
+        abort();
     }
+    topics = broker_new(n);
     uint64_t stuck_ms = 2 * (uint64_t)cfg->script_timeout_ms + 1000;
-    worker *w = calloc((size_t)n, sizeof *w);
-    if (!w) abort();
+    herd f = {.cfg = cfg, .host = host, .n = n, .watch = watch, .alive = n};
+    f.w = calloc((size_t)n, sizeof *f.w);
+    struct pollfd *pfds = calloc((size_t)n + 1, sizeof *pfds);
+    if (!f.w || !pfds) abort();
     int ready[2];
     if (pipe(ready) < 0) abort();
     for (int i = 0; i < n; i++) {
-        w[i].pid = spawn(cfg, host, i, n, watch, ready[1]);
-        w[i].started = time(NULL);
+        f.w[i].pid = spawn(cfg, host, i, n, watch, ready[1]);
+        f.w[i].started = time(NULL);
     }
     close(ready[1]);
-    /* Each worker writes one byte once it serves; EOF early means one failed. */
+    /* Each worker writes one byte once it serves; EOF early means one
+     * failed. Meanwhile what workers publish waits in their sockets. */
     int up = 0;
     char byte;
     while (up < n && read(ready[0], &byte, 1) == 1) up++;
     close(ready[0]);
-    int code = 0;
-    bool stopping = up < n;
-    if (stopping) {
+    f.stopping = up < n;
+    if (f.stopping) {
         log_error("a worker failed to start; stopping");
-        code = 1;
-        for (int i = 0; i < n; i++) kill(w[i].pid, SIGTERM);
+        f.code = 1;
+        for (int i = 0; i < n; i++) kill(f.w[i].pid, SIGTERM);
     } else {
         log_startup(cfg, n);
     }
 
-    int alive = n;
-    while (alive > 0) {
-        siginfo_t info;
-        struct timespec tick = {0, 250 * 1000 * 1000};
-        int sig = sigtimedwait(&set, &info, &tick);
-        if (sig < 0) {
-            if (beats && !stopping) check_beats(cfg, w, n, stuck_ms);
-            for (int i = 0; i < n && !stopping; i++) {
-                if (w[i].pid || !w[i].retry_at || time(NULL) < w[i].retry_at) continue;
-                log_info("starting worker %d again", i + 1);
-                w[i].retry_at = 0;
-                w[i].pid = spawn(cfg, host, i, n, watch, -1);
-                w[i].started = time(NULL);
-                alive++;
-            }
-            continue;
+    uint64_t next_tick = uv_hrtime() / 1000000u + 250;
+    while (f.alive > 0) {
+        pfds[0] = (struct pollfd){.fd = sigfd, .events = POLLIN};
+        int np = 1 + broker_pollfds(topics, pfds + 1);
+        uint64_t now = uv_hrtime() / 1000000u;
+        int r = poll(pfds, (nfds_t)np, now >= next_tick ? 0 : (int)(next_tick - now));
+        if (r > 0) broker_service(topics, pfds + 1, np - 1);
+        now = uv_hrtime() / 1000000u;
+        if (now >= next_tick) {
+            tick(&f, stuck_ms);
+            next_tick = now + 250;
         }
-        if (sig == SIGTERM || sig == SIGINT || sig == SIGHUP) {
-            if (sig != SIGHUP) {
-                if (!stopping) log_info("signal %d: stopping %d workers", sig, alive);
-                stopping = true;
-            }
-            for (int i = 0; i < n; i++)
-                if (w[i].pid > 0) kill(w[i].pid, sig);
-            continue;
-        }
-        int status;
-        pid_t pid;
-        while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-            for (int i = 0; i < n; i++) {
-                if (w[i].pid != pid) continue;
-                w[i].pid = 0;
-                char how[96];
-                describe_exit(status, how, sizeof how);
-                if (stopping) {
-                    alive--;
-                    break;
-                }
-                log_error("worker %d (pid %d) %s; restarting it", i + 1, (int)pid, how);
-                if (time(NULL) - w[i].started < 2) {
-                    /* Dying at once, again and again: do not spin. */
-                    if (++w[i].quick_deaths >= 5) {
-                        bool others = false;
-                        for (int j = 0; j < n; j++) others |= w[j].pid > 0;
-                        if (others) {
-                            /* Never stop healthy workers for one that cannot start. */
-                            log_error("worker %d keeps dying at start; the others go on serving; "
-                                      "trying it again in 30 s", i + 1);
-                            w[i].quick_deaths = 0;
-                            w[i].retry_at = time(NULL) + 30;
-                            alive--;   /* until it is started again */
-                            break;
-                        }
-                        log_error("worker %d keeps dying at start; giving up", i + 1);
-                        stopping = true;
-                        code = 1;
-                        alive--;
-                        break;
-                    }
-                    sleep(1);
-                } else {
-                    w[i].quick_deaths = 0;
-                }
-                w[i].pid = spawn(cfg, host, i, n, watch, -1);
-                w[i].started = time(NULL);
-                break;
-            }
-        }
+        struct signalfd_siginfo si;
+        while (read(sigfd, &si, sizeof si) == (ssize_t)sizeof si) on_signal(&f, (int)si.ssi_signo);
     }
     for (int i = 0; i < cfg->nlistens; i++) close(hold[i]);
-    free(w);
-    if (beats) munmap(beats, (size_t)n * sizeof *beats);
-    beats = NULL;
+    free(f.w);
+    free(pfds);
+    broker_free(topics);
+    topics = NULL;
+    close(sigfd);
+    sigfd = -1;
+    munmap(slots, (size_t)n * sizeof *slots);
+    slots = NULL;
     log_info("luaws stopped");
-    return code;
+    return f.code;
 }

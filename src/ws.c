@@ -174,7 +174,7 @@ void ws_start(conn *c, const pmd_params *deflate)
     c->state = CONN_WS;
     c->phase = &ws_phase;
     c->last_seen = server_now(c->srv);
-    c->srv->metrics.websockets_total++;
+    c->srv->metrics->websockets_total++;
     wss_init(&c->ws, c->is_client ? WS_ROLE_CLIENT : WS_ROLE_SERVER, deflate, &c->srv->wss_cfg,
              &session_callbacks, c);
 }
@@ -211,8 +211,8 @@ int ws_send_shared(conn *c, uint8_t opcode, const uint8_t *payload, size_t len, 
         return ws_send(c, opcode, payload, len, NULL, NULL);
     shared_frame *f = use_compressed ? compressed : plain;
     if (!admit(c, f->len)) return UV_ENOBUFS;
-    c->srv->metrics.ws.messages_out++;
-    c->srv->metrics.ws.bytes_out += len;
+    c->srv->metrics->ws.messages_out++;
+    c->srv->metrics->ws.bytes_out += len;
     return conn_write_shared(c, f);
 }
 

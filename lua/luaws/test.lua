@@ -529,6 +529,8 @@ function M.reset()
   if reconnect then reconnect.reset() end
   core.test_reset()
   state.remotes = {}
+  local ws = package.loaded["luaws"]
+  if ws then for k in pairs(ws.state) do ws.state[k] = nil end end
 end
 
 -- After every test: a clean server for the next one.
