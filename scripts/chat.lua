@@ -1,6 +1,6 @@
 -- A chat room on topics.
 --
---   luaws --workers 1 scripts/chat.lua      (topics are per worker without --redis)
+--   luaws scripts/chat.lua                  (every worker of the machine shares the rooms)
 --   ws://HOST:PORT/?room=lobby&name=ann     name and room are optional: without a
 --                                           name, the first message is the name
 --
@@ -17,8 +17,8 @@ end
 
 local function join(socket, name)
   socket.data.name = name
-  ws.publish(socket.data.topic, "* " .. name .. " joined")   -- before subscribing: not to ourselves
   socket:subscribe(socket.data.topic)
+  ws.publish(socket.data.topic, "* " .. name .. " joined", { except = socket })   -- not to ourselves
   local others = ws.subscribers(socket.data.topic) - 1
   socket:send(string.format("* welcome to %s, %s (%d other%s here)", socket.data.room, name,
     others, others == 1 and "" or "s"))

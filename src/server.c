@@ -301,14 +301,6 @@ worker_slot *server_slots;
 int server_nslots;
 int server_broker_fd = -1;
 
-size_t server_connections(const server *s)
-{
-    if (!s->slots) return s->nconns;
-    uint64_t n = 0;
-    for (int i = 0; i < s->nslots; i++) n += __atomic_load_n(&s->slots[i].connections, __ATOMIC_RELAXED);
-    return (size_t)n;
-}
-
 /* What a worker and a test run share: the loop, the clock, deflate, the
  * host. Returns false (logged) if the host cannot be created. */
 static bool server_init(server *s, const config *cfg, const host_ops *host, const char *script, bool manual_clock)

@@ -129,7 +129,13 @@ extern worker_slot *server_slots;
 extern int server_nslots;
 extern int server_broker_fd;
 /* Open connections: of the machine with --workers N, else of this worker. */
-size_t server_connections(const server *s);
+static inline size_t server_connections(const server *s)
+{
+    if (!s->slots) return s->nconns;
+    uint64_t n = 0;
+    for (int i = 0; i < s->nslots; i++) n += __atomic_load_n(&s->slots[i].connections, __ATOMIC_RELAXED);
+    return (size_t)n;
+}
 /* A connection opened or closed: keeps the worker's slot true. */
 static inline void server_count_conn(server *s, int delta)
 {
