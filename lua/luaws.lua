@@ -18,6 +18,10 @@ local M = {
 local cjson = require "cjson"
 M.json = { decode = cjson.decode, null = cjson.null }
 
+--- luaws.store(name): key/value state shared by every worker of the machine
+--- (LMDB, src/store.c); tables are stored as JSON.
+M.store = core.store
+
 -- Lua has one table type: an empty table encodes as {}. Tables marked with
 -- json.array encode as arrays, the empty one as [].
 local array_mt = { __name = "luaws.json.array" }
@@ -55,6 +59,8 @@ function M.json.encode(value)
   if changed then text = text:gsub(EMPTY_JSON:gsub("%p", "%%%0"), "[]") end
   return text
 end
+
+core.store_codec(M.json.encode, cjson.decode)
 
 --- Decodes a query string ("name=J%C3%BCrgen&room=a+b") into a table
 --- ({name = "Jürgen", room = "a b"}); the first value of a repeated name wins.
