@@ -196,8 +196,8 @@ static int s_get(lua_State *L)
     char err[STORE_ERR_MAX];
     int rc = store_get(s->dbi, k, klen, now_ms(lh_host(L)), &v, err);
     if (rc < 0) return store_error(L, s, rc, err);
-    if (rc == 0) return 0;
-    push_value(L, &v);   /* v.data is in store.c's scratch: nothing to free if this raises */
+    if (rc == 0) lua_pushnil(L);
+    else push_value(L, &v);   /* v.data is in store.c's scratch: nothing to free if this raises */
     return 1;
 }
 
