@@ -60,7 +60,17 @@ function M.json.encode(value)
   return text
 end
 
-core.store_codec(M.json.encode, cjson.decode)
+-- luaws.store keeps tables as JSON. cjson decodes every number as a float
+-- (and encodes 1.0 as 1): integral ones come back as integers.
+local function integers(v)
+  if type(v) == "table" then
+    for k, x in pairs(v) do v[k] = integers(x) end
+  elseif math.type(v) == "float" then
+    return math.tointeger(v) or v
+  end
+  return v
+end
+core.store_codec(M.json.encode, function(text) return integers(cjson.decode(text)) end)
 
 --- Decodes a query string ("name=J%C3%BCrgen&room=a+b") into a table
 --- ({name = "Jürgen", room = "a b"}); the first value of a repeated name wins.
