@@ -19,7 +19,7 @@ DEBS       = $(DEBS_BUILD) $(DEBS_TEST) $(DEBS_FUZZ)
 PKGS     = lua5.4 libuv libssl libcrypto zlib
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter
-LDLIBS  += -lhttp_parser -lhiredis -lm
+LDLIBS  += -lhttp_parser -lhiredis -llmdb -lm
 
 # SANITIZE=1 builds ./luaws-asan (ASan + UBSan + LeakSanitizer) in its own
 # directory, so it never clobbers the normal build; `make test SANITIZE=1`

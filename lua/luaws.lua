@@ -22,6 +22,10 @@ local M = {
 local cjson = require "cjson"
 M.json = { decode = cjson.decode, null = cjson.null }
 
+--- luaws.store(name): key/value state shared by every worker of the machine
+--- (LMDB, src/store.c); tables are stored as JSON.
+M.store = core.store
+
 -- Lua has one table type: an empty table encodes as {}. Tables marked with
 -- json.array encode as arrays, the empty one as [].
 local array_mt = { __name = "luaws.json.array" }
@@ -59,6 +63,18 @@ function M.json.encode(value)
   if changed then text = text:gsub(EMPTY_JSON:gsub("%p", "%%%0"), "[]") end
   return text
 end
+
+-- luaws.store keeps tables as JSON. cjson decodes every number as a float
+-- (and encodes 1.0 as 1): integral ones come back as integers.
+local function integers(v)
+  if type(v) == "table" then
+    for k, x in pairs(v) do v[k] = integers(x) end
+  elseif math.type(v) == "float" then
+    return math.tointeger(v) or v
+  end
+  return v
+end
+core.store_codec(M.json.encode, function(text) return integers(cjson.decode(text)) end)
 
 --- Decodes a query string ("name=J%C3%BCrgen&room=a+b") into a table
 --- ({name = "Jürgen", room = "a b"}); the first value of a repeated name wins.

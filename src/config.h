@@ -50,6 +50,8 @@ typedef struct config {
     enum deflate_mode deflate;
     int deflate_level;
     size_t deflate_min;       /* messages shorter than this go uncompressed */
+    const char *store_path;   /* luaws.store's file, kept across restarts; NULL: in the run dir, removed at exit */
+    size_t store_size;        /* its LMDB map size in bytes */
 } config;
 
 #endif

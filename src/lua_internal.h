@@ -233,6 +233,11 @@ enum { LH_LINK_NETWORK, LH_LINK_SERVER, LH_LINK_REMOTE };
 /* lua_stdin.c */
 void ls_register(lua_State *L);       /* read_stdin, exit */
 
+/* lua_store.c: luaws.store (store.c over LMDB) */
+void lh_store_register(lua_State *L); /* store, store_codec into the table on top */
+void lh_store_close(void);            /* the host is destroyed: the process's store env closes */
+void lh_store_reset(lua_State *L);    /* luaws test, between tests: every store emptied */
+
 /* lua_topic.c */
 void lp_register(lua_State *L);       /* publish, subscribers into the table on top */
 extern const luaL_Reg lp_socket_methods[];

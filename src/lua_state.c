@@ -154,6 +154,7 @@ static int luaopen_core(lua_State *L)
     luaL_newmetatable(L, REQUEST_MT);   /* request tables' (lua/luaws.lua: query) */
     lua_setfield(L, -2, "request_mt");
     ls_register(L);
+    lh_store_register(L);
     lua_getfield(L, LUA_REGISTRYINDEX, "luaws.socket_methods");
     lua_setfield(L, -2, "socket_methods");
     return 1;
@@ -446,6 +447,7 @@ static void lh_destroy(void *host)
     lt_free_all(h);
     lh_tasks_free(h);
     lua_close(h->L);
+    lh_store_close();
     free(h->script);
     free(h->last_error);
     free(h);

@@ -11,7 +11,7 @@
  *  - test_settle / test_poll: let the loop run until nothing more happens;
  *  - test_advance / test_now: the spec's clock;
  *  - test_published: what luaws.publish sent, per topic;
- *  - test_reload, test_reset.
+ *  - test_reload, test_reset (which also empties every luaws.store).
  * These functions may be called only from the spec's own code (the main
  * thread, no event running): they run the loop, which runs events. */
 #include "lua_internal.h"
@@ -157,6 +157,7 @@ static int l_reset(lua_State *L)
     h->script = NULL;
     lua_newtable(L);
     lua_rawseti(L, LUA_REGISTRYINDEX, h->published_ref);
+    lh_store_reset(L);
     return 0;
 }
 

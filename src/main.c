@@ -84,6 +84,9 @@ static void usage(FILE *out)
         "  --static-dotfiles      --static also serves hidden files (.git, .env, ...)\n"
         "  --static-symlinks      --static also follows links that lead out of DIR\n"
         "  --redis URL            redis://HOST:PORT[/DB]: topics reach every worker and node\n"
+        "  --store PATH           keep luaws.store's data in this file across restarts (default:\n"
+        "                         a file in the private run directory, removed at exit)\n"
+        "  --store-size BYTES     the store's size limit (LMDB map size) (default 67108864)\n"
         "\n"
         "  luaws client URL       interactive client: lines typed go as text messages,\n"
         "                         received messages are printed; /ping [data],\n"
@@ -322,6 +325,8 @@ static const optdef options[] = {
     {"metrics", OPT_SET, FIELD(metrics), NULL},
     {"static", OPT_STRING, FIELD(static_dir), NULL},
     {"redis", OPT_STRING, FIELD(redis_url), NULL},
+    {"store", OPT_STRING, FIELD(store_path), NULL},
+    {"store-size", OPT_POSITIVE, FIELD(store_size), NULL},
 };
 #define NOPTIONS (sizeof options / sizeof *options)
 
@@ -645,6 +650,7 @@ int main(int argc, char **argv)
             .deflate = DEFLATE_SHARED,
             .deflate_level = 1,
             .deflate_min = 64,
+            .store_size = 64u << 20,
         },
         .watch = true,
     };
