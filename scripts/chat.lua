@@ -1,12 +1,26 @@
 -- A chat room on topics.
 --
---   luaws scripts/chat.lua                  (every worker of the machine shares the rooms)
+--   luaws scripts/chat.lua                  every worker of the machine shares the rooms
 --   ws://HOST:PORT/?room=lobby&name=ann     name and room are optional: without a
 --                                           name, the first message is the name
 --
 -- Everyone in a room gets "ann: text" for every message, and "* ann joined" /
--- "* ann left" notices. Plain HTTP gets the browser console, to try it out.
+-- "* ann left" notices; "/who" lists the room. Plain HTTP gets the browser
+-- console, to try it out.
+--
+-- Where its state lives:
+--   socket.data     a member's name and room (moves with the socket on reload)
+--   luaws.state     this worker's members (sockets: they cannot be stored),
+--                   kept across hot reloads
+--   luaws.store     every worker's member names, for /who; each entry expires
+--                   unless its worker refreshes it, so a worker that dies
+--                   leaves no ghosts for longer than NAME_TTL
 local ws = require "luaws"
+
+local NAME_TTL = 60
+local names = ws.store("chat")              -- "room\0socket id" -> name
+local members = ws.state.chat_members or {} -- socket -> true, this worker's
+ws.state.chat_members = members
 
 -- A usable name or room: trimmed, valid UTF-8, no control characters, 1..32 characters.
 local function clean(s)
@@ -15,14 +29,31 @@ local function clean(s)
   return s
 end
 
+local function key(socket) return socket.data.room .. "\0" .. socket.id end
+
 local function join(socket, name)
   socket.data.name = name
+  members[socket] = true
+  names:set(key(socket), name, NAME_TTL)
   socket:subscribe(socket.data.topic)
   ws.publish(socket.data.topic, "* " .. name .. " joined", { except = socket })   -- not to ourselves
   local others = ws.subscribers(socket.data.topic) - 1
   socket:send(string.format("* welcome to %s, %s (%d other%s here)", socket.data.room, name,
     others, others == 1 and "" or "s"))
 end
+
+local function who(socket)
+  local list = {}
+  for _, k in ipairs(names:keys(socket.data.room .. "\0")) do list[#list + 1] = names:get(k) end
+  table.sort(list)
+  socket:send("* here: " .. table.concat(list, ", "))
+end
+
+-- Started at load, so a reload replaces it (the old version's ends): it
+-- keeps this worker's names alive, for the members of every version.
+ws.every(NAME_TTL / 3, function()
+  for socket in pairs(members) do names:set(key(socket), socket.data.name, NAME_TTL) end
+end)
 
 local listener = {
   on_open = function(socket)
@@ -39,6 +70,8 @@ local listener = {
     elseif not socket.data.name then
       local name = clean(message)
       if name then join(socket, name) else socket:send("* a name is 1 to 32 characters; your name?") end
+    elseif message == "/who" then
+      who(socket)
     else
       ws.publish(socket.data.topic, socket.data.name .. ": " .. message)
     end
@@ -46,7 +79,11 @@ local listener = {
 
   on_close = function(socket)
     -- Closed sockets get no messages, so the leaver does not see this.
-    if socket.data.name then ws.publish(socket.data.topic, "* " .. socket.data.name .. " left") end
+    if socket.data.name then
+      members[socket] = nil
+      names:delete(key(socket))
+      ws.publish(socket.data.topic, "* " .. socket.data.name .. " left")
+    end
   end,
 }
 

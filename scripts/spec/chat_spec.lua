@@ -13,9 +13,25 @@ describe("chat.lua", function()
     ann:expect("bob: hi ann")
     bob:expect("bob: hi ann")
     assert.same({ "* ann joined", "* bob joined", "bob: hi ann" }, t.published("chat/lobby"))
+    ann:refute()   -- no notice of her own join
+
+    bob:send("/who")
+    bob:expect("* here: ann, bob")
 
     bob:close()
     ann:expect("* bob left")
+  end)
+
+  it("/who forgets a member whose worker stopped refreshing the name (a crashed worker leaves no ghost)", function()
+    local ann = t.connect("chat.lua", { query = { name = "ann" } })
+    ann:expect("^%* welcome")
+    -- A ghost: an entry no worker refreshes, as a killed worker would leave.
+    require("luaws").store("chat"):set("lobby\0ghost", "casper", 60)
+    ann:send("/who")
+    ann:expect("* here: ann, casper")
+    t.clock:advance(61)   -- ann's entry is refreshed every 20 s; the ghost's is not
+    ann:send("/who")
+    ann:expect("* here: ann")
   end)
 
   it("asks for a name first", function()
