@@ -17,7 +17,7 @@
 --                   leaves no ghosts for longer than NAME_TTL
 local ws = require "luaws"
 
-local NAME_TTL = 60
+local NAME_TTL = 60   -- seconds (luaws.store's ttl); refreshed every NAME_TTL / 3
 local names = ws.store("chat")              -- "room\0socket id" -> name
 local members = ws.state.chat_members or {} -- socket -> true, this worker's
 ws.state.chat_members = members
@@ -51,7 +51,7 @@ end
 
 -- Started at load, so a reload replaces it (the old version's ends): it
 -- keeps this worker's names alive, for the members of every version.
-ws.every(NAME_TTL / 3, function()
+ws.every(NAME_TTL * 1000 // 3, function()   -- ms
   for socket in pairs(members) do names:set(key(socket), socket.data.name, NAME_TTL) end
 end)
 

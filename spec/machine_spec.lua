@@ -197,7 +197,7 @@ describe("one machine, --workers 2", function()
       assert.equal(503, c.status, "connection " .. i .. " over the machine's limit")
       c:shutdown()
     end
-    assert.truthy(#srv:grep("refused: %d+ connections open %(%-%-max%-connections%)") >= 4)
+    srv:wait_log("refused: %d+ connections open %(%-%-max%-connections%)", { count = 4 })
     -- One leaves: a newcomer gets in (once the closing one is freed).
     open[1]:close(1000)
     local status
@@ -277,5 +277,91 @@ describe("one machine, --workers 2", function()
     a:send_text("all")
     assert.equal("loads 2", read_text(a))
     assert.equal("loads 2", read_text(b))
+  end)
+
+  -- Under ASan freed memory waits in a quarantine that RSS would count:
+  -- keep it small, and allow for redzones (as hardening_spec does).
+  local ASAN = server.BINARY:match("asan") ~= nil
+  local ASAN_ENV = ASAN and ((os.getenv("ASAN_OPTIONS") or "") .. ":quarantine_size_mb=4") or nil
+
+  -- The process's resident memory (KiB) and open descriptors.
+  local function rss_fds(pid)
+    local st = server.read_file("/proc/" .. pid .. "/status") or ""
+    local h = io.popen("ls /proc/" .. pid .. "/fd | wc -l")
+    local fds = tonumber(h:read("l")); h:close()
+    return tonumber(st:match("VmRSS:%s*(%d+)")), fds
+  end
+
+  it("limits: a worker that does not read topic messages costs the main process at most 64 MiB; one event cannot queue more than 64 MiB", function()
+    local dir = server.tmpdir()
+    local go = dir .. "/go"
+    local srv = server.start { workers = 2, args = { "--script-timeout", "0" }, env = { GO = go, ASAN_OPTIONS = ASAN_ENV },
+      source = [[
+      local ws = require "luaws"
+      local core = require "luaws.core"
+      local big = string.rep("x", 1 << 20)
+      return {
+        on_open = function(s) s:subscribe("t"); s:send("pid " .. core.pid()) end,
+        on_message = function(s, m)
+          if m == "spin" then                  -- this worker stops reading anything
+            while not io.open(os.getenv("GO")) do end
+            s:send("spun")
+          elseif m == "flood" then             -- 32 MiB on a topic nobody here reads
+            -- (ENOBUFS while the main process has not taken the last 64: wait)
+            for _ = 1, 32 do while not ws.publish("flood", big) do ws.sleep(10) end end
+            s:send("flooded")
+          elseif m == "too much" then          -- past 64 MiB in one event
+            for i = 1, 100 do
+              local ok, err, code = ws.publish("flood", big)
+              if not ok then s:send(i .. " " .. err .. " " .. code); return end
+            end
+            s:send("no limit")
+          elseif m == "echo" then s:send("echo")
+          else ws.publish("t", m) end
+        end,
+      }
+    ]] }
+    local by_pid, pids = {}, {}
+    for _ = 1, 16 do
+      local c = assert(ws.connect(srv.host, srv.port, {}))
+      local pid = read_text(c):match("^pid (%d+)$")
+      if not by_pid[pid] then by_pid[pid] = {}; pids[#pids + 1] = pid end
+      table.insert(by_pid[pid], c)
+    end
+    assert.equal(2, #pids, "all 16 connections landed on one worker")
+    local stuck, other = by_pid[pids[1]], by_pid[pids[2]]
+    assert.truthy(#stuck >= 2 and #other >= 2, "too few connections on one worker")
+    -- One event that publishes more than 64 MiB gets ENOBUFS: the 64th MiB,
+    -- with the framing of the 63 before it, would pass the limit.
+    other[1]:send_text("too much")
+    assert.equal("64 publish: more than 64 MiB of messages wait for the other workers ENOBUFS", read_text(other[1]))
+    local rss0, fds0 = rss_fds(srv.pid)
+    stuck[1]:send_text("spin")
+    local mark = srv:mark()
+    -- 128 MiB for the stuck worker: the main process keeps at most 64.
+    for _ = 1, 4 do
+      other[1]:send_text("flood")
+      assert.equal("flooded", read_text(other[1]))
+    end
+    local _, queued = srv:wait_log("worker %d is not reading topic messages %((%d+) bytes queued%): dropping its messages",
+      { after = mark })
+    assert.truthy(tonumber(queued) <= 64 * 1024 * 1024, queued)
+    local rss1, fds1 = rss_fds(srv.pid)
+    -- At most 64 MiB per worker: the stuck one's, and what the busy one
+    -- has not read yet (a moment's worth).
+    assert.truthy(rss1 - rss0 < (ASAN and 3 or 1) * (2 * 64 + 8) * 1024, "the main process grew by " .. (rss1 - rss0) .. " KiB")
+    assert.equal(fds0, fds1)
+    -- The other worker serves on.
+    other[2]:send_text("echo")
+    assert.equal("echo", read_text(other[2]))
+    -- Once the stuck worker reads again, topics reach it.
+    server.write_file(go, "")
+    assert.equal("spun", read_text(stuck[1]))
+    other[1]:send_text("after")
+    for _, c in ipairs(stuck) do
+      local m
+      repeat m = read_text(c) until m ~= "spun"
+      assert.equal("after", m)
+    end
   end)
 end)

@@ -12,12 +12,23 @@
 #include <string.h>
 #include <unistd.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
+
+/* A worker's queue is a list of blocks, each freed once written: what it
+ * holds is what waits, never more (a single growing buffer would keep the
+ * written part resident too). */
+typedef struct block {
+    struct block *next;
+    size_t len, off, cap;    /* written up to off */
+    uint8_t data[];
+} block;
+#define BLOCK_MIN (256u << 10)
 
 typedef struct slot {
     int fd;                 /* our end; -1: no worker */
     bytes in;               /* read, not yet a whole frame */
-    bytes out;              /* to write, from out_off */
-    size_t out_off;
+    block *head, *tail;     /* to write */
+    size_t queued;          /* bytes in the blocks, not yet written */
     bool dropping;          /* over BROKER_BACKLOG: warned once */
 } slot;
 
@@ -41,7 +52,11 @@ static void slot_clear(slot *s)
 {
     if (s->fd >= 0) close(s->fd);
     free(s->in.data);
-    free(s->out.data);
+    while (s->head) {
+        block *b = s->head;
+        s->head = b->next;
+        free(b);
+    }
     *s = (slot){.fd = -1};
 }
 
@@ -49,17 +64,26 @@ static void slot_clear(slot *s)
 static void enqueue(broker *b, slot *s, const uint8_t *f, size_t size)
 {
     if (!slot_live(s)) return;
-    size_t queued = s->out.len - s->out_off;
-    if (queued + size > BROKER_BACKLOG) {
+    if (s->queued + size > BROKER_BACKLOG) {
         if (!s->dropping)
             log_warn("worker %d is not reading topic messages (%zu bytes queued): dropping its messages",
-                     (int)(s - b->slots) + 1, queued);
+                     (int)(s - b->slots) + 1, s->queued);
         s->dropping = true;
         return;
     }
     s->dropping = false;
-    if (s->out_off && s->out_off == s->out.len) s->out.len = s->out_off = 0;
-    bytes_append(&s->out, f, size);
+    block *t = s->tail;
+    if (!t || t->cap - t->len < size) {
+        size_t cap = size > BLOCK_MIN ? size : BLOCK_MIN;
+        t = xmalloc(sizeof *t + cap);
+        *t = (block){.cap = cap};
+        if (s->tail) s->tail->next = t;
+        else s->head = t;
+        s->tail = t;
+    }
+    memcpy(t->data + t->len, f, size);
+    t->len += size;
+    s->queued += size;
 }
 
 static void to_others(broker *b, int except, const uint8_t *f, size_t size)
@@ -115,7 +139,7 @@ int broker_pollfds(const broker *b, struct pollfd *p)
     for (int i = 0; i < b->n; i++) {
         const slot *s = &b->slots[i];
         if (!slot_live(s)) continue;
-        p[np++] = (struct pollfd){.fd = s->fd, .events = (short)(POLLIN | (s->out.len > s->out_off ? POLLOUT : 0))};
+        p[np++] = (struct pollfd){.fd = s->fd, .events = (short)(POLLIN | (s->queued ? POLLOUT : 0))};
     }
     return np;
 }
@@ -167,20 +191,27 @@ static bool read_some(slot *s)
 
 static void write_some(slot *s)
 {
-    while (s->out.len > s->out_off) {
-        ssize_t n = write(s->fd, s->out.data + s->out_off, s->out.len - s->out_off);
-        if (n > 0) {
-            s->out_off += (size_t)n;
-            continue;
+    while (s->queued) {
+        struct iovec iov[64];
+        int n = 0;
+        for (block *b = s->head; b && n < 64; b = b->next)
+            iov[n++] = (struct iovec){.iov_base = b->data + b->off, .iov_len = b->len - b->off};
+        ssize_t w = writev(s->fd, iov, n);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) return;   /* EAGAIN: POLLOUT next time; an error: POLLHUP/EOF detaches it */
+        s->queued -= (size_t)w;
+        while (w > 0) {
+            block *b = s->head;
+            size_t left = b->len - b->off;
+            if ((size_t)w < left) {
+                b->off += (size_t)w;
+                break;
+            }
+            w -= (ssize_t)left;
+            s->head = b->next;
+            if (!s->head) s->tail = NULL;
+            free(b);
         }
-        if (n < 0 && errno == EINTR) continue;
-        return;   /* EAGAIN: POLLOUT next time; an error: POLLHUP/EOF detaches it */
-    }
-    s->out.len = s->out_off = 0;
-    if (s->out.cap > (1u << 20)) {
-        /* A burst is over: give the memory back. */
-        free(s->out.data);
-        s->out = (bytes){0};
     }
 }
 
