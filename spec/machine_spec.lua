@@ -295,6 +295,8 @@ describe("one machine, --workers 2", function()
   it("limits: a worker that does not read topic messages costs the main process at most 64 MiB; one event cannot queue more than 64 MiB", function()
     local dir = server.tmpdir()
     local go = dir .. "/go"
+    -- Whatever fails below, the spinning worker must be let go.
+    finally(function() server.write_file(go, "") end)
     local srv = server.start { workers = 2, args = { "--script-timeout", "0" }, env = { GO = go, ASAN_OPTIONS = ASAN_ENV },
       source = [[
       local ws = require "luaws"
@@ -363,5 +365,33 @@ describe("one machine, --workers 2", function()
       repeat m = read_text(c) until m ~= "spun"
       assert.equal("after", m)
     end
+  end)
+
+  it("the main process killed outright: the workers drain and stop instead of serving on alone", function()
+    local srv = server.start { workers = 2, source = "return { on_open = function() end }" }
+    local h = io.popen("pgrep -P " .. srv.pid)
+    local kids = {}
+    for l in h:lines() do kids[#kids + 1] = tonumber(l) end
+    h:close()
+    assert.equal(2, #kids)
+    srv:signal("KILL")
+    assert.truthy(srv:wait_exit())
+    srv:wait_log("%[w1%] signal 15: shutting down")
+    srv:wait_log("%[w2%] signal 15: shutting down")
+    local deadline = socket_time() + server.TIMEOUT
+    local left
+    repeat
+      left = 0
+      for _, pid in ipairs(kids) do
+        local f = io.open("/proc/" .. pid .. "/stat")
+        -- a zombie (Z) waits for init to reap it: it serves nothing
+        if f then
+          local st = f:read("a"):match("^%d+ %b() (%a)")
+          f:close()
+          if st ~= "Z" then left = left + 1 end
+        end
+      end
+    until left == 0 or socket_time() > deadline
+    assert.equal(0, left)
   end)
 end)

@@ -29,6 +29,7 @@
 #include <sys/wait.h>
 #include <sys/mman.h>
 #include <sys/signalfd.h>
+#include <sys/prctl.h>
 #include <poll.h>
 #include <uv.h>
 
@@ -60,6 +61,7 @@ static pid_t spawn(const config *cfg, const host_ops *host, int index, int n, bo
     __atomic_store_n(&me->beat.busy_since_ms, 0, __ATOMIC_RELEASE);
     __atomic_store_n(&me->connections, 0, __ATOMIC_RELAXED);
     int link = broker_attach(topics, index);
+    pid_t parent = getpid();
     pid_t pid = fork();
     if (pid != 0) {
         broker_spawned(topics, link);
@@ -67,6 +69,10 @@ static pid_t spawn(const config *cfg, const host_ops *host, int index, int n, bo
         return pid;
     }
     /* child */
+    /* Orphaned (the main process killed outright): drain and stop, as on
+     * SIGTERM, rather than serve on alone. */
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (getppid() != parent) _exit(1);   /* it died before prctl */
     broker_forget(topics);
     topics = NULL;
     close(sigfd);
