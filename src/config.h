@@ -8,12 +8,16 @@
 #include "tls.h"
 
 #define MAX_LISTENERS 8
+#define PROXY_V1 1u
+#define PROXY_V2 2u
+#define DRAIN_DELAY_UNSET ((unsigned)-1)
 
 typedef struct listen_spec {
     char host[64];
     int port;                 /* 0: the kernel picks; resolved before workers start */
     bool tls;                 /* wss:// */
     tls_server *tls_ctx;      /* made before any fork: workers share ticket keys */
+    unsigned proxy;           /* PROXY protocol versions expected first (bits); 0: none */
 } listen_spec;
 
 typedef struct config {
@@ -47,6 +51,12 @@ typedef struct config {
     bool static_dotfiles;     /* ... including hidden files (.git, .env) */
     bool static_symlinks;     /* ... and links leading out of it */
     const char *redis_url;
+    const char *health_path;  /* GET/HEAD answers 200 while serving, 503 draining or full; NULL: off */
+    unsigned drain_delay_ms;  /* SIGTERM: keep serving (health 503) this long before closing */
+    size_t max_conns_per_ip;  /* 0: no limit; more from one address get 503 */
+    double rate, rate_burst;  /* messages per second per socket (token bucket); 0: no limit */
+    bool rate_close;          /* at the rate limit: close 1008 (else pause reading) */
+    unsigned proxy_protocol;  /* PROXY_V1|PROXY_V2 bits expected on every listener; 0: none */
     enum deflate_mode deflate;
     int deflate_level;
     size_t deflate_min;       /* messages shorter than this go uncompressed */

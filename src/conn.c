@@ -147,16 +147,19 @@ void conn_feed_input(conn *c, uint8_t *data, size_t n)
     if (used < n && !conn_is_finished(c)) keep_pending(c, data + used, n - used);
 }
 
-void conn_pause(conn *c)
+void conn_hold(conn *c, uint8_t who)
 {
+    c->holds |= who;
     c->paused = true;
     c->ws.paused = true;
     if (!conn_is_finished(c)) uv_read_stop((uv_stream_t *)&c->tcp);
 }
 
-void conn_resume(conn *c)
+void conn_release(conn *c, uint8_t who)
 {
     if (!c->paused) return;
+    c->holds &= (uint8_t)~who;
+    if (c->holds) return;   /* the other holder still holds it */
     c->paused = false;
     c->ws.paused = false;
     if (conn_is_dead(c)) return;
@@ -362,6 +365,10 @@ static void stop_timer(conn *c)
         wtimer_close(c->timer, on_timer_closed);
         c->timer = NULL;
     }
+    if (c->rate_timer) {
+        wtimer_close(c->rate_timer, on_timer_closed);
+        c->rate_timer = NULL;
+    }
 }
 
 static void on_timeout(wtimer *t)
@@ -369,6 +376,24 @@ static void on_timeout(wtimer *t)
     conn *c = t->data;
     c->phase->lost(c, "timeout");
     conn_close_now(c);
+}
+
+static void on_rate_timer(wtimer *t)
+{
+    conn *c = t->data;
+    conn_release(c, CONN_HOLD_RATE);
+}
+
+void conn_hold_for(conn *c, uint8_t who, uint64_t ms)
+{
+    if (c->state == CONN_DEAD) return;
+    if (!c->rate_timer) {
+        c->rate_timer = xmalloc(sizeof *c->rate_timer);
+        wtimer_init(&c->srv->clock, c->rate_timer);
+        c->rate_timer->data = c;
+    }
+    conn_hold(c, who);
+    wtimer_start(c->rate_timer, on_rate_timer, ms, 0);
 }
 
 void conn_set_timer(conn *c, unsigned ms)
@@ -411,6 +436,7 @@ void conn_linger(conn *c)
     }
     conn_set_timer(c, c->srv->cfg->close_timeout_ms);
     c->paused = false;
+    c->holds = 0;
     start_reading(c);
 }
 
@@ -435,6 +461,7 @@ static void on_closed(uv_handle_t *h)
     else s->conns = c->next;
     if (c->next) c->next->prev = c->prev;
     server_count_conn(s, -1);
+    if (c->ip_slot) server_ip_add(s, c->ip_slot - 1, -1);
     if (c->http) {
         http_reader_free(c->http);
         free(c->http);
@@ -442,6 +469,7 @@ static void on_closed(uv_handle_t *h)
     free(c->pending);
     free(c->cork.data);
     free(c->pong);
+    free(c->rate);
     wss_free(&c->ws);
     free(c->protocol);
     if (c->phase->release) c->phase->release(c);

@@ -90,13 +90,15 @@ struct conn {
     bool host_knows;          /* the host has an object for it: it gets close once */
     bool host_closed;         /* ... and has been told */
     bool ping_sent;           /* an automatic ping is out since last_seen */
-    bool paused;              /* input stopped while an event is suspended */
+    bool paused;              /* input stopped: some hold below is on */
+    uint8_t holds;            /* CONN_HOLD_*: who stopped the input */
     bool close_after_write;   /* HTTP: a plain response with Connection: close */
     bool corked;              /* replies collect in the cork (a batch of input is processed) */
     bool output_paused;       /* HTTP: reading stopped until the answers queued drain */
     struct static_read *static_read; /* --static: a file being read for it (input paused) */
     bool instrument;          /* luaws test: a spec's own end (its client, a fake remote): no automatic pings */
     char peer[64];
+    uint32_t ip_slot;         /* --max-conns-per-ip: its address's bucket + 1; 0: not counted */
     uint64_t deadline;        /* HTTP: the request must be complete by then (loop ms) */
     uint64_t last_seen;       /* WebSocket: when the peer last sent anything */
     uint64_t ping_at;         /* ... and when the automatic ping went out */
@@ -117,6 +119,11 @@ struct conn {
     bytes cork;
     size_t queued;            /* bytes handed to libuv, not yet written, plus WREQ_COST per write */
     uint8_t *pong;            /* a pong held back while the queue drains: [0] length, then payload */
+
+    /* --rate / socket:set_rate: the messages it may send (NULL: no limit),
+     * and the timer that lets it read again after a pause (only then). */
+    struct rate_bucket *rate;
+    struct wtimer *rate_timer;
 
     /* Topics this socket is subscribed to (lua_topic.c). */
     struct topic **topics;
@@ -143,9 +150,17 @@ conn *conn_new(server *s, listener *l, uint64_t id, const conn_phase *phase);
 void conn_start_reading(conn *c);
 /* Fills c->peer ("ip:port") from the socket. */
 void conn_read_peer(conn *c);
-/* Stops and restarts reading (an event of the host is suspended). */
-void conn_pause(conn *c);
-void conn_resume(conn *c);
+/* Stops and restarts reading. Two holders may stop it independently: the
+ * script (an event is suspended, a --static read, an HTTP backlog) and the
+ * rate limit; input flows again only once both let go. */
+enum { CONN_HOLD_SCRIPT = 1, CONN_HOLD_RATE = 2 };
+void conn_hold(conn *c, uint8_t who);
+void conn_release(conn *c, uint8_t who);
+/* The rate limit's hold: released after ms (one timer per connection,
+ * made on first use). */
+void conn_hold_for(conn *c, uint8_t who, uint64_t ms);
+static inline void conn_pause(conn *c) { conn_hold(c, CONN_HOLD_SCRIPT); }
+static inline void conn_resume(conn *c) { conn_release(c, CONN_HOLD_SCRIPT); }
 /* Queues bytes for writing; the data is copied. done (may be NULL) is
  * called exactly once, with 0 once the kernel took the bytes, or with an
  * error; possibly before conn_write returns. */

@@ -99,6 +99,43 @@ conn *conn_adopt(listener *l, int fd, const char *peer)
     return c;
 }
 
+/* url is path, or path followed by a query. */
+static bool path_is(const char *url, const char *path)
+{
+    size_t n = strlen(path);
+    return strncmp(url, path, n) == 0 && (url[n] == '\0' || url[n] == '?');
+}
+
+/* Answers 503 with Retry-After and closes: refused before any request. */
+static void refuse_busy(conn *c)
+{
+    static const char busy[] = "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
+                               "Connection: close\r\nRetry-After: 1\r\n\r\n";
+    uv_buf_t b = uv_buf_init((char *)busy, sizeof busy - 1);
+    uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+    conn_close_now(c);
+}
+
+/* --max-conns-per-ip, once the client's address is known (from the
+ * socket, or from a PROXY header): counts c, or refuses it. */
+static bool admit_address(conn *c)
+{
+    server *s = c->srv;
+    if (!s->ip_counts) return true;
+    uint32_t b = ip_bucket(c->peer);
+    uint32_t n = server_ip_count(s, b);
+    if (n >= s->cfg->max_conns_per_ip) {
+        s->metrics->ip_refused++;
+        log_warn("conn %llu from %s refused: %u connections from this address (--max-conns-per-ip)",
+                 (unsigned long long)c->id, c->peer, n);
+        refuse_busy(c);
+        return false;
+    }
+    server_ip_add(s, b, 1);
+    c->ip_slot = b + 1;
+    return true;
+}
+
 /* The HTTP phase of a new connection starts (or it is refused at once). */
 static void begin(conn *c)
 {
@@ -107,15 +144,12 @@ static void begin(conn *c)
     c->deadline = server_now(s) + s->cfg->handshake_timeout_ms;
     size_t open = server_connections(s);
     if (open > s->cfg->max_connections) {
-        static const char busy[] = "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
-                                   "Connection: close\r\nRetry-After: 1\r\n\r\n";
-        uv_buf_t b = uv_buf_init((char *)busy, sizeof busy - 1);
-        uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
         log_warn("conn %llu from %s refused: %zu connections open (--max-connections)",
                  (unsigned long long)c->id, c->peer, open - 1);
-        conn_close_now(c);
+        refuse_busy(c);
         return;
     }
+    if (!admit_address(c)) return;
     if (l->tls) {
         tls_conn *t = tls_conn_new(l->tls);
         if (!t) {
@@ -174,6 +208,18 @@ void http_conn_request(conn *c)
         req->keep_alive = false;
     }
     const config *cfg = c->srv->cfg;
+    if (!wants_ws && cfg->health_path && path_is(req->url, cfg->health_path) &&
+        (strcmp(req->method, "GET") == 0 || strcmp(req->method, "HEAD") == 0)) {
+        /* For load balancers: 503 while draining (SIGTERM) or full, so that
+         * they stop sending new connections before ours close. */
+        server *s = c->srv;
+        const char *body = s->draining || s->stopping ? "draining\n"
+                         : server_connections(s) >= cfg->max_connections ? "full\n" : "ok\n";
+        int status = body[0] == 'o' ? 200 : 503;
+        static const char head[] = "Content-Type: text/plain\r\nCache-Control: no-store\r\n";
+        conn_respond(c, status, head, sizeof head - 1, body, strlen(body), req->keep_alive);
+        goto answered;
+    }
     if (!wants_ws && cfg->metrics && strcmp(req->method, "GET") == 0 &&
         strncmp(req->url, "/metrics", 8) == 0 && (req->url[8] == '\0' || req->url[8] == '?')) {
         if (cfg->metrics_token && !bearer_ok(http_header_get(req, "authorization"), cfg->metrics_token)) {

@@ -226,6 +226,21 @@ static int l_socket_is_open(lua_State *L)
     return 1;
 }
 
+/* socket:set_rate(msgs_per_second [, burst]): this socket's message rate
+ * (replacing --rate's); nil or 0 lifts it. Returns true, or nil, "closed". */
+static int l_socket_set_rate(lua_State *L)
+{
+    conn *c = open_conn(check_socket(L));
+    double rate = luaL_optnumber(L, 2, 0);
+    double burst = luaL_optnumber(L, 3, rate);
+    luaL_argcheck(L, rate >= 0 && rate <= 1e9, 2, "a rate from 0 (no limit) to 1e9 messages per second");
+    luaL_argcheck(L, rate == 0 || (burst >= 1 && burst <= 1e9), 3, "a burst from 1 to 1e9 messages");
+    if (!c) return lh_fail(L, "closed", "EPIPE");
+    ws_set_rate(c, rate, burst);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 static int l_socket_index(lua_State *L)
 {
     check_socket(L);
@@ -279,6 +294,7 @@ void lh_socket_metatables(lua_State *L)
         {"pong", l_socket_pong},
         {"close", l_socket_close},
         {"is_open", l_socket_is_open},
+        {"set_rate", l_socket_set_rate},
         {NULL, NULL},
     };
     luaL_newmetatable(L, SOCKET_MT);

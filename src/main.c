@@ -49,7 +49,14 @@ static void usage(FILE *out)
         "  --handshake-timeout MS a whole HTTP request must arrive within this; 408 (default 10000)\n"
         "  --ping-interval MS     ping sockets idle this long, close them if still silent after\n"
         "                         as long again; 0 turns it off (default 30000)\n"
-        "  --max-connections N    per worker: refuse more with 503 (default: open-file limit - 64)\n"
+        "  --max-connections N    for the machine (all workers): refuse more with 503\n"
+        "                         (default: open-file limit - 64)\n"
+        "  --max-conns-per-ip N   connections from one client address (all workers); more\n"
+        "                         get 503 with Retry-After (default 0: no limit)\n"
+        "  --rate MSGS[:BURST]    messages per second one socket may send (token bucket,\n"
+        "                         BURST default MSGS); socket:set_rate changes it (default: none)\n"
+        "  --rate-action ACTION   at the rate limit: pause (stop reading until allowed) or\n"
+        "                         close (1008) (default pause)\n"
         "  --max-backpressure BYTES  bytes queued for one slow reader; beyond, the socket is\n"
         "                         closed with 1008 (default 67108864)\n"
         "  --max-buffered-total BYTES  per worker: memory held in incomplete messages (being\n"
@@ -61,6 +68,12 @@ static void usage(FILE *out)
         "                         0: no limit)\n"
         "  --script-memory BYTES  memory the Lua state may use (default 536870912; 0: no limit)\n"
         "  --shutdown-timeout MS  on SIGTERM, wait this long for sockets to close (default 10000)\n"
+        "  --health PATH          GET/HEAD PATH answers 200 while serving, 503 while draining\n"
+        "                         or over --max-connections (for load balancers; default off)\n"
+        "  --drain-delay MS       on SIGTERM keep serving this long, /health answering 503,\n"
+        "                         before closing (default 5000 with --health, else 0)\n"
+        "  --proxy-protocol VER   every listener expects a PROXY protocol header (v1, v2 or\n"
+        "                         any) first; per listener: --listen ws://H:P?proxy=v2\n"
         "  --deflate MODE         permessage-deflate: shared, dedicated or off (default shared)\n"
         "                         shared: no context takeover, one compressor per worker, no\n"
         "                         zlib memory on idle connections; dedicated: context takeover\n"
@@ -76,7 +89,7 @@ static void usage(FILE *out)
         "  --console              GET / shows the browser console (any script)\n"
         "  --strict               unknown keys in listener and response tables (typos such\n"
         "                         as on_mesage) are errors, not warnings\n"
-        "  --metrics              GET /metrics answers Prometheus text (per worker)\n"
+        "  --metrics              GET /metrics answers Prometheus text (the machine's)\n"
         "  --metrics-token TOKEN  /metrics answers only requests with the header\n"
         "                         Authorization: Bearer TOKEN (others get 401); implies --metrics\n"
         "  --static DIR           plain GET/HEAD requests are served from files in DIR first\n"
@@ -99,9 +112,29 @@ static void usage(FILE *out)
 }
 
 /* ws://HOST:PORT or wss://HOST:PORT; an IPv6 host in brackets. */
+/* "v1", "v2" or "any" (either): PROXY protocol version bits; 0 if none. */
+static unsigned parse_proxy_versions(const char *s, size_t n)
+{
+    if (n == 2 && !strncmp(s, "v1", 2)) return PROXY_V1;
+    if (n == 2 && !strncmp(s, "v2", 2)) return PROXY_V2;
+    if (n == 3 && !strncmp(s, "any", 3)) return PROXY_V1 | PROXY_V2;
+    return 0;
+}
+
+/* ws[s]://HOST:PORT[?proxy=v1|v2|any] */
 static bool parse_listen(const char *url, listen_spec *out)
 {
     const char *p;
+    char buf[256];
+    const char *q = strchr(url, '?');
+    if (q) {
+        if (strncmp(q, "?proxy=", 7) != 0 || !(out->proxy = parse_proxy_versions(q + 7, strlen(q + 7))))
+            return false;
+        if ((size_t)(q - url) >= sizeof buf) return false;
+        memcpy(buf, url, (size_t)(q - url));
+        buf[q - url] = '\0';
+        url = buf;
+    }
     if (strncmp(url, "ws://", 5) == 0) {
         out->tls = false;
         p = url + 5;
@@ -253,8 +286,43 @@ static bool opt_listen(cli *c, const char *arg)
         return false;
     }
     if (!parse_listen(arg, &c->cfg.listens[c->cfg.nlistens]))
-        return usage_error("--listen wants ws://HOST:PORT or wss://HOST:PORT, not '%s'", arg);
+        return usage_error("--listen wants ws://HOST:PORT or wss://HOST:PORT (optionally ?proxy=v1|v2|any), not '%s'", arg);
     c->cfg.nlistens++;
+    return true;
+}
+
+static bool opt_proxy_protocol(cli *c, const char *arg)
+{
+    if (!(c->cfg.proxy_protocol = parse_proxy_versions(arg, strlen(arg))))
+        return usage_error("--proxy-protocol must be v1, v2 or any, not '%s'", arg);
+    return true;
+}
+
+/* --rate MSGS/S[:BURST]: a token bucket per socket; BURST defaults to MSGS/S. */
+static bool opt_rate(cli *c, const char *arg)
+{
+    char *end;
+    double r = strtod(arg, &end), burst = r;
+    if (*end == ':') burst = strtod(end + 1, &end);
+    if (*end || !(r > 0) || !(burst >= 1) || r > 1e9 || burst > 1e9)
+        return usage_error("--rate wants MSGS_PER_SECOND[:BURST] (> 0, burst >= 1), not '%s'", arg);
+    c->cfg.rate = r;
+    c->cfg.rate_burst = burst;
+    return true;
+}
+
+static bool opt_rate_action(cli *c, const char *arg)
+{
+    if (strcmp(arg, "pause") && strcmp(arg, "close"))
+        return usage_error("--rate-action must be pause or close, not '%s'", arg);
+    c->cfg.rate_close = strcmp(arg, "close") == 0;
+    return true;
+}
+
+static bool opt_health(cli *c, const char *arg)
+{
+    if (arg[0] != '/') return usage_error("--health wants a path starting with /, not '%s'", arg);
+    c->cfg.health_path = arg;
     return true;
 }
 
@@ -325,6 +393,12 @@ static const optdef options[] = {
     {"metrics", OPT_SET, FIELD(metrics), NULL},
     {"static", OPT_STRING, FIELD(static_dir), NULL},
     {"redis", OPT_STRING, FIELD(redis_url), NULL},
+    {"proxy-protocol", OPT_CUSTOM, 0, 0, opt_proxy_protocol},
+    {"health", OPT_CUSTOM, 0, 0, opt_health},
+    {"drain-delay", OPT_OFF_ZERO, FIELD(drain_delay_ms), NULL},
+    {"max-conns-per-ip", OPT_OFF_ZERO, FIELD(max_conns_per_ip), NULL},
+    {"rate", OPT_CUSTOM, 0, 0, opt_rate},
+    {"rate-action", OPT_CUSTOM, 0, 0, opt_rate_action},
     {"store", OPT_STRING, FIELD(store_path), NULL},
     {"store-size", OPT_POSITIVE, FIELD(store_size), NULL},
 };
@@ -462,6 +536,10 @@ static void settle_limits(config *cfg)
     }
     if (cfg->max_backpressure < cfg->write_high_water) cfg->max_backpressure = cfg->write_high_water;
     if (cfg->metrics_token) cfg->metrics = true;
+    /* With a health check, give the balancer time to see 503 first. */
+    if (cfg->drain_delay_ms == DRAIN_DELAY_UNSET) cfg->drain_delay_ms = cfg->health_path ? 5000 : 0;
+    for (int i = 0; i < cfg->nlistens; i++)
+        if (!cfg->listens[i].proxy) cfg->listens[i].proxy = cfg->proxy_protocol;
     log_set_level((enum log_level)cfg->log_level);
 }
 
@@ -651,6 +729,7 @@ int main(int argc, char **argv)
             .deflate_level = 1,
             .deflate_min = 64,
             .store_size = 64u << 20,
+            .drain_delay_ms = DRAIN_DELAY_UNSET,
         },
         .watch = true,
     };

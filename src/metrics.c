@@ -43,6 +43,8 @@ static const metric_def defs[] = {
     {"reload_failures_total", "counter", "Hot reloads that failed to load.", M(reload_failures)},
     {"script_errors_total", "counter", "Errors raised by Lua events and handlers.", M(script_errors)},
     {"protocol_errors_total", "counter", "Connections failed for protocol violations.", M(ws.protocol_errors)},
+    {"rate_limited_total", "counter", "Times a socket hit --rate (paused or closed).", M(rate_limited)},
+    {"ip_refused_total", "counter", "Connections refused by --max-conns-per-ip.", M(ip_refused)},
 };
 
 /* Worker i's value of d (this worker's own when there are no slots). */

@@ -13,6 +13,8 @@ typedef struct metrics {
     wss_stats ws;                 /* messages and bytes in and out, protocol errors */
     uint64_t reloads, reload_failures;
     uint64_t script_errors;
+    uint64_t rate_limited;        /* --rate: pauses, or closes */
+    uint64_t ip_refused;          /* --max-conns-per-ip: 503s */
 } metrics;
 
 struct server;

@@ -4,6 +4,7 @@
 #include "reload.h"
 #include "redis_bus.h"
 #include "local_bus.h"
+#include "xalloc.h"
 #include <stdio.h>
 #include <errno.h>
 #include <stdlib.h>
@@ -48,16 +49,10 @@ void server_drop_all(server *s)
     }
 }
 
-/* SIGTERM/SIGINT: stop accepting, close every WebSocket with 1001, and let
- * the loop end once every connection is gone. */
-static void on_signal(uv_signal_t *sig, int signum)
+/* Stop accepting, close every WebSocket with 1001, and let the loop end
+ * once every connection is gone. */
+static void shut_down(server *s, int signum)
 {
-    server *s = sig->data;
-    if (s->stopping) {
-        log_warn("second signal: exiting now");
-        uv_stop(s->loop);
-        return;
-    }
     log_info("signal %d: shutting down (%zu connections open)", signum, s->nconns);
     s->stopping = true;
     close_listeners(s);
@@ -76,6 +71,39 @@ static void on_signal(uv_signal_t *sig, int signum)
     s->shutdown_timer.data = s;
     uv_timer_start(&s->shutdown_timer, on_shutdown_timeout, s->cfg->shutdown_timeout_ms, 0);
     uv_unref((uv_handle_t *)&s->shutdown_timer);
+}
+
+static void on_drained(uv_timer_t *t)
+{
+    server *s = t->data;
+    uv_close((uv_handle_t *)t, NULL);
+    if (!s->stopping) shut_down(s, s->drain_signal);
+}
+
+/* SIGTERM/SIGINT. With --drain-delay (default with --health): first drain,
+ * serving on while /health answers 503 so that a load balancer stops
+ * sending new connections here, then shut down. A second signal shuts
+ * down at once (while draining) or exits (while shutting down). */
+static void on_signal(uv_signal_t *sig, int signum)
+{
+    server *s = sig->data;
+    if (s->stopping) {
+        log_warn("second signal: exiting now");
+        uv_stop(s->loop);
+        return;
+    }
+    if (s->draining || !s->cfg->drain_delay_ms) {
+        if (s->draining) uv_close((uv_handle_t *)&s->drain_timer, NULL);
+        shut_down(s, signum);
+        return;
+    }
+    log_info("signal %d: draining for %u ms (%s answers 503), then shutting down", signum,
+             s->cfg->drain_delay_ms, s->cfg->health_path ? s->cfg->health_path : "no --health");
+    s->draining = true;
+    s->drain_signal = signum;
+    uv_timer_init(s->loop, &s->drain_timer);
+    s->drain_timer.data = s;
+    uv_timer_start(&s->drain_timer, on_drained, s->cfg->drain_delay_ms, 0);
 }
 
 /* ---- timeouts and pings, checked for every connection by one timer ---- */
@@ -300,6 +328,7 @@ void log_startup(const config *cfg, int workers)
 worker_slot *server_slots;
 int server_nslots;
 int server_broker_fd = -1;
+uint32_t *server_ip_counts;
 
 /* What a worker and a test run share: the loop, the clock, deflate, the
  * host. Returns false (logged) if the host cannot be created. */
@@ -367,6 +396,12 @@ int server_run(const config *cfg, const host_ops *host, const int *fds, int work
         s->metrics = &s->slot->metrics;
         if (cfg->script_timeout_ms) s->beat = &s->slot->beat;
     }
+    if (cfg->max_conns_per_ip) {
+        /* Under --workers N the main process shares one table; alone, our own. */
+        s->ip_counts = server_ip_counts ? server_ip_counts : xcalloc(IP_BUCKETS * sizeof *s->ip_counts);
+        s->ip_cols = server_ip_counts ? nworkers : 1;
+        s->ip_col = server_ip_counts ? worker : 0;
+    }
     /* Before the script loads: what it publishes at load time, or from
      * a timer it starts, already goes to every worker. */
     if (server_broker_fd >= 0) {
@@ -409,5 +444,7 @@ done:
     host->destroy(s->host_ud);
     pmd_worker_free(&s->pmd);
     uv_loop_close(s->loop);
+    if (s->ip_counts != server_ip_counts) free(s->ip_counts);
+    s->ip_counts = NULL;
     return code;
 }

@@ -68,6 +68,9 @@ typedef struct server {
     uint64_t next_id;
     uint64_t id_base, id_step; /* socket ids: unique across workers */
     bool stopping;
+    bool draining;            /* SIGTERM seen, --drain-delay running: serving, /health 503 */
+    int drain_signal;
+    uv_timer_t drain_timer;
     pmd_worker pmd;
     wss_config wss_cfg;       /* what every WebSocket session of the worker shares */
     struct reloader *reloader;
@@ -78,6 +81,11 @@ typedef struct server {
     int nslots;
     worker_slot *slot;        /* this worker's, or NULL */
     struct local_bus *lbus;   /* --workers N: topics across the machine's workers */
+    /* --max-conns-per-ip: connections per hash bucket of the client address,
+     * one column of IP_BUCKETS per worker (shared with the other workers
+     * under --workers N, written only by the column's worker). */
+    uint32_t *ip_counts;
+    int ip_cols, ip_col;
     worker_beat *beat;        /* NULL: no main process watches (--workers 1) */
     size_t buffered_total;    /* bytes held in message buffers of every session (--max-buffered-total) */
     uint64_t activity;        /* reads, writes and closes done: luaws test waits until it stops */
@@ -128,6 +136,32 @@ static inline void server_idle(server *s)
 extern worker_slot *server_slots;
 extern int server_nslots;
 extern int server_broker_fd;
+extern uint32_t *server_ip_counts;   /* NULL: --max-conns-per-ip off, or one worker */
+
+/* --max-conns-per-ip counts connections per bucket of a hash of the
+ * address: two addresses rarely share one of 65,536 buckets, and then
+ * share the limit (documented). */
+#define IP_BUCKETS (1u << 16)
+/* The bucket of "ADDR:PORT" (the port is not part of it). */
+static inline uint32_t ip_bucket(const char *peer)
+{
+    const char *end = strrchr(peer, ':');
+    size_t n = end ? (size_t)(end - peer) : strlen(peer);
+    uint32_t h = 2166136261u;   /* FNV-1a */
+    for (size_t i = 0; i < n; i++) h = (h ^ (uint8_t)peer[i]) * 16777619u;
+    return h & (IP_BUCKETS - 1);
+}
+/* Connections from the addresses of bucket b, on every worker. */
+static inline uint32_t server_ip_count(const server *s, uint32_t b)
+{
+    uint32_t n = 0;
+    for (int i = 0; i < s->ip_cols; i++) n += __atomic_load_n(&s->ip_counts[(size_t)i * IP_BUCKETS + b], __ATOMIC_RELAXED);
+    return n;
+}
+static inline void server_ip_add(server *s, uint32_t b, int delta)
+{
+    __atomic_add_fetch(&s->ip_counts[(size_t)s->ip_col * IP_BUCKETS + b], (uint32_t)delta, __ATOMIC_RELAXED);
+}
 /* Open connections: of the machine with --workers N, else of this worker. */
 static inline size_t server_connections(const server *s)
 {

@@ -52,6 +52,7 @@ static sigset_t handled_signals(void)
 }
 
 static worker_slot *slots;   /* one per worker, shared with them */
+static uint32_t *ip_counts;  /* --max-conns-per-ip: a column per worker, shared */
 static broker *topics;       /* the machine's topic broker */
 static int sigfd = -1;
 
@@ -60,6 +61,8 @@ static pid_t spawn(const config *cfg, const host_ops *host, int index, int n, bo
     worker_slot *me = &slots[index];
     __atomic_store_n(&me->beat.busy_since_ms, 0, __ATOMIC_RELEASE);
     __atomic_store_n(&me->connections, 0, __ATOMIC_RELAXED);
+    /* A replaced worker's connections are gone: so are its counts. */
+    if (ip_counts) memset(ip_counts + (size_t)index * IP_BUCKETS, 0, IP_BUCKETS * sizeof *ip_counts);
     int link = broker_attach(topics, index);
     pid_t parent = getpid();
     pid_t pid = fork();
@@ -77,6 +80,7 @@ static pid_t spawn(const config *cfg, const host_ops *host, int index, int n, bo
     topics = NULL;
     close(sigfd);
     server_slots = slots;
+    server_ip_counts = ip_counts;
     server_nslots = n;
     server_broker_fd = link;
     sigset_t set = handled_signals();
@@ -245,6 +249,11 @@ int workers_run(config *cfg, const host_ops *host, int n, bool watch)
         abort();
     }
     topics = broker_new(n);
+    if (cfg->max_conns_per_ip) {
+        ip_counts = mmap(NULL, (size_t)n * IP_BUCKETS * sizeof *ip_counts, PROT_READ | PROT_WRITE,
+                         MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        if (ip_counts == MAP_FAILED) abort();
+    }
     uint64_t stuck_ms = 2 * (uint64_t)cfg->script_timeout_ms + 1000;
     herd f = {.cfg = cfg, .host = host, .n = n, .watch = watch, .alive = n};
     f.w = calloc((size_t)n, sizeof *f.w);
@@ -296,6 +305,8 @@ int workers_run(config *cfg, const host_ops *host, int n, bool watch)
     sigfd = -1;
     munmap(slots, (size_t)n * sizeof *slots);
     slots = NULL;
+    if (ip_counts) munmap(ip_counts, (size_t)n * IP_BUCKETS * sizeof *ip_counts);
+    ip_counts = NULL;
     log_info("luaws stopped");
     return f.code;
 }

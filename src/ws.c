@@ -6,6 +6,7 @@
 #include "server.h"
 #include "log.h"
 #include "xalloc.h"
+#include "rate.h"
 #include <stdlib.h>
 #include <assert.h>
 #include <string.h>
@@ -15,10 +16,58 @@
 
 /* ---- the session's callbacks ---- */
 
+/* --rate: each message takes a token. Paused (the default), a socket that
+ * has used its burst reads nothing more until a token is back; with
+ * --rate-action close it is closed with 1008 instead, the message dropped. */
+static bool rate_check(conn *c)
+{
+    server *s = c->srv;
+    uint64_t now = server_now(s);
+    if (s->cfg->rate_close) {
+        if (rate_allows(c->rate, now)) {
+            rate_take(c->rate, now);
+            return true;
+        }
+        s->metrics->rate_limited++;
+        log_warn("conn %llu from %s: over its message rate (%g/s, burst %g), closing with 1008",
+                 (unsigned long long)c->id, c->peer, c->rate->rate, c->rate->burst);
+        static const char why[] = "message rate limit";
+        ws_close(c, WS_CLOSE_POLICY, why, sizeof why - 1);
+        return false;
+    }
+    rate_take(c->rate, now);
+    return true;
+}
+
+/* After a message: with no token left, stop reading until there is one. */
+static void rate_pause(conn *c)
+{
+    if (!c->rate || c->srv->cfg->rate_close || c->rate->tokens >= 1.0 || !ws_is_open(c)) return;
+    c->srv->metrics->rate_limited++;
+    uint64_t ms = rate_wait_ms(c->rate);
+    log_debug("conn %llu: message rate limit: reading again in %llu ms", (unsigned long long)c->id,
+              (unsigned long long)ms);
+    conn_hold_for(c, CONN_HOLD_RATE, ms);
+}
+
 static void on_message(void *user, uint8_t opcode, const uint8_t *data, size_t len)
 {
     conn *c = user;
+    if (c->rate && !rate_check(c)) return;
     HOST(c)->message(HOST_UD(c), c, opcode, data, len);
+    rate_pause(c);
+}
+
+void ws_set_rate(conn *c, double rate, double burst)
+{
+    if (rate <= 0) {
+        free(c->rate);
+        c->rate = NULL;
+        if (c->holds & CONN_HOLD_RATE) conn_release(c, CONN_HOLD_RATE);
+        return;
+    }
+    if (!c->rate) c->rate = xmalloc(sizeof *c->rate);
+    rate_init(c->rate, rate, burst >= 1 ? burst : 1, server_now(c->srv));
 }
 
 static bool on_ping(void *user, const uint8_t *data, size_t len)
@@ -175,6 +224,7 @@ void ws_start(conn *c, const pmd_params *deflate)
     c->phase = &ws_phase;
     c->last_seen = server_now(c->srv);
     c->srv->metrics->websockets_total++;
+    if (!c->is_client && c->srv->cfg->rate > 0) ws_set_rate(c, c->srv->cfg->rate, c->srv->cfg->rate_burst);
     wss_init(&c->ws, c->is_client ? WS_ROLE_CLIENT : WS_ROLE_SERVER, deflate, &c->srv->wss_cfg,
              &session_callbacks, c);
 }

@@ -15,6 +15,9 @@ void ws_drop(conn *c);
 /* Closes a connection that broke a limit: on_error(why), on_close(code), TCP closed now. */
 void ws_abort(conn *c, uint16_t code, const char *why);
 bool ws_is_open(const conn *c);
+/* The messages c may send: rate per second, burst at once (--rate, or
+ * socket:set_rate); rate <= 0 lifts the limit (and a pause it caused). */
+void ws_set_rate(conn *c, double rate, double burst);
 /* Sends a published message: plain and (for shared-deflate sockets)
  * compressed frames built once; falls back to ws_send where a socket
  * needs its own (context takeover, client masking). */
