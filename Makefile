@@ -9,7 +9,7 @@ SCRIPT   ?= scripts/echo.lua
 
 # Debian packages: build deps, then what the specs and tools use.
 DEBS_BUILD = gcc make pkg-config liblua5.4-dev lua5.4 libuv1-dev libssl-dev zlib1g-dev libhttp-parser-dev libhiredis-dev lua-cjson liblmdb-dev
-DEBS_TEST  = lua-busted lua-socket python3-websockets nodejs node-ws openssl procps redis-server lua-zlib lua-filesystem
+DEBS_TEST  = lua-busted lua-socket python3-websockets nodejs node-ws openssl procps redis-server lua-zlib lua-filesystem haproxy
 # The fuzz smoke run in CI (fuzz/smoke.sh) builds libFuzzer targets with clang.
 DEBS_FUZZ  = clang libclang-rt-14-dev
 # The browser spec drives Debian's chromium (without its recommends: ~120 packages fewer).

@@ -4,6 +4,7 @@
 #ifndef LUAWS_RATE_H
 #define LUAWS_RATE_H
 
+#include <math.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -32,7 +33,7 @@ static inline void rate_refill(rate_bucket *b, uint64_t now_ms)
 static inline bool rate_allows(rate_bucket *b, uint64_t now_ms)
 {
     rate_refill(b, now_ms);
-    return b->tokens >= 1.0;
+    return b->tokens >= 1.0 - 1e-9;   /* a whole token, give or take rounding */
 }
 
 /* Takes one token (possibly into debt); returns the tokens left. */
@@ -46,7 +47,8 @@ static inline double rate_take(rate_bucket *b, uint64_t now_ms)
 static inline uint64_t rate_wait_ms(const rate_bucket *b)
 {
     if (b->tokens >= 1.0) return 0;
-    return (uint64_t)((1.0 - b->tokens) * 1000.0 / b->rate) + 1;
+    double ms = ceil((1.0 - b->tokens) * 1000.0 / b->rate - 1e-9);
+    return ms < 1 ? 1 : (uint64_t)ms;
 }
 
 #endif

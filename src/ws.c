@@ -42,7 +42,7 @@ static bool rate_check(conn *c)
 /* After a message: with no token left, stop reading until there is one. */
 static void rate_pause(conn *c)
 {
-    if (!c->rate || c->srv->cfg->rate_close || c->rate->tokens >= 1.0 || !ws_is_open(c)) return;
+    if (!c->rate || c->srv->cfg->rate_close || rate_allows(c->rate, server_now(c->srv)) || !ws_is_open(c)) return;
     c->srv->metrics->rate_limited++;
     uint64_t ms = rate_wait_ms(c->rate);
     log_debug("conn %llu: message rate limit: reading again in %llu ms", (unsigned long long)c->id,

@@ -131,6 +131,10 @@ function M.tcp(host, port, opts)
   opts = opts or {}
   local sock = socket.tcp()
   sock:settimeout(opts.timeout or M.DEFAULT_TIMEOUT)
+  if opts.bind then   -- a source address (127.0.0.N: distinct clients on loopback)
+    local bok, berr = sock:bind(opts.bind, 0)
+    if not bok then sock:close(); return nil, "bind: " .. tostring(berr) end
+  end
   local ok, err = sock:connect(host or "127.0.0.1", port)
   if not ok then sock:close(); return nil, "connect: " .. tostring(err) end
   sock:setoption("tcp-nodelay", true)
