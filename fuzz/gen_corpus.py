@@ -186,8 +186,50 @@ def inflate():
     write("../regressions/fuzz_inflate", "empty-message-after-context-takeover", b"\x00\x90Hello")
 
 
+# ---- PROXY header and forwarding headers --------------------------------
+
+V2_SIG = b"\r\n\r\n\x00\r\nQUIT\n"
+
+
+def proxy():
+    # byte 0: options (see fuzz_proxy.c): versions in bits 0-1 (0: both), bit 2
+    # Forwarded instead of X-Forwarded-For, bits 3-5 the peer (0: 10.0.0.2, trusted)
+    import socket
+    v4 = socket.inet_aton("192.0.2.1") + socket.inet_aton("198.51.100.2") + struct.pack(">HH", 12345, 443)
+    v6 = (socket.inet_pton(socket.AF_INET6, "2001:db8::1") + socket.inet_pton(socket.AF_INET6, "2001:db8::2")
+          + struct.pack(">HH", 4660, 80))
+    tlv = b"\x04\x00\x04abcd"   # a NOOP TLV
+    cases = {
+        "v1_tcp4": b"PROXY TCP4 192.0.2.1 198.51.100.2 12345 443\r\nGET / HTTP/1.1\r\n\r\n",
+        "v1_tcp6": b"PROXY TCP6 2001:db8::1 ::ffff:10.0.0.1 65535 0\r\n",
+        "v1_unknown": b"PROXY UNKNOWN\r\n",
+        "v2_inet": V2_SIG + b"\x21\x11" + struct.pack(">H", len(v4)) + v4 + b"\x16\x03\x01",
+        "v2_inet6_tlv": V2_SIG + b"\x21\x21" + struct.pack(">H", len(v6) + len(tlv)) + v6 + tlv,
+        "v2_local": V2_SIG + b"\x20\x00\x00\x00",
+        "v2_unix": V2_SIG + b"\x21\x31" + struct.pack(">H", 216) + b"/tmp/a".ljust(108, b"\0") * 2,
+    }
+    for name, data in cases.items():
+        write("fuzz_proxy", name, b"\x00" + data)
+    xff = {
+        "xff_chain": b"6.6.6.6, 203.0.113.7, 10.0.0.3, 10.9.9.9",
+        "xff_v6_port": b"[2001:db8::7]:4711, fd00::1",
+        "xff_mapped": b"198.51.100.1:80,::ffff:10.1.1.1",
+    }
+    for name, data in xff.items():
+        write("fuzz_proxy", name, b"\x00" + data)
+    fwd = {
+        "fwd_simple": b"for=192.0.2.60;proto=http;by=203.0.113.43",
+        "fwd_chain": b'for=192.0.2.43, For="[2001:db8:cafe::17]:4711";host="a,b", for=10.0.0.9',
+        "fwd_hidden": b"for=_hidden, for=unknown;proto=https, for=\"\\1.2.3.4:_p\"",
+    }
+    for name, data in fwd.items():
+        write("fuzz_proxy", name, b"\x04" + data)
+    write("fuzz_proxy", "xff_untrusted_peer", b"\x08" + b"1.2.3.4")
+
+
 if __name__ == "__main__":
     frames()
     utf8()
     http()
     inflate()
+    proxy()

@@ -1,6 +1,7 @@
 -- The layering of src/ at link level (issue 13), read from the built objects
 -- with nm(1) so that it cannot rot:
---   protocol  frame, utf8, http, deflate, ws_session, xalloc, store   (pure: no libuv, no Lua)
+--   protocol  frame, utf8, http, deflate, ws_session, xalloc, store,
+--             proxy_proto, forwarded                                 (pure: no libuv, no Lua)
 --   transport conn, ws, client, server, tls, workers, reload, static, ...
 --   binding   every lua_*.o
 --   program   main.o (may use anything)
@@ -20,7 +21,8 @@ local BIN = os.getenv("LUAWS_BIN") or ""
 local OBJDIR = os.getenv("LUAWS_LAYERING_OBJDIR") or (BIN:match("luaws%-asan$") and "build/asan" or "build/normal")
 local SRCDIR = os.getenv("LUAWS_LAYERING_SRCDIR") or "src"
 local MAX_CYCLE = 2
-local PROTOCOL = { "frame.o", "utf8.o", "http.o", "deflate.o", "ws_session.o", "xalloc.o", "store.o" }
+local PROTOCOL = { "frame.o", "utf8.o", "http.o", "deflate.o", "ws_session.o", "xalloc.o", "store.o",
+                   "proxy_proto.o", "forwarded.o" }
 local FOREIGN = { "^uv_", "^lua_", "^luaL_", "^luaopen_" }
 
 local function is_binding(obj) return obj:match("^lua_.*%.o$") ~= nil end
