@@ -6,10 +6,11 @@
 #include <stddef.h>
 #include "deflate.h"
 #include "tls.h"
+#include "proxy_proto.h"   /* PROXY_V1, PROXY_V2 */
+
+struct cidr_list;
 
 #define MAX_LISTENERS 8
-#define PROXY_V1 1u
-#define PROXY_V2 2u
 #define DRAIN_DELAY_UNSET ((unsigned)-1)
 
 typedef struct listen_spec {
@@ -57,6 +58,7 @@ typedef struct config {
     double rate, rate_burst;  /* messages per second per socket (token bucket); 0: no limit */
     bool rate_close;          /* at the rate limit: close 1008 (else pause reading) */
     unsigned proxy_protocol;  /* PROXY_V1|PROXY_V2 bits expected on every listener; 0: none */
+    struct cidr_list *trusted_proxies; /* --trust-proxy: X-Forwarded-For/Forwarded honoured from these; NULL: none */
     enum deflate_mode deflate;
     int deflate_level;
     size_t deflate_min;       /* messages shorter than this go uncompressed */

@@ -470,6 +470,8 @@ static void on_closed(uv_handle_t *h)
     free(c->cork.data);
     free(c->pong);
     free(c->rate);
+    free(c->proxy);
+    free(c->forwarder);
     wss_free(&c->ws);
     free(c->protocol);
     if (c->phase->release) c->phase->release(c);

@@ -99,6 +99,8 @@ struct conn {
     bool instrument;          /* luaws test: a spec's own end (its client, a fake remote): no automatic pings */
     char peer[64];
     uint32_t ip_slot;         /* --max-conns-per-ip: its address's bucket + 1; 0: not counted */
+    struct proxy_wait *proxy; /* a PROXY header being read (only until it is) */
+    char *forwarder;          /* --trust-proxy: the peer that forwarded peer's requests (NULL: none) */
     uint64_t deadline;        /* HTTP: the request must be complete by then (loop ms) */
     uint64_t last_seen;       /* WebSocket: when the peer last sent anything */
     uint64_t ping_at;         /* ... and when the automatic ping went out */

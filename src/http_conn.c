@@ -7,6 +7,9 @@
 #include "xalloc.h"
 #include "log.h"
 #include "static.h"
+#include "proxy_proto.h"
+#include "forwarded.h"
+#include <arpa/inet.h>
 #include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -136,6 +139,115 @@ static bool admit_address(conn *c)
     return true;
 }
 
+/* ---- the PROXY phase: a listener with ?proxy= reads the balancer's
+ * header before anything else, TLS included ---- */
+
+struct proxy_wait {
+    size_t len;
+    uint8_t buf[PROXY_MAX_HEADER];   /* the parser decides within this many bytes */
+};
+
+static void start_http(conn *c);
+
+/* "ADDR:PORT" of sa into c->peer, as conn_read_peer writes it. */
+static void set_peer(conn *c, const struct sockaddr_storage *sa)
+{
+    char addr[PROXY_ADDR_STRLEN];
+    proxy_addr_format(sa, false, addr, sizeof addr);
+    int port = ntohs(sa->ss_family == AF_INET6 ? ((const struct sockaddr_in6 *)sa)->sin6_port
+                                               : ((const struct sockaddr_in *)sa)->sin_port);
+    snprintf(c->peer, sizeof c->peer, "%s:%d", addr, port);
+}
+
+/* Everything received is kept until the parser decides: DONE hands what
+ * follows the header to the layer below HTTP (TLS, or plain). */
+static size_t proxy_feed(conn *c, uint8_t *buf, size_t len)
+{
+    struct proxy_wait *w = c->proxy;
+    size_t take = len < sizeof w->buf - w->len ? len : sizeof w->buf - w->len;
+    memcpy(w->buf + w->len, buf, take);
+    w->len += take;
+    proxy_result r;
+    enum proxy_status st = proxy_parse(w->buf, w->len, c->lst->proxy, &r);
+    if (st == PROXY_NEED_MORE && take == len) return len;
+    if (st != PROXY_DONE) {
+        log_warn("conn %llu from %s: no valid PROXY header (%s), closing", (unsigned long long)c->id, c->peer,
+                 st == PROXY_ERROR ? r.error : "too long");
+        conn_close_now(c);
+        return len;
+    }
+    char was[sizeof c->peer];
+    memcpy(was, c->peer, sizeof was);
+    if (!r.local) set_peer(c, &r.src);
+    log_debug("conn %llu: PROXY v%d from %s: client %s", (unsigned long long)c->id, r.version, was, c->peer);
+    /* What came after the header: the rest of our buffer, then the rest of
+     * this read (if the buffer filled). */
+    size_t n = w->len - r.consumed + (len - take);
+    uint8_t *rest = xmalloc(n);
+    memcpy(rest, w->buf + r.consumed, w->len - r.consumed);
+    memcpy(rest + (w->len - r.consumed), buf + take, len - take);
+    free(c->proxy);
+    c->proxy = NULL;
+    if (admit_address(c)) {
+        start_http(c);
+        if (n && c->state == CONN_HTTP) c->io->input(c, rest, n);
+    }
+    free(rest);
+    return len;
+}
+
+static void proxy_lost(conn *c, const char *why) {}
+
+static const conn_phase proxy_phase = {
+    .name = "proxy",
+    .feed = proxy_feed,
+    .lost = proxy_lost,
+};
+
+/* --trust-proxy: a request from a trusted peer names the client in
+ * X-Forwarded-For or Forwarded; from then on it is the connection's
+ * address (logs, the request table, --max-conns-per-ip). False if the
+ * client's address is over --max-conns-per-ip (refused). */
+static bool apply_forwarded(conn *c, const http_request *req)
+{
+    const struct cidr_list *trusted = c->srv->cfg->trusted_proxies;
+    if (!trusted) return true;
+    /* Judged by the transport's peer, also on a keep-alive connection whose
+     * earlier request already named a client. */
+    const char *from = c->forwarder ? c->forwarder : c->peer;
+    struct sockaddr_storage peer = {0};
+    char addr[sizeof c->peer];
+    snprintf(addr, sizeof addr, "%s", from);
+    char *colon = strrchr(addr, ':');
+    if (colon) *colon = '\0';
+    if (inet_pton(AF_INET, addr, &((struct sockaddr_in *)&peer)->sin_addr) == 1) peer.ss_family = AF_INET;
+    else if (inet_pton(AF_INET6, addr, &((struct sockaddr_in6 *)&peer)->sin6_addr) == 1) peer.ss_family = AF_INET6;
+    else return true;
+    const char *fwd = http_header_get(req, "forwarded");
+    const char *xff = http_header_get(req, "x-forwarded-for");
+    struct sockaddr_storage client;
+    enum forwarded_status st = fwd ? forwarded_client(trusted, &peer, FORWARDED_RFC7239, fwd, strlen(fwd), &client)
+                                   : forwarded_client(trusted, &peer, FORWARDED_XFF, xff, xff ? strlen(xff) : 0, &client);
+    if (st != FORWARDED_CLIENT) {
+        if (st != FORWARDED_PEER && st != FORWARDED_ABSENT)
+            log_debug("conn %llu: %s from trusted %s gives no client address (%s); keeping the peer's",
+                      (unsigned long long)c->id, fwd ? "Forwarded" : "X-Forwarded-For", c->peer,
+                      forwarded_status_name(st));
+        /* This request names nobody: it is the forwarder's own. */
+        if (c->forwarder) snprintf(c->peer, sizeof c->peer, "%s", c->forwarder);
+        return true;
+    }
+    if (!c->forwarder) c->forwarder = xstrdup(c->peer);
+    set_peer(c, &client);
+    log_debug("conn %llu: client %s, forwarded by %s", (unsigned long long)c->id, c->peer, c->forwarder);
+    if (c->ip_slot) {
+        /* Counted under the proxy's address so far: count the client instead. */
+        server_ip_add(c->srv, c->ip_slot - 1, -1);
+        c->ip_slot = 0;
+    }
+    return admit_address(c);
+}
+
 /* The HTTP phase of a new connection starts (or it is refused at once). */
 static void begin(conn *c)
 {
@@ -149,7 +261,28 @@ static void begin(conn *c)
         refuse_busy(c);
         return;
     }
+    if (l->proxy) {
+        /* The balancer's header first: the client's address, then the
+         * limits that depend on it, then TLS and HTTP. */
+        c->proxy = xmalloc(sizeof *c->proxy);
+        c->proxy->len = 0;
+        c->phase = &proxy_phase;
+        log_debug("conn %llu connected from %s (PROXY header expected)", (unsigned long long)c->id, c->peer);
+        conn_start_reading(c);
+        return;
+    }
     if (!admit_address(c)) return;
+    start_http(c);
+    log_debug("conn %llu connected from %s", (unsigned long long)c->id, c->peer);
+    conn_start_reading(c);
+}
+
+/* TLS (on a wss:// listener) and the HTTP reader. */
+static void start_http(conn *c)
+{
+    server *s = c->srv;
+    listener *l = c->lst;
+    c->phase = &http_phase;
     if (l->tls) {
         tls_conn *t = tls_conn_new(l->tls);
         if (!t) {
@@ -161,8 +294,6 @@ static void begin(conn *c)
     }
     c->http = xmalloc(sizeof *c->http);
     http_reader_init(c->http, s->cfg->max_header, s->cfg->max_body);
-    log_debug("conn %llu connected from %s", (unsigned long long)c->id, c->peer);
-    conn_start_reading(c);
 }
 
 /* "Bearer TOKEN" with the right token, compared in constant time. */
@@ -181,6 +312,7 @@ static bool bearer_ok(const char *value, const char *token)
 void http_conn_request(conn *c)
 {
     http_request *req = &c->http->req;
+    if (!apply_forwarded(c, req)) return;
     const char *up = http_header_get(req, "upgrade");
     bool wants_ws = up && http_token_list_has(up, "websocket");
     if (wants_ws) {

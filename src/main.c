@@ -5,6 +5,7 @@
 #include "reload.h"
 #include "workers.h"
 #include "rundir.h"
+#include "forwarded.h"
 #include "version.h"
 #include "xalloc.h"
 #include <lua.h>
@@ -74,6 +75,8 @@ static void usage(FILE *out)
         "                         before closing (default 5000 with --health, else 0)\n"
         "  --proxy-protocol VER   every listener expects a PROXY protocol header (v1, v2 or\n"
         "                         any) first; per listener: --listen ws://H:P?proxy=v2\n"
+        "  --trust-proxy CIDR     honour X-Forwarded-For / Forwarded from these peers only\n"
+        "                         (repeatable); the client is the right-most untrusted address\n"
         "  --deflate MODE         permessage-deflate: shared, dedicated or off (default shared)\n"
         "                         shared: no context takeover, one compressor per worker, no\n"
         "                         zlib memory on idle connections; dedicated: context takeover\n"
@@ -319,6 +322,17 @@ static bool opt_rate_action(cli *c, const char *arg)
     return true;
 }
 
+static bool opt_trust_proxy(cli *c, const char *arg)
+{
+    if (!c->cfg.trusted_proxies) c->cfg.trusted_proxies = cidr_list_new();
+    const char *why = "bad address";
+    if (!cidr_list_add(c->cfg.trusted_proxies, arg, &why)) {
+        fprintf(stderr, "luaws: --trust-proxy %s: %s (want an address or a CIDR range: 10.0.0.0/8, ::1)\n", arg, why);
+        return false;
+    }
+    return true;
+}
+
 static bool opt_health(cli *c, const char *arg)
 {
     if (arg[0] != '/') return usage_error("--health wants a path starting with /, not '%s'", arg);
@@ -394,6 +408,7 @@ static const optdef options[] = {
     {"static", OPT_STRING, FIELD(static_dir), NULL},
     {"redis", OPT_STRING, FIELD(redis_url), NULL},
     {"proxy-protocol", OPT_CUSTOM, 0, 0, opt_proxy_protocol},
+    {"trust-proxy", OPT_CUSTOM, 0, 0, opt_trust_proxy},
     {"health", OPT_CUSTOM, 0, 0, opt_health},
     {"drain-delay", OPT_OFF_ZERO, FIELD(drain_delay_ms), NULL},
     {"max-conns-per-ip", OPT_OFF_ZERO, FIELD(max_conns_per_ip), NULL},

@@ -112,6 +112,13 @@ static void check_conn(conn *c, uint64_t now)
 {
     const config *cfg = c->srv->cfg;
     if (c->state == CONN_HTTP && now >= c->deadline) {
+        if (c->proxy) {
+            /* Not even the PROXY header: there is nobody to answer. */
+            log_warn("conn %llu from %s: no valid PROXY header (none complete within %u ms), closing",
+                     (unsigned long long)c->id, c->peer, cfg->handshake_timeout_ms);
+            conn_close_now(c);
+            return;
+        }
         if (c->tls && !tls_handshake_done(c->tls)) {
             /* No TLS yet: nothing can be answered. */
             log_warn("conn %llu from %s: TLS handshake not finished within %u ms, closing",
@@ -238,6 +245,7 @@ static int listener_start(server *s, listener *l, const listen_spec *spec, int f
     snprintf(l->host, sizeof l->host, "%s", spec->host);
     l->port = spec->port;
     l->tls = spec->tls_ctx;
+    l->proxy = spec->proxy;
     uv_tcp_init(s->loop, &l->tcp);
     l->tcp.data = l;
     int r = uv_tcp_open(&l->tcp, fd);

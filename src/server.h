@@ -47,6 +47,7 @@ typedef struct listener {
     uv_tcp_t tcp;
     struct server *srv;
     tls_server *tls;          /* NULL: plain ws:// */
+    unsigned proxy;           /* PROXY protocol versions expected first; 0: none */
     char host[64];
     int port;
     int host_tag;             /* 0: the script's; else the host's own (luaws test's fake remotes) */
