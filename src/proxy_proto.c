@@ -10,8 +10,10 @@
 static const uint8_t V2_SIG[12] = {0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A};
 static const char V1_PREFIX[] = "PROXY ";   /* 6 bytes */
 
+/* An ERROR result carries nothing half-filled: only the reason. */
 static enum proxy_status fail(proxy_result *res, const char *why)
 {
+    memset(res, 0, sizeof *res);
     res->error = why;
     return PROXY_ERROR;
 }

@@ -136,6 +136,8 @@ static void expect_error(const void *h, size_t n, unsigned versions, const char 
     enum proxy_status st = parse(h, n, versions, &r);
     CHECKF(st == PROXY_ERROR && r.error && strcmp(r.error, why) == 0, "want \"%s\", got %d \"%s\"", why, st,
            r.error ? r.error : "(null)");
+    /* Nothing half-filled (the first fuzz_proxy find: consumed was set). */
+    CHECK(r.consumed == 0 && r.version == 0 && r.src.ss_family == AF_UNSPEC);
 }
 
 static void expect_error_str(const char *s, unsigned versions, const char *why)
