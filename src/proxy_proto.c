@@ -115,7 +115,8 @@ static enum proxy_status parse_v1(const uint8_t *buf, size_t len, proxy_result *
 
     size_t cr = 0;
     bool have_cr = false;
-    for (size_t i = body; i < len && i < PROXY_V1_MAX_LINE; i++) {
+    /* The CR may be at index 105 at the latest (CRLF ends at 107). */
+    for (size_t i = body; i < len && i < PROXY_V1_MAX_LINE - 1; i++) {
         if (buf[i] == '\r') {
             cr = i;
             have_cr = true;
@@ -125,13 +126,11 @@ static enum proxy_status parse_v1(const uint8_t *buf, size_t len, proxy_result *
             return fail(res, "v1 line has a character its protocol does not allow");
     }
     if (!have_cr) {
-        /* The CR must be at index 105 at the latest (CRLF ends at 107). */
         if (len >= PROXY_V1_MAX_LINE - 1) return fail(res, "v1 line longer than 107 bytes");
         return PROXY_NEED_MORE;
     }
     if (cr + 1 >= len) return PROXY_NEED_MORE;
     if (buf[cr + 1] != '\n') return fail(res, "v1 line: CR not followed by LF");
-    if (cr + 2 > PROXY_V1_MAX_LINE) return fail(res, "v1 line longer than 107 bytes");
 
     res->version = 1;
     res->consumed = cr + 2;
