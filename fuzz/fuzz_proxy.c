@@ -24,7 +24,14 @@
  * on the left of a CLIENT answer does not change it. Forwarded: adding a
  * trusted element on the right of a CLIENT answer does not change it.
  *
- * Bugs found: none so far. */
+ * Bugs found, with their reproducers in regressions/fuzz_proxy/ (replayed by
+ * `make regress`; the first byte is this harness's options):
+ *  - v1-error-with-consumed-set: a complete v1 line with a bad address or
+ *    port returned ERROR with consumed (and version) already filled in;
+ *    now an ERROR result holds only its reason;
+ *  - v1-cr-past-the-limit-need-more: a line whose CR came one byte past the
+ *    107-byte limit was ERROR at 106 bytes but NEED_MORE at 107 (the CR was
+ *    found, the LF awaited, before the length was judged). */
 #include "forwarded.h"
 #include "proxy_proto.h"
 

@@ -225,6 +225,14 @@ def proxy():
     for name, data in fwd.items():
         write("fuzz_proxy", name, b"\x04" + data)
     write("fuzz_proxy", "xff_untrusted_peer", b"\x08" + b"1.2.3.4")
+    # Reproducers of bugs found by fuzz_proxy (see fuzz_proxy.c). A complete
+    # v1 line with a bad address was an ERROR with consumed already set.
+    write("../regressions/fuzz_proxy", "v1-error-with-consumed-set",
+          b"\x00PROXY TCP4 192.0.2.1 198.51021..0 12345 443\r\nGET / HTTP/1.1\r\n\r\n")
+    # A v1 line whose CR was at index 106 (one byte too long) was ERROR at
+    # 106 bytes and NEED_MORE at 107.
+    write("../regressions/fuzz_proxy", "v1-cr-past-the-limit-need-more",
+          b"\x00PROXY TCP6 b8::" + b"D" * 40 + b"0 " + b"D" * 40 + b"0:65535 0\r\n\xfd")
 
 
 if __name__ == "__main__":

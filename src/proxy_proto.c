@@ -10,8 +10,10 @@
 static const uint8_t V2_SIG[12] = {0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A};
 static const char V1_PREFIX[] = "PROXY ";   /* 6 bytes */
 
+/* An ERROR result carries nothing half-filled: only the reason. */
 static enum proxy_status fail(proxy_result *res, const char *why)
 {
+    memset(res, 0, sizeof *res);
     res->error = why;
     return PROXY_ERROR;
 }
@@ -113,7 +115,8 @@ static enum proxy_status parse_v1(const uint8_t *buf, size_t len, proxy_result *
 
     size_t cr = 0;
     bool have_cr = false;
-    for (size_t i = body; i < len && i < PROXY_V1_MAX_LINE; i++) {
+    /* The CR may be at index 105 at the latest (CRLF ends at 107). */
+    for (size_t i = body; i < len && i < PROXY_V1_MAX_LINE - 1; i++) {
         if (buf[i] == '\r') {
             cr = i;
             have_cr = true;
@@ -123,13 +126,11 @@ static enum proxy_status parse_v1(const uint8_t *buf, size_t len, proxy_result *
             return fail(res, "v1 line has a character its protocol does not allow");
     }
     if (!have_cr) {
-        /* The CR must be at index 105 at the latest (CRLF ends at 107). */
         if (len >= PROXY_V1_MAX_LINE - 1) return fail(res, "v1 line longer than 107 bytes");
         return PROXY_NEED_MORE;
     }
     if (cr + 1 >= len) return PROXY_NEED_MORE;
     if (buf[cr + 1] != '\n') return fail(res, "v1 line: CR not followed by LF");
-    if (cr + 2 > PROXY_V1_MAX_LINE) return fail(res, "v1 line longer than 107 bytes");
 
     res->version = 1;
     res->consumed = cr + 2;

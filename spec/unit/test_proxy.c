@@ -136,6 +136,8 @@ static void expect_error(const void *h, size_t n, unsigned versions, const char 
     enum proxy_status st = parse(h, n, versions, &r);
     CHECKF(st == PROXY_ERROR && r.error && strcmp(r.error, why) == 0, "want \"%s\", got %d \"%s\"", why, st,
            r.error ? r.error : "(null)");
+    /* Nothing half-filled (the first fuzz_proxy find: consumed was set). */
+    CHECK(r.consumed == 0 && r.version == 0 && r.src.ss_family == AF_UNSPEC);
 }
 
 static void expect_error_str(const char *s, unsigned versions, const char *why)
@@ -197,6 +199,12 @@ TEST(v1_longest_line)
     snprintf(h, sizeof h, "PROXY UNKNOWN %s %s 65535 655355\r\n",
              "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff");
     expect_error_str(h, BOTH, "v1 line longer than 107 bytes");
+    /* ... and every prefix from 106 bytes on, the CR included (fuzz_proxy:
+     * 107 bytes ending in that CR were NEED_MORE after 106 were ERROR). */
+    for (size_t k = 106; k <= strlen(h); k++) {
+        proxy_result e;
+        CHECKF(parse(h, k, BOTH, &e) == PROXY_ERROR, "k=%zu", k);
+    }
     /* No CRLF at all: an error as soon as 106 bytes are in, not later. */
     memset(h, 0, sizeof h);
     memcpy(h, "PROXY UNKNOWN ", 14);
