@@ -20,7 +20,7 @@ local function check(name, cmd)
 end
 
 describe("C unit tests", function()
-  check("frame, UTF-8, HTTP and deflate parsers", "make -s -C spec/unit")
+  check("frame, UTF-8, HTTP, deflate and PROXY/forwarded parsers; the session", "make -s -C spec/unit")
   check("TLS engine", "sh spec/unit/build_tls.sh")
   check("Redis bus (against a throwaway redis-server)", "sh spec/unit/build_redis.sh")
 end)
