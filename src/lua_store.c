@@ -19,7 +19,7 @@
 #include <time.h>
 
 #define STORE_MT "luaws.store"
-#define CODEC_KEY "luaws.store_codec"   /* registry: {encode, decode} */
+#define CODEC_KEY STORE_CODEC_KEY
 
 typedef struct lstore {
     unsigned dbi;
@@ -157,6 +157,7 @@ static int l_store(lua_State *L)
     if (updating) return luaL_error(L, "luaws.store: cannot open a store inside the update function of luaws.store %s",
                                     updating->name);
     lua_host *h = lh_host(L);
+    if (lh_rstore_enabled(h)) return lh_rstore_new(L, name, len);
     char err[STORE_ERR_MAX];
     if (!store_is_open()) {
         const config *cfg = h->srv ? h->srv->cfg : NULL;
@@ -396,7 +397,11 @@ void lh_store_register(lua_State *L)
     lua_setfield(L, -2, "store_codec");
 }
 
-void lh_store_close(void) { store_close(); }
+void lh_store_close(void)
+{
+    store_close();
+    lh_rstore_close();
+}
 
 /* luaws test, between tests: every store emptied. */
 void lh_store_reset(lua_State *L)
