@@ -32,7 +32,7 @@
 
 #define RSTORE_MT "luaws.store.redis"
 #define KEY_PREFIX "luaws:store:"
-#define UPDATE_TRIES 100
+#define UPDATE_TRIES 50
 
 /* The store object: its name, then its key prefix. */
 typedef struct rlstore {
@@ -44,8 +44,11 @@ typedef struct rlstore {
 typedef struct rwait {
     struct rwait *prev, *next;   /* in waits */
     task *t;
-    rstore_req *req;
+    rstore_req *req;         /* a command's, or NULL */
+    uv_timer_t *delay;       /* a pause's (update's backoff), or NULL; freed when closed */
 } rwait;
+
+static void delay_closed(uv_handle_t *h) { free(h); }
 
 static rstore *client;
 static bool client_tried;
@@ -199,6 +202,7 @@ static int await(lua_State *L, const rlstore *s, int argc, const char **argv, co
         free(w);
         return luaL_error(L, "luaws.store %s: Redis unavailable (%s)", s->data, err);
     }
+    w->delay = NULL;
     w->t = t;
     w->prev = NULL;
     w->next = waits;
@@ -261,6 +265,40 @@ static void on_reply(void *ud, const redisReply *reply, const char *err)
         push_reply(co, reply, 0);
     }
     lh_resume(t);
+}
+
+static void on_delay(uv_timer_t *timer)
+{
+    rwait *w = timer->data;
+    task *t = w->t;
+    unlink_wait(w);
+    uv_close((uv_handle_t *)timer, delay_closed);
+    free(w);
+    t->awaiting = NULL;
+    lua_checkstack(t->co, 4);
+    lua_pushinteger(t->co, 1);
+    lua_pushnil(t->co);
+    lh_resume(t);
+}
+
+/* Suspends the task for ms, then resumes k with (1, nil) on top. */
+static int pause_for(lua_State *L, unsigned ms, lua_KContext ctx, lua_KFunction k)
+{
+    lua_host *h = lh_host(L);
+    task *t = lh_current_task(L);
+    rwait *w = xmalloc(sizeof *w);
+    w->req = NULL;
+    w->delay = xmalloc(sizeof *w->delay);
+    uv_timer_init(h->srv->loop, w->delay);
+    w->delay->data = w;
+    uv_timer_start(w->delay, on_delay, ms, 0);
+    w->t = t;
+    w->prev = NULL;
+    w->next = waits;
+    if (waits) waits->prev = w;
+    waits = w;
+    t->awaiting = w;
+    return lua_yieldk(L, 0, ctx, k);
 }
 
 /* In a continuation: raises unless the reply is good; pops the status and
@@ -517,7 +555,8 @@ static int s_keys(lua_State *L)
 /* ---- update: GET, fn(old), compare-and-set, retried on conflict ---- */
 
 /* Stack: 1 store, 2 key, 3 fn, 4 full key; per attempt 5 old encoding (or
- * nil), 6 the new value, 7 its encoding (or nil). ctx: stage + 2 * attempt. */
+ * nil), 6 the new value, 7 its encoding (or nil). ctx: stage (0 GET, 1 CAS, 2
+ * backoff) + 3 * attempt. */
 static int update_get(lua_State *L, const rlstore *s, lua_KContext attempt);
 
 static int call_fn(lua_State *L)
@@ -529,9 +568,13 @@ static int call_fn(lua_State *L)
 static int k_update(lua_State *L, int status, lua_KContext ctx)
 {
     const rlstore *s = lua_touserdata(L, 1);
-    lua_KContext attempt = ctx / 2;
+    lua_KContext attempt = ctx / 3;
     check_reply(L, s);
-    if (ctx % 2 == 1) {   /* the compare-and-set's answer */
+    if (ctx % 3 == 2) {   /* the pause after a conflict is over */
+        lua_settop(L, 4);
+        return update_get(L, s, attempt);
+    }
+    if (ctx % 3 == 1) {   /* the compare-and-set's answer */
         if (lua_tointeger(L, -1) == 1) {
             lua_pushvalue(L, 6);
             return 1;
@@ -539,8 +582,11 @@ static int k_update(lua_State *L, int status, lua_KContext ctx)
         if (attempt + 1 >= UPDATE_TRIES)
             return luaL_error(L, "luaws.store %s: update: the value kept changing under %d attempts; try again",
                               s->data, UPDATE_TRIES);
+        /* Lost the race: wait a random 0..2^attempt ms (at most 50) so the
+         * writers that keep colliding spread out, then read again. */
         lua_settop(L, 4);
-        return update_get(L, s, attempt + 1);
+        unsigned cap = attempt < 6 ? 1u << attempt : 50;
+        return pause_for(L, (unsigned)rand() % (cap + 1), (attempt + 1) * 3 + 2, k_update);
     }
     /* The old value came: fn(old), run where it cannot wait. */
     lua_settop(L, 5);   /* the old encoding, from check_reply */
@@ -572,7 +618,7 @@ static int k_update(lua_State *L, int status, lua_KContext ctx)
     const char *argv[] = {"EVAL", CAS_SCRIPT, "1", key, lua_isnil(L, 5) ? "0" : "1", old,
                           lua_isnil(L, 7) ? "0" : "1", nv};
     size_t lens[] = {4, sizeof CAS_SCRIPT - 1, 1, klen, 1, olen, 1, nlen};
-    return await(L, s, 8, argv, lens, attempt * 2 + 1, k_update);
+    return await(L, s, 8, argv, lens, attempt * 3 + 1, k_update);
 }
 
 static int update_get(lua_State *L, const rlstore *s, lua_KContext attempt)
@@ -581,7 +627,7 @@ static int update_get(lua_State *L, const rlstore *s, lua_KContext attempt)
     const char *key = lua_tolstring(L, 4, &klen);
     const char *argv[] = {"GET", key};
     size_t lens[] = {3, klen};
-    return await(L, s, 2, argv, lens, attempt * 2, k_update);
+    return await(L, s, 2, argv, lens, attempt * 3, k_update);
 }
 
 static int s_update(lua_State *L)
@@ -615,6 +661,7 @@ int lh_rstore_new(lua_State *L, const char *name, size_t len)
      * only checking a script); its errors show on each call. */
     if (!client_tried && h->srv && h->srv->loop) {
         client_tried = true;
+        srand((unsigned)uv_os_getpid());   /* update's backoff differs between processes */
         client = rstore_new(h->srv->loop, h->srv->cfg->store_path, h->srv->cfg->store_timeout_ms, client_error,
                             sizeof client_error);
     }
@@ -647,22 +694,24 @@ int lh_rstore_new(lua_State *L, const char *name, size_t len)
     return 1;
 }
 
+/* The server stops (and, again, the host is destroyed): waiting tasks are
+ * abandoned (they never resume, their replies are dropped) and the client
+ * closes, so the loop can end; store calls from now on raise. */
 void lh_rstore_stop(void)
 {
     while (waits) {
         rwait *w = waits;
         unlink_wait(w);
-        rstore_cancel(w->req);
+        if (w->req) rstore_cancel(w->req);
         w->t->awaiting = NULL;
+        if (w->delay) uv_close((uv_handle_t *)w->delay, delay_closed);
         free(w);
+    }
+    if (client_tried) {
+        rstore_close(client);
+        client = NULL;
+        snprintf(client_error, sizeof client_error, "the server is stopping");
     }
 }
 
-void lh_rstore_close(void)
-{
-    lh_rstore_stop();
-    rstore_close(client);
-    client = NULL;
-    client_tried = false;
-    client_error[0] = '\0';
-}
+void lh_rstore_close(void) { lh_rstore_stop(); }
