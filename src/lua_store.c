@@ -10,7 +10,10 @@
  * encoded as JSON by the functions lua/luaws.lua hands to core.store_codec.
  * Failures: argument errors and a full store raise; an environment that
  * cannot be opened or an LMDB failure is reported with lh_fail (nil,
- * message, "ESTORE"). */
+ * message, "ESTORE").
+ *
+ * With --store redis://..., core.store hands over to lua_store_redis.c
+ * (lh_rstore_new): the backend is picked once per process from the config. */
 #include "lua_internal.h"
 #include "store.h"
 #include <string.h>
