@@ -64,6 +64,7 @@ typedef struct config {
     size_t deflate_min;       /* messages shorter than this go uncompressed */
     const char *store_path;   /* luaws.store's file, kept across restarts; NULL: in the run dir, removed at exit */
     size_t store_size;        /* its LMDB map size in bytes */
+    unsigned store_timeout_ms; /* --store redis://: each command's timeout; 0: the default */
 } config;
 
 #endif

@@ -48,6 +48,7 @@ struct task {
     lsocket *owner;          /* the socket whose event it is, or NULL */
     lsocket *waiting_on;     /* a synchronous send waits for this socket's queue */
     ltimer *sleeping;        /* luaws.sleep in progress */
+    void *awaiting;          /* a luaws.store reply from Redis (lua_store_redis.c) */
     task *next;              /* in waiting_on->waiters, or the free list */
     task *all_prev, *all_next; /* in h->tasks: every task not in the pool */
     const char *event;
@@ -237,6 +238,13 @@ void ls_register(lua_State *L);       /* read_stdin, exit */
 void lh_store_register(lua_State *L); /* store, store_codec into the table on top */
 void lh_store_close(void);            /* the host is destroyed: the process's store env closes */
 void lh_store_reset(lua_State *L);    /* luaws test, between tests: every store emptied */
+#define STORE_CODEC_KEY "luaws.store_codec"   /* registry: {encode, decode} of tables */
+
+/* lua_store_redis.c: luaws.store on Redis (--store redis://...) */
+bool lh_rstore_enabled(const lua_host *h);   /* the config picks Redis */
+int lh_rstore_new(lua_State *L, const char *name, size_t len);   /* pushes the store object */
+void lh_rstore_stop(void);            /* the server stops: waiting tasks will never resume */
+void lh_rstore_close(void);           /* the host is destroyed: the client closes */
 
 /* lua_topic.c */
 void lp_register(lua_State *L);       /* publish, subscribers into the table on top */

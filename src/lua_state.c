@@ -436,6 +436,7 @@ static int lh_reload(void *host, const char *why, bool quiet_repeat)
 
 static void lh_stop(void *host)
 {
+    lh_rstore_stop();
     lh_tasks_abandon(host);
     lt_free_all(host);
 }
@@ -445,6 +446,7 @@ static void lh_destroy(void *host)
     lua_host *h = host;
     if (!h) return;
     lt_free_all(h);
+    lh_rstore_stop();
     lh_tasks_free(h);
     lua_close(h->L);
     lh_store_close();

@@ -10,7 +10,10 @@
  * encoded as JSON by the functions lua/luaws.lua hands to core.store_codec.
  * Failures: argument errors and a full store raise; an environment that
  * cannot be opened or an LMDB failure is reported with lh_fail (nil,
- * message, "ESTORE"). */
+ * message, "ESTORE").
+ *
+ * With --store redis://..., core.store hands over to lua_store_redis.c
+ * (lh_rstore_new): the backend is picked once per process from the config. */
 #include "lua_internal.h"
 #include "store.h"
 #include <string.h>
@@ -19,7 +22,7 @@
 #include <time.h>
 
 #define STORE_MT "luaws.store"
-#define CODEC_KEY "luaws.store_codec"   /* registry: {encode, decode} */
+#define CODEC_KEY STORE_CODEC_KEY
 
 typedef struct lstore {
     unsigned dbi;
@@ -157,6 +160,7 @@ static int l_store(lua_State *L)
     if (updating) return luaL_error(L, "luaws.store: cannot open a store inside the update function of luaws.store %s",
                                     updating->name);
     lua_host *h = lh_host(L);
+    if (lh_rstore_enabled(h)) return lh_rstore_new(L, name, len);
     char err[STORE_ERR_MAX];
     if (!store_is_open()) {
         const config *cfg = h->srv ? h->srv->cfg : NULL;
@@ -396,7 +400,11 @@ void lh_store_register(lua_State *L)
     lua_setfield(L, -2, "store_codec");
 }
 
-void lh_store_close(void) { store_close(); }
+void lh_store_close(void)
+{
+    store_close();
+    lh_rstore_close();
+}
 
 /* luaws test, between tests: every store emptied. */
 void lh_store_reset(lua_State *L)

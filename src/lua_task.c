@@ -176,6 +176,7 @@ static task *task_get(lua_host *h)
     t->next = NULL;
     t->owner = t->waiting_on = NULL;
     t->sleeping = NULL;
+    t->awaiting = NULL;
     t->woke_closed = false;
     t->blame = NULL;
     t->blame_ref = LUA_NOREF;
@@ -197,7 +198,7 @@ static void task_destroy(task *t)
 static void task_put(task *t, bool reusable)
 {
     lua_host *h = t->h;
-    assert(!t->owner && !t->waiting_on && !t->sleeping);
+    assert(!t->owner && !t->waiting_on && !t->sleeping && !t->awaiting);
     if (t->all_prev) t->all_prev->all_next = t->all_next;
     else h->tasks = t->all_next;
     if (t->all_next) t->all_next->all_prev = t->all_prev;
@@ -249,7 +250,7 @@ static void resume(task *t, int nargs)
     int status = lua_resume(co, h->L, nargs, &nres);
     lh_leave(h);
     if (status == LUA_YIELD) {
-        if (t->waiting_on || t->sleeping) {
+        if (t->waiting_on || t->sleeping || t->awaiting) {
             lsocket *ls = t->owner;
             if (ls && !ls->running) {
                 /* The socket reads nothing more until this event is done. */

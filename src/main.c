@@ -102,7 +102,9 @@ static void usage(FILE *out)
         "  --redis URL            redis://HOST:PORT[/DB]: topics reach every worker and node\n"
         "  --store PATH           keep luaws.store's data in this file across restarts (default:\n"
         "                         a file in the private run directory, removed at exit)\n"
+        "  --store redis://HOST:PORT[/DB]  luaws.store in Redis, shared across machines\n"
         "  --store-size BYTES     the store's size limit (LMDB map size) (default 67108864)\n"
+        "  --store-timeout MS     with --store redis://: each command's timeout (default 1000)\n"
         "\n"
         "  luaws client URL       interactive client: lines typed go as text messages,\n"
         "                         received messages are printed; /ping [data],\n"
@@ -416,6 +418,7 @@ static const optdef options[] = {
     {"rate-action", OPT_CUSTOM, 0, 0, opt_rate_action},
     {"store", OPT_STRING, FIELD(store_path), NULL},
     {"store-size", OPT_POSITIVE, FIELD(store_size), NULL},
+    {"store-timeout", OPT_POSITIVE, FIELD(store_timeout_ms), NULL},
 };
 #define NOPTIONS (sizeof options / sizeof *options)
 
