@@ -18,9 +18,12 @@
 local ws = require "luaws"
 
 local NAME_TTL = 60   -- seconds (luaws.store's ttl); refreshed every NAME_TTL / 3
-local names = ws.store("chat")              -- "room\0socket id" -> name
+local names = ws.store("chat")              -- "room\0member key" -> name
 local members = ws.state.chat_members or {} -- socket -> true, this worker's
 ws.state.chat_members = members
+-- Socket ids are unique on one machine only: with --store redis:// several
+-- machines share the names, so a member's key also names its worker.
+ws.state.chat_worker = ws.state.chat_worker or string.format("%08x", math.random(0, 0x7fffffff))
 
 -- A usable name or room: trimmed, valid UTF-8, no control characters, 1..32 characters.
 local function clean(s)
@@ -29,7 +32,7 @@ local function clean(s)
   return s
 end
 
-local function key(socket) return socket.data.room .. "\0" .. socket.id end
+local function key(socket) return socket.data.room .. "\0" .. ws.state.chat_worker .. "." .. socket.id end
 
 local function join(socket, name)
   socket.data.name = name
