@@ -15,6 +15,7 @@
  * its timer's close callback, on a later loop iteration, so those late
  * callbacks always find it alive. */
 #include "redis_bus.h"
+#include "redis_uv.h"
 #include "log.h"
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
@@ -25,7 +26,6 @@
 
 #define CHANNEL_PREFIX "luaws:"
 #define PREFIX_LEN (sizeof CHANNEL_PREFIX - 1)
-#define DEFAULT_PORT 6379
 
 #define BACKOFF_FIRST_MS 100
 #define BACKOFF_MAX_MS 5000
@@ -143,69 +143,6 @@ static void set_free(topic_set *s)
     *s = (topic_set){0};
 }
 
-/* ---- hiredis on libuv ----
- * Our own glue rather than <hiredis/adapters/libuv.h>: in 0.14 that one
- * ignores poll errors, and libuv reports a socket error (a refused connect,
- * a reset) as an error status after stopping the handle, so hiredis would
- * never learn of it and the connection would hang for good. */
-
-typedef struct poll_glue {
-    uv_poll_t poll;
-    redisAsyncContext *ac;   /* NULL once hiredis has let go */
-    int events;              /* what hiredis wants */
-} poll_glue;
-
-static void glue_on_poll(uv_poll_t *h, int status, int events)
-{
-    poll_glue *g = h->data;
-    /* On an error, let hiredis read or write: that finds the error. */
-    if (status < 0) events = g->events;
-    if (g->ac && (events & UV_READABLE)) redisAsyncHandleRead(g->ac);
-    if (g->ac && (events & UV_WRITABLE)) redisAsyncHandleWrite(g->ac);
-}
-
-static void glue_update(poll_glue *g)
-{
-    if (g->events)
-        uv_poll_start(&g->poll, g->events, glue_on_poll);
-    else
-        uv_poll_stop(&g->poll);
-}
-
-static void glue_add_read(void *p)  { poll_glue *g = p; g->events |= UV_READABLE;  glue_update(g); }
-static void glue_del_read(void *p)  { poll_glue *g = p; g->events &= ~UV_READABLE; glue_update(g); }
-static void glue_add_write(void *p) { poll_glue *g = p; g->events |= UV_WRITABLE;  glue_update(g); }
-static void glue_del_write(void *p) { poll_glue *g = p; g->events &= ~UV_WRITABLE; glue_update(g); }
-
-static void glue_on_closed(uv_handle_t *h) { free(h->data); }
-
-/* hiredis is freeing the context; the glue lives on until its handle closes. */
-static void glue_cleanup(void *p)
-{
-    poll_glue *g = p;
-    g->ac = NULL;
-    uv_close((uv_handle_t *)&g->poll, glue_on_closed);
-}
-
-static int glue_attach(redisAsyncContext *ac, uv_loop_t *loop)
-{
-    poll_glue *g = calloc(1, sizeof *g);
-    if (!g) return -1;
-    if (uv_poll_init(loop, &g->poll, ac->c.fd) != 0) {
-        free(g);
-        return -1;
-    }
-    g->poll.data = g;
-    g->ac = ac;
-    ac->ev.data = g;
-    ac->ev.addRead = glue_add_read;
-    ac->ev.delRead = glue_del_read;
-    ac->ev.addWrite = glue_add_write;
-    ac->ev.delWrite = glue_del_write;
-    ac->ev.cleanup = glue_cleanup;
-    return 0;
-}
-
 /* ---- the bus ---- */
 
 enum bus_state { WAITING, RESOLVING, CONNECTING, READY, CLOSED };
@@ -220,11 +157,7 @@ struct redis_bus {
     uv_loop_t *loop;
     redis_bus_message_cb cb;
     void *ud;
-    char host[256];          /* as in the URL, without brackets */
-    char port_str[8];
-    int port;
-    int db;
-    char label[272];         /* "host:port" for log lines */
+    redis_url url;           /* host, port, db, and "host:port" for log lines */
 
     enum bus_state state;
     uv_timer_t timer;        /* the retry delay, then the connect timeout */
@@ -275,7 +208,7 @@ static void fail(redis_bus *b, const char *why)
         log_warn("redis: connection lost (%s), reconnecting in %u ms", reason, delay);
     } else {
         b->addr_turn++;
-        log_warn("redis: cannot connect to %s (%s), retrying in %u ms", b->label, reason, delay);
+        log_warn("redis: cannot connect to %s (%s), retrying in %u ms", b->url.label, reason, delay);
     }
     b->state = WAITING;
     uv_timer_start(&b->timer, on_timer, delay, 0);
@@ -329,7 +262,7 @@ static void on_ping_reply(redisAsyncContext *ac, void *r, void *privdata)
         b->state = READY;
         b->backoff_ms = BACKOFF_FIRST_MS;
         uv_timer_stop(&b->timer);
-        log_info("redis: connected to %s", b->label);
+        log_info("redis: connected to %s", b->url.label);
     }
 }
 
@@ -342,7 +275,7 @@ static void send_subscribe(redis_bus *b, const char *name, size_t len)
  * topic); hiredis sends them once the connect completes. */
 static bool conn_open(redis_bus *b, rconn *c, const char *ip, char *why, size_t whylen)
 {
-    redisAsyncContext *ac = redisAsyncConnect(ip, b->port);
+    redisAsyncContext *ac = redisAsyncConnect(ip, b->url.port);
     if (!ac) {
         snprintf(why, whylen, "out of memory");
         return false;
@@ -352,7 +285,7 @@ static bool conn_open(redis_bus *b, rconn *c, const char *ip, char *why, size_t 
         redisAsyncFree(ac);
         return false;
     }
-    if (glue_attach(ac, b->loop) != 0) {
+    if (redis_uv_attach(ac, b->loop) != 0) {
         snprintf(why, whylen, "cannot watch the socket");
         redisAsyncFree(ac);
         return false;
@@ -363,7 +296,7 @@ static bool conn_open(redis_bus *b, rconn *c, const char *ip, char *why, size_t 
     /* Notices a Redis host that vanished without closing the connection. */
     redisEnableKeepAlive(&ac->c);
     c->ac = ac;
-    if (b->db > 0) redisAsyncCommand(ac, on_select_reply, NULL, "SELECT %d", b->db);
+    if (b->url.db > 0) redisAsyncCommand(ac, on_select_reply, NULL, "SELECT %d", b->url.db);
     redisAsyncCommand(ac, on_ping_reply, NULL, "PING");
     if (c == &b->sub) {
         for (size_t i = 0; i < b->topics.nslots; i++)
@@ -413,7 +346,7 @@ static void connect_start(redis_bus *b)
     }
     req->data = b;
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
-    int rc = uv_getaddrinfo(b->loop, req, on_resolved, b->host, b->port_str, &hints);
+    int rc = uv_getaddrinfo(b->loop, req, on_resolved, b->url.host, b->url.port_str, &hints);
     if (rc < 0) {
         free(req);
         fail(b, uv_strerror(rc));
@@ -462,85 +395,6 @@ static void on_publish_reply(redisAsyncContext *ac, void *r, void *privdata)
     if (reply && reply->type == REDIS_REPLY_ERROR && c->ac == ac) log_warn("redis: PUBLISH failed: %s", reply->str);
 }
 
-/* ---- the URL ---- */
-
-/* Digits at *p, at least one, up to max. */
-static bool parse_number(const char **p, unsigned long max, unsigned long *out)
-{
-    const char *s = *p;
-    unsigned long v = 0;
-    if (*s < '0' || *s > '9') return false;
-    for (; *s >= '0' && *s <= '9'; s++) {
-        v = v * 10 + (unsigned long)(*s - '0');
-        if (v > max) return false;
-    }
-    *p = s;
-    *out = v;
-    return true;
-}
-
-static bool parse_url(redis_bus *b, const char *url, char *err, size_t errlen)
-{
-    static const char scheme[] = "redis://";
-    if (strncmp(url, scheme, sizeof scheme - 1) != 0) {
-        snprintf(err, errlen, "redis URL must start with %s: %s", scheme, url);
-        return false;
-    }
-    if (strchr(url, '@')) {
-        snprintf(err, errlen, "redis URL: user and password are not supported: %s", url);
-        return false;
-    }
-    const char *p = url + sizeof scheme - 1, *host, *host_end;
-    if (*p == '[') {
-        host = p + 1;
-        host_end = strchr(host, ']');
-        if (!host_end) {
-            snprintf(err, errlen, "redis URL: no ']' after the IPv6 address: %s", url);
-            return false;
-        }
-        p = host_end + 1;
-    } else {
-        host = p;
-        p += strcspn(p, ":/?#");
-        host_end = p;
-    }
-    size_t hlen = (size_t)(host_end - host);
-    if (hlen == 0 || hlen >= sizeof b->host) {
-        snprintf(err, errlen, "redis URL: bad host: %s", url);
-        return false;
-    }
-    memcpy(b->host, host, hlen);
-    b->host[hlen] = '\0';
-
-    unsigned long port = DEFAULT_PORT, db = 0;
-    if (*p == ':') {
-        p++;
-        if (!parse_number(&p, 65535, &port) || port == 0) {
-            snprintf(err, errlen, "redis URL: bad port: %s", url);
-            return false;
-        }
-    }
-    if (*p == '/') {
-        p++;
-        if (*p && !parse_number(&p, INT_MAX, &db)) {
-            snprintf(err, errlen, "redis URL: bad database number: %s", url);
-            return false;
-        }
-    }
-    if (*p) {
-        snprintf(err, errlen, "redis URL: unexpected \"%s\": %s", p, url);
-        return false;
-    }
-    b->port = (int)port;
-    b->db = (int)db;
-    snprintf(b->port_str, sizeof b->port_str, "%d", b->port);
-    if (strchr(b->host, ':'))
-        snprintf(b->label, sizeof b->label, "[%s]:%d", b->host, b->port);
-    else
-        snprintf(b->label, sizeof b->label, "%s:%d", b->host, b->port);
-    return true;
-}
-
 /* ---- the API ---- */
 
 redis_bus *redis_bus_new(uv_loop_t *loop, const char *url, redis_bus_message_cb cb, void *ud,
@@ -551,7 +405,7 @@ redis_bus *redis_bus_new(uv_loop_t *loop, const char *url, redis_bus_message_cb 
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
-    if (!parse_url(b, url, err, errlen)) {
+    if (!redis_url_parse(url, "redis URL", &b->url, err, errlen)) {
         free(b);
         return NULL;
     }

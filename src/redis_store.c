@@ -16,6 +16,7 @@
  * own adapter). The client memory is freed in its timer's close callback,
  * after the late NULL-reply callbacks of a freed context have run. */
 #include "redis_store.h"
+#include "redis_uv.h"
 #include "log.h"
 #include <hiredis/async.h>
 #include <limits.h>
@@ -26,60 +27,6 @@
 
 #define BACKOFF_FIRST_MS 100
 #define BACKOFF_MAX_MS 2000
-
-/* ---- hiredis on libuv (as in redis_bus.c) ---- */
-
-typedef struct poll_glue {
-    uv_poll_t poll;
-    redisAsyncContext *ac;
-    int events;
-} poll_glue;
-
-static void glue_on_poll(uv_poll_t *h, int status, int events)
-{
-    poll_glue *g = h->data;
-    if (status < 0) events = g->events;
-    if (g->ac && (events & UV_READABLE)) redisAsyncHandleRead(g->ac);
-    if (g->ac && (events & UV_WRITABLE)) redisAsyncHandleWrite(g->ac);
-}
-
-static void glue_update(poll_glue *g)
-{
-    if (g->events) uv_poll_start(&g->poll, g->events, glue_on_poll);
-    else uv_poll_stop(&g->poll);
-}
-
-static void glue_add_read(void *p)  { poll_glue *g = p; g->events |= UV_READABLE;  glue_update(g); }
-static void glue_del_read(void *p)  { poll_glue *g = p; g->events &= ~UV_READABLE; glue_update(g); }
-static void glue_add_write(void *p) { poll_glue *g = p; g->events |= UV_WRITABLE;  glue_update(g); }
-static void glue_del_write(void *p) { poll_glue *g = p; g->events &= ~UV_WRITABLE; glue_update(g); }
-static void glue_on_closed(uv_handle_t *h) { free(h->data); }
-
-static void glue_cleanup(void *p)
-{
-    poll_glue *g = p;
-    g->ac = NULL;
-    uv_close((uv_handle_t *)&g->poll, glue_on_closed);
-}
-
-static int glue_attach(redisAsyncContext *ac, uv_loop_t *loop)
-{
-    poll_glue *g = calloc(1, sizeof *g);
-    if (!g) return -1;
-    if (uv_poll_init(loop, &g->poll, ac->c.fd) != 0) {
-        free(g);
-        return -1;
-    }
-    g->poll.data = g;
-    g->ac = ac;
-    ac->ev.data = g;
-    ac->ev.addRead = glue_add_read;
-    ac->ev.delRead = glue_del_read;
-    ac->ev.addWrite = glue_add_write;
-    ac->ev.delWrite = glue_del_write;
-    ac->ev.cleanup = glue_cleanup;
-    return 0;
-}
 
 /* ---- the client ---- */
 
@@ -98,10 +45,7 @@ struct rstore_req {
 
 struct rstore {
     uv_loop_t *loop;
-    char host[256];
-    char port_str[8];
-    int port, db;
-    char label[272];
+    redis_url url;            /* host, port, db, and "host:port" for log lines */
     unsigned timeout_ms;
     enum rs_state state;
     uv_timer_t retry;         /* the retry delay, then the connect timeout */
@@ -181,7 +125,7 @@ static void fail(rstore *rs, const char *why)
     if (was_ready) log_warn("redis store: connection lost (%s), reconnecting in %u ms", reason, delay);
     else {
         rs->addr_turn++;
-        log_warn("redis store: cannot connect to %s (%s), retrying in %u ms", rs->label, reason, delay);
+        log_warn("redis store: cannot connect to %s (%s), retrying in %u ms", rs->url.label, reason, delay);
     }
     uv_timer_start(&rs->retry, on_retry, delay, 0);
     drop_connection(rs, reason);
@@ -225,7 +169,7 @@ static void on_handshake(redisAsyncContext *ac, void *reply, void *privdata)
     rs->state = READY;
     rs->backoff_ms = BACKOFF_FIRST_MS;
     uv_timer_stop(&rs->retry);
-    log_info("redis store: connected to %s", rs->label);
+    log_info("redis store: connected to %s", rs->url.label);
     for (rstore_req *r = rs->live; r && rs->state == READY; r = r->next)
         if (!r->sent) send_req(rs, r);
 }
@@ -253,12 +197,12 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
     uv_freeaddrinfo(res);
 
     rs->state = CONNECTING;
-    redisAsyncContext *ac = redisAsyncConnect(ip, rs->port);
+    redisAsyncContext *ac = redisAsyncConnect(ip, rs->url.port);
     if (!ac) {
         fail(rs, "out of memory");
         return;
     }
-    if (ac->err || glue_attach(ac, rs->loop) != 0) {
+    if (ac->err || redis_uv_attach(ac, rs->loop) != 0) {
         char why[128];
         snprintf(why, sizeof why, "%s", ac->err ? ac->errstr : "cannot watch the socket");
         redisAsyncFree(ac);
@@ -270,7 +214,7 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
     redisAsyncSetDisconnectCallback(ac, on_disconnect);
     redisEnableKeepAlive(&ac->c);
     rs->ac = ac;
-    if (rs->db > 0) redisAsyncCommand(ac, on_handshake, NULL, "SELECT %d", rs->db);
+    if (rs->url.db > 0) redisAsyncCommand(ac, on_handshake, NULL, "SELECT %d", rs->url.db);
     redisAsyncCommand(ac, on_handshake, (void *)1, "PING");
 }
 
@@ -287,7 +231,7 @@ static void connect_start(rstore *rs)
     }
     req->data = rs;
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
-    int rc = uv_getaddrinfo(rs->loop, req, on_resolved, rs->host, rs->port_str, &hints);
+    int rc = uv_getaddrinfo(rs->loop, req, on_resolved, rs->url.host, rs->url.port_str, &hints);
     if (rc < 0) {
         free(req);
         fail(rs, uv_strerror(rc));
@@ -340,76 +284,6 @@ static void arm_deadline(rstore *rs)
     uv_timer_start(&rs->deadline, on_deadline, rs->live->deadline > now ? rs->live->deadline - now : 0, 0);
 }
 
-/* ---- the URL (the same syntax as --redis) ---- */
-
-static bool parse_number(const char **p, unsigned long max, unsigned long *out)
-{
-    const char *s = *p;
-    unsigned long v = 0;
-    if (*s < '0' || *s > '9') return false;
-    for (; *s >= '0' && *s <= '9'; s++) {
-        v = v * 10 + (unsigned long)(*s - '0');
-        if (v > max) return false;
-    }
-    *p = s;
-    *out = v;
-    return true;
-}
-
-static bool parse_url(rstore *rs, const char *url, char *err, size_t errlen)
-{
-    static const char scheme[] = "redis://";
-    if (strncmp(url, scheme, sizeof scheme - 1) != 0 || strchr(url, '@')) {
-        snprintf(err, errlen, "--store: a Redis URL is redis://HOST[:PORT][/DB] (no user or password): %s", url);
-        return false;
-    }
-    const char *p = url + sizeof scheme - 1, *host, *host_end;
-    if (*p == '[') {
-        host = p + 1;
-        host_end = strchr(host, ']');
-        if (!host_end) {
-            snprintf(err, errlen, "--store: no ']' after the IPv6 address: %s", url);
-            return false;
-        }
-        p = host_end + 1;
-    } else {
-        host = p;
-        p += strcspn(p, ":/?#");
-        host_end = p;
-    }
-    size_t hlen = (size_t)(host_end - host);
-    if (hlen == 0 || hlen >= sizeof rs->host) {
-        snprintf(err, errlen, "--store: bad host in %s", url);
-        return false;
-    }
-    memcpy(rs->host, host, hlen);
-    rs->host[hlen] = '\0';
-    unsigned long port = 6379, db = 0;
-    if (*p == ':') {
-        p++;
-        if (!parse_number(&p, 65535, &port) || port == 0) {
-            snprintf(err, errlen, "--store: bad port in %s", url);
-            return false;
-        }
-    }
-    if (*p == '/') {
-        p++;
-        if (*p && !parse_number(&p, INT_MAX, &db)) {
-            snprintf(err, errlen, "--store: bad database number in %s", url);
-            return false;
-        }
-    }
-    if (*p) {
-        snprintf(err, errlen, "--store: unexpected \"%s\" in %s", p, url);
-        return false;
-    }
-    rs->port = (int)port;
-    rs->db = (int)db;
-    snprintf(rs->port_str, sizeof rs->port_str, "%d", rs->port);
-    snprintf(rs->label, sizeof rs->label, strchr(rs->host, ':') ? "[%s]:%d" : "%s:%d", rs->host, rs->port);
-    return true;
-}
-
 /* ---- the API ---- */
 
 rstore *rstore_new(uv_loop_t *loop, const char *url, unsigned timeout_ms, char *err, size_t errlen)
@@ -419,7 +293,7 @@ rstore *rstore_new(uv_loop_t *loop, const char *url, unsigned timeout_ms, char *
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
-    if (!parse_url(rs, url, err, errlen)) {
+    if (!redis_url_parse(url, "--store", &rs->url, err, errlen)) {
         free(rs);
         return NULL;
     }

@@ -19,7 +19,7 @@ if [ "$mode" = asan ]; then
     bin="$out/test_redis_bus_asan"
 fi
 # The test brings its own log_msg (to check the log lines), so no src/log.c.
-${CC:-cc} $CFLAGS spec/unit/test_redis_bus.c src/redis_bus.c -o "$bin" \
+${CC:-cc} $CFLAGS spec/unit/test_redis_bus.c src/redis_bus.c src/redis_uv.c -o "$bin" \
     $(pkg-config --cflags --libs libuv hiredis)
 case $mode in
 valgrind)
