@@ -20,46 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* ---- harness ---- */
-
-static int checks_failed;          /* in the current test */
-static const char *test_name;
-
-#define CHECK(cond) check_at((cond), #cond, __FILE__, __LINE__, NULL)
-#define CHECKF(cond, ...) check_at((cond), #cond, __FILE__, __LINE__, __VA_ARGS__)
-
-static bool check_at(bool ok, const char *expr, const char *file, int line, const char *fmt, ...)
-{
-    if (ok) return true;
-    checks_failed++;
-    fprintf(stderr, "  FAIL %s: %s:%d: %s", test_name, file, line, expr);
-    if (fmt) {
-        va_list ap;
-        va_start(ap, fmt);
-        fputs(" — ", stderr);
-        vfprintf(stderr, fmt, ap);
-        va_end(ap);
-    }
-    fputc('\n', stderr);
-    return false;
-}
-
-typedef struct test {
-    const char *name;
-    void (*fn)(void);
-} test;
-
-#define MAX_TESTS 256
-static test tests[MAX_TESTS];
-static int ntests;
-
-#define TEST(name)                                                         \
-    static void name(void);                                                \
-    __attribute__((constructor)) static void register_##name(void)        \
-    {                                                                      \
-        if (ntests < MAX_TESTS) tests[ntests++] = (test){#name, name};     \
-    }                                                                      \
-    static void name(void)
+#include "unit.h"
 
 /* ---- frame helpers ---- */
 
@@ -1459,24 +1420,4 @@ TEST(pmd_corrupt_data)
 
 /* ---- main ---- */
 
-int main(int argc, char **argv)
-{
-    bool verbose = argc > 1 && strcmp(argv[1], "-v") == 0;
-    const char *only = argc > 1 && !verbose ? argv[1] : NULL;
-    int passed = 0, failed = 0;
-    for (int i = 0; i < ntests; i++) {
-        if (only && !strstr(tests[i].name, only)) continue;
-        test_name = tests[i].name;
-        checks_failed = 0;
-        tests[i].fn();
-        if (checks_failed) {
-            failed++;
-            fprintf(stderr, "not ok %s (%d failed checks)\n", tests[i].name, checks_failed);
-        } else {
-            passed++;
-            if (verbose) printf("ok %s\n", tests[i].name);
-        }
-    }
-    printf("%d passed, %d failed\n", passed, failed);
-    return failed ? 1 : 0;
-}
+int main(int argc, char **argv) { return unit_main(argc, argv); }
