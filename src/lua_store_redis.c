@@ -187,6 +187,19 @@ static void push_key(lua_State *L, const rlstore *s, int idx)
 
 static void on_reply(void *ud, const redisReply *reply, const char *err);
 
+/* Links w (a reply or a delay awaited by t) into waits and yields t until
+ * it comes; k continues. */
+static int suspend(lua_State *L, task *t, rwait *w, lua_KContext ctx, lua_KFunction k)
+{
+    w->t = t;
+    w->prev = NULL;
+    w->next = waits;
+    if (waits) waits->prev = w;
+    waits = w;
+    t->awaiting = w;
+    return lua_yieldk(L, 0, ctx, k);
+}
+
 /* Sends argv (strings of L, copied by redis_store.c) and suspends the task
  * until on_reply resumes it in k with (status, value) on top: status 1 and
  * the reply, 0 and Redis's error message, or -1 and why Redis is unavailable. */
@@ -203,13 +216,7 @@ static int await(lua_State *L, const rlstore *s, int argc, const char **argv, co
         return luaL_error(L, "luaws.store %s: Redis unavailable (%s)", s->data, err);
     }
     w->delay = NULL;
-    w->t = t;
-    w->prev = NULL;
-    w->next = waits;
-    if (waits) waits->prev = w;
-    waits = w;
-    t->awaiting = w;
-    return lua_yieldk(L, 0, ctx, k);
+    return suspend(L, t, w, ctx, k);
 }
 
 static void unlink_wait(rwait *w)
@@ -292,13 +299,7 @@ static int pause_for(lua_State *L, unsigned ms, lua_KContext ctx, lua_KFunction 
     uv_timer_init(h->srv->loop, w->delay);
     w->delay->data = w;
     uv_timer_start(w->delay, on_delay, ms, 0);
-    w->t = t;
-    w->prev = NULL;
-    w->next = waits;
-    if (waits) waits->prev = w;
-    waits = w;
-    t->awaiting = w;
-    return lua_yieldk(L, 0, ctx, k);
+    return suspend(L, t, w, ctx, k);
 }
 
 /* In a continuation: raises unless the reply is good; pops the status and
