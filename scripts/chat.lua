@@ -23,7 +23,7 @@ local members = ws.state.chat_members or {} -- socket -> true, this worker's
 ws.state.chat_members = members
 -- Socket ids are unique on one machine only: with --store redis:// several
 -- machines share the names, so a member's key also names its worker.
-ws.state.chat_worker = ws.state.chat_worker or string.format("%08x", math.random(0, 0x7fffffff))
+ws.state.chat_worker = ws.state.chat_worker or string.format("%016x", math.random(0))
 
 -- A usable name or room: trimmed, valid UTF-8, no control characters, 1..32 characters.
 local function clean(s)

@@ -210,7 +210,7 @@ describe("one machine, --workers 2", function()
     assert.equal(101, status)
   end)
 
-  it("the script's top level runs once per worker, never in the main process: a load-time luaws.connect connects twice", function()
+  it("the script's top level runs once per worker, never in the main process: a load-time luaws.connect connects twice; math.random differs per worker", function()
     local target = server.start { source = [[
       return { on_open = function(s) require("luaws").log("info", "remote open") end }
     ]] }
@@ -220,16 +220,22 @@ describe("one machine, --workers 2", function()
       source = [[
       local ws = require "luaws"
       local f = assert(io.open(os.getenv("PIDS"), "a"))
-      f:write(require("luaws.core").pid(), "\n")
+      f:write(require("luaws.core").pid(), " ", math.random(1 << 40), "\n")
       f:close()
       ws.connect(os.getenv("TARGET"), { on_open = function() end })
       return { on_open = function() end }
     ]] }
     -- Ready means both workers loaded it.
-    local lines = {}
-    for l in server.read_file(pids):gmatch("[^\n]+") do lines[#lines + 1] = tonumber(l) end
+    local lines, draws = {}, {}
+    for l in server.read_file(pids):gmatch("[^\n]+") do
+      local pid, draw = l:match("^(%d+) (%d+)$")
+      lines[#lines + 1], draws[#draws + 1] = tonumber(pid), draw
+    end
     assert.equal(2, #lines)
     assert.are_not.equal(lines[1], lines[2])
+    -- Forked workers do not share math.random's sequence (each state is
+    -- seeded from the kernel, not from the time and a heap address).
+    assert.are_not.equal(draws[1], draws[2])
     for _, pid in ipairs(lines) do assert.are_not.equal(srv.pid, pid) end
     target:wait_log("remote open")
     srv:stop()

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 
 static void *l_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
@@ -127,6 +128,21 @@ static int l_pid(lua_State *L)
 {
     lua_pushinteger(L, (lua_Integer)getpid());
     return 1;
+}
+
+/* Lua seeds math.random from the time and the state's address. Workers
+ * are forked and start in the same second with the same heap, so every
+ * worker would draw the same numbers: seed each state from the kernel. */
+static void seed_random(lua_State *L)
+{
+    uint64_t seed[2];
+    if (getrandom(seed, sizeof seed, 0) != (ssize_t)sizeof seed) return;   /* keep Lua's own seed */
+    lua_getglobal(L, "math");
+    lua_getfield(L, -1, "randomseed");
+    lua_pushinteger(L, (lua_Integer)seed[0]);
+    lua_pushinteger(L, (lua_Integer)seed[1]);
+    lua_call(L, 2, 0);
+    lua_pop(L, 1);
 }
 
 static int luaopen_core(lua_State *L)
@@ -317,6 +333,7 @@ static void *lh_create(server *srv, const char *script, char **err)
     lua_sethook(L, lh_hook, LUA_MASKCOUNT, LH_HOOK_EVERY);
     lua_atpanic(L, l_panic);
     luaL_openlibs(L);
+    seed_random(L);
     lh_guard_coroutines(L);
     lh_socket_metatables(L);
     luaL_requiref(L, "luaws.core", luaopen_core, 0);
