@@ -8,20 +8,7 @@ local ws = require "spec.support.wsclient"
 local socket = require "socket"
 local quote = server.quote
 
-local function free_port()
-  local s = assert(socket.bind("127.0.0.1", 0))
-  local _, port = s:getsockname()
-  s:close()
-  return tonumber(port)
-end
-
--- Child processes must not inherit the spec's sockets (see topics_spec).
-local function closefds(argv)
-  local t = { "/bin/bash", "-c",
-    'for fd in /proc/$$/fd/*; do fd=${fd##*/}; [ "$fd" -gt 2 ] && eval "exec $fd>&-"; done; exec "$@"', "closefds" }
-  for _, a in ipairs(argv) do t[#t + 1] = a end
-  return t
-end
+local free_port, closefds = server.free_port, server.closefds
 
 local function read_text(c)
   local data, kind = c:read_message()
@@ -94,16 +81,12 @@ describe("behind a real HAProxy", function()
   local redis, haproxy, nodes, front, stats
   after_each(function()
     server.stop_all()
+    if redis then os.execute("rm -rf " .. quote(redis.redis_dir)) end
   end)
 
   before_each(function()
     local rport = free_port()
-    local rdir = server.tmpdir()
-    redis = server.start {
-      command = closefds { "redis-server", "--port", tostring(rport), "--bind", "127.0.0.1", "--save", "",
-                           "--appendonly", "no", "--dir", rdir },
-      ready = "Ready to accept connections",
-    }
+    redis = server.start_redis(rport)
     nodes = {}
     for i, name in ipairs { "n1", "n2" } do
       nodes[i] = server.start { source = NODE, env = { CHAT = server.ROOT .. "/scripts/chat.lua", NODE = name },

@@ -10,34 +10,9 @@ local quote = server.quote
 
 local SCRIPT = "spec/scripts/store_redis.lua"
 
-local function free_port()
-  local s = assert(socket.bind("127.0.0.1", 0))
-  local _, port = s:getsockname()
-  s:close()
-  return tonumber(port)
-end
-
--- As topics_spec: child processes must not inherit the spec's sockets.
-local CLOSE_FDS = { "/bin/bash", "-c",
-  'for fd in /proc/$$/fd/*; do fd=${fd##*/}; [ "$fd" -gt 2 ] && eval "exec $fd>&-"; done; exec "$@"', "closefds" }
-
-local function start_redis(port)
-  local dir = server.tmpdir()
-  local argv = {}
-  for _, a in ipairs(CLOSE_FDS) do argv[#argv + 1] = a end
-  for _, a in ipairs { "redis-server", "--port", tostring(port), "--bind", "127.0.0.1", "--save", "",
-                       "--appendonly", "no", "--dir", dir, "--loglevel", "notice" } do argv[#argv + 1] = a end
-  local r = server.start { command = argv, ready = "Ready to accept connections" }
-  r.redis_dir = dir
-  return r
-end
-
-local function stop_redis(r)
-  if not r then return end
-  r:signal("CONT")
-  r:stop { quiet = true }
-  os.execute("rm -rf " .. quote(r.redis_dir))
-end
+local free_port = server.free_port
+local start_redis = server.start_redis
+local function stop_redis(r) server.stop_redis(r, { quiet = true }) end
 
 local function redis_cli(port, ...)
   local q = { "redis-cli", "-h", "127.0.0.1", "-p", tostring(port), "-n", "3" }

@@ -94,41 +94,8 @@ end
 ---------------------------------------------------------------------------
 -- Redis
 ---------------------------------------------------------------------------
-local function free_port()
-  local s = assert(socket.bind("127.0.0.1", 0))
-  local _, port = s:getsockname()
-  s:close()
-  return tonumber(port)
-end
-
--- Processes started while spec connections are open would inherit their
--- sockets (popen keeps them) and keep them open after the spec closes them:
--- this runs a command with every descriptor above 2 closed.
-local CLOSE_FDS = { "/bin/bash", "-c",
-  'for fd in /proc/$$/fd/*; do fd=${fd##*/}; [ "$fd" -gt 2 ] && eval "exec $fd>&-"; done; exec "$@"', "closefds" }
-local function closefds(argv)
-  local t = {}
-  for _, a in ipairs(CLOSE_FDS) do t[#t + 1] = a end
-  for _, a in ipairs(argv) do t[#t + 1] = a end
-  return t
-end
-
-local function start_redis(port)
-  local dir = server.tmpdir()
-  local r = server.start {
-    command = closefds { "redis-server", "--port", tostring(port), "--bind", "127.0.0.1", "--save", "",
-                "--appendonly", "no", "--dir", dir, "--loglevel", "notice" },
-    ready = "Ready to accept connections",
-  }
-  r.redis_dir = dir
-  return r
-end
-
-local function stop_redis(r, opts)
-  if not r then return end
-  r:stop { quiet = opts and opts.quiet }
-  os.execute("rm -rf " .. quote(r.redis_dir))
-end
+local free_port, closefds = server.free_port, server.closefds
+local start_redis, stop_redis = server.start_redis, server.stop_redis
 
 local function redis_cli(port, ...)
   local q = { "redis-cli", "-h", "127.0.0.1", "-p", tostring(port) }

@@ -346,4 +346,43 @@ function S.cleanup_files()
   tmpfiles = {}
 end
 
+-- A free TCP port on 127.0.0.1 (for servers that cannot be told port 0).
+function S.free_port()
+  local s = assert(socket.bind("127.0.0.1", 0))
+  local _, port = s:getsockname()
+  s:close()
+  return tonumber(port)
+end
+
+-- Processes started while spec connections are open would inherit their
+-- sockets (popen keeps them) and keep them open after the spec closes them:
+-- argv prefixed so that it runs with every descriptor above 2 closed.
+function S.closefds(argv)
+  local t = { "/bin/bash", "-c",
+    'for fd in /proc/$$/fd/*; do fd=${fd##*/}; [ "$fd" -gt 2 ] && eval "exec $fd>&-"; done; exec "$@"', "closefds" }
+  for _, a in ipairs(argv) do t[#t + 1] = a end
+  return t
+end
+
+-- A throwaway redis-server on 127.0.0.1:port, its data in a temp directory.
+function S.start_redis(port)
+  local dir = S.tmpdir()
+  local r = S.start {
+    command = S.closefds { "redis-server", "--port", tostring(port), "--bind", "127.0.0.1", "--save", "",
+                           "--appendonly", "no", "--dir", dir, "--loglevel", "notice" },
+    ready = "Ready to accept connections",
+  }
+  r.redis_dir = dir
+  return r
+end
+
+-- Stops it (continued first, should a spec have stopped it with SIGSTOP)
+-- and removes its directory; opts.quiet as for Server:stop. nil is ignored.
+function S.stop_redis(r, opts)
+  if not r then return end
+  r:signal("CONT")
+  r:stop { quiet = opts and opts.quiet }
+  os.execute("rm -rf " .. quote(r.redis_dir))
+end
+
 return S
