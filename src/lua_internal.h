@@ -239,6 +239,12 @@ void lh_store_register(lua_State *L); /* store, store_codec into the table on to
 void lh_store_close(void);            /* the host is destroyed: the process's store env closes */
 void lh_store_reset(lua_State *L);    /* luaws test, between tests: every store emptied */
 #define STORE_CODEC_KEY "luaws.store_codec"   /* registry: {encode, decode} of tables */
+/* What both store backends share: a table at idx as JSON text (pushed; argn
+ * names the argument in errors), JSON text as a new table (pushed), and a
+ * ttl argument in seconds (none or nil: 0) as milliseconds, at least 1. */
+void lh_store_push_json(lua_State *L, int idx, int argn);
+void lh_store_push_table(lua_State *L, const char *json, size_t len);
+uint64_t lh_store_check_ttl(lua_State *L, int idx);
 
 /* lua_store_redis.c: luaws.store on Redis (--store redis://...) */
 bool lh_rstore_enabled(const lua_host *h);   /* the config picks Redis */

@@ -92,6 +92,35 @@ static lstore *check_store(lua_State *L)
 /* Lua value at idx -> store_value. Strings point into L (idx must stay on
  * the stack); a table is encoded with the codec and left on the stack in
  * place of... nothing: its JSON text is pushed (one more slot). */
+void lh_store_push_json(lua_State *L, int idx, int argn)
+{
+    idx = lua_absindex(L, idx);
+    if (lua_getfield(L, LUA_REGISTRYINDEX, CODEC_KEY) != LUA_TTABLE)
+        luaL_argerror(L, argn, "tables need luaws.store (lua/luaws.lua), not luaws.core.store");
+    lua_rawgeti(L, -1, 1);
+    lua_pushvalue(L, idx);
+    lua_call(L, 1, 1);       /* a JSON encoding error (a function inside) raises */
+    lua_remove(L, -2);
+}
+
+void lh_store_push_table(lua_State *L, const char *json, size_t len)
+{
+    lua_getfield(L, LUA_REGISTRYINDEX, CODEC_KEY);
+    lua_rawgeti(L, -1, 2);
+    lua_remove(L, -2);
+    lua_pushlstring(L, json, len);
+    lua_call(L, 1, 1);
+}
+
+uint64_t lh_store_check_ttl(lua_State *L, int idx)
+{
+    if (lua_isnoneornil(L, idx)) return 0;
+    lua_Number ttl = luaL_checknumber(L, idx);
+    if (!(ttl > 0) || ttl > 1e10) luaL_argerror(L, idx, "the ttl must be > 0 seconds");
+    uint64_t ms = (uint64_t)(ttl * 1000.0 + 0.5);
+    return ms ? ms : 1;
+}
+
 static void to_value(lua_State *L, int idx, store_value *v, int argn)
 {
     memset(v, 0, sizeof *v);
@@ -109,12 +138,7 @@ static void to_value(lua_State *L, int idx, store_value *v, int argn)
         v->b = lua_toboolean(L, idx);
         return;
     case LUA_TTABLE:
-        if (lua_getfield(L, LUA_REGISTRYINDEX, CODEC_KEY) != LUA_TTABLE)
-            luaL_argerror(L, argn, "tables need luaws.store (lua/luaws.lua), not luaws.core.store");
-        lua_rawgeti(L, -1, 1);
-        lua_pushvalue(L, idx);
-        lua_call(L, 1, 1);       /* a JSON encoding error (a function inside) raises */
-        lua_remove(L, -2);
+        lh_store_push_json(L, idx, argn);
         v->type = ST_JSON;
         v->data = lua_tolstring(L, -1, &v->len);
         return;
@@ -130,13 +154,7 @@ static void push_value(lua_State *L, const store_value *v)
     case ST_INT: lua_pushinteger(L, (lua_Integer)v->i); return;
     case ST_FLOAT: lua_pushnumber(L, v->f); return;
     case ST_BOOL: lua_pushboolean(L, v->b); return;
-    case ST_JSON:
-        lua_getfield(L, LUA_REGISTRYINDEX, CODEC_KEY);
-        lua_rawgeti(L, -1, 2);
-        lua_remove(L, -2);
-        lua_pushlstring(L, v->data, v->len);
-        lua_call(L, 1, 1);
-        return;
+    case ST_JSON: lh_store_push_table(L, v->data, v->len); return;
     }
     lua_pushnil(L);
 }
@@ -144,11 +162,8 @@ static void push_value(lua_State *L, const store_value *v)
 /* ttl in seconds at idx (none or nil: never) -> expiry in ms. */
 static uint64_t check_expiry(lua_State *L, int idx)
 {
-    if (lua_isnoneornil(L, idx)) return 0;
-    lua_Number ttl = luaL_checknumber(L, idx);
-    if (!(ttl > 0) || ttl > 1e10) luaL_argerror(L, idx, "the ttl must be > 0 seconds");
-    uint64_t ms = (uint64_t)(ttl * 1000.0 + 0.5);
-    return now_ms(lh_host(L)) + (ms ? ms : 1);
+    uint64_t ms = lh_store_check_ttl(L, idx);
+    return ms ? now_ms(lh_host(L)) + ms : 0;
 }
 
 /* core.store(name) -> store object; or nil, message, "ESTORE". */

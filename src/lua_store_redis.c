@@ -109,12 +109,7 @@ static void encode(lua_State *L, int idx, int argn)
         lua_concat(L, 2);
         return;
     case LUA_TTABLE:
-        if (lua_getfield(L, LUA_REGISTRYINDEX, STORE_CODEC_KEY) != LUA_TTABLE)
-            luaL_argerror(L, argn, "tables need luaws.store (lua/luaws.lua), not luaws.core.store");
-        lua_rawgeti(L, -1, 1);
-        lua_pushvalue(L, idx);
-        lua_call(L, 1, 1);
-        lua_remove(L, -2);
+        lh_store_push_json(L, idx, argn);
         lua_pushliteral(L, "j");
         lua_insert(L, -2);
         lua_concat(L, 2);
@@ -139,13 +134,7 @@ static void decode(lua_State *L, int idx)
     case 's': lua_pushlstring(L, p + 1, len - 1); return;
     case 'b': lua_pushboolean(L, len == 2 && p[1] == '1'); return;
     case 'f': lua_pushnumber(L, strtod(p + 1, NULL)); return;
-    case 'j':
-        lua_getfield(L, LUA_REGISTRYINDEX, STORE_CODEC_KEY);
-        lua_rawgeti(L, -1, 2);
-        lua_remove(L, -2);
-        lua_pushlstring(L, p + 1, len - 1);
-        lua_call(L, 1, 1);
-        return;
+    case 'j': lh_store_push_table(L, p + 1, len - 1); return;
     default:
         if (p[0] == '-' || (p[0] >= '0' && p[0] <= '9')) {
             long long n = strtoll(p, &end, 10);
@@ -316,16 +305,6 @@ static void check_reply(lua_State *L, const rlstore *s)
     luaL_error(L, "luaws.store %s: Redis unavailable (%s)", s->data, msg);
 }
 
-/* ttl in seconds at idx (none or nil: never) -> "PX" milliseconds, or 0. */
-static long long check_ttl(lua_State *L, int idx)
-{
-    if (lua_isnoneornil(L, idx)) return 0;
-    lua_Number ttl = luaL_checknumber(L, idx);
-    if (!(ttl > 0) || ttl > 1e10) luaL_argerror(L, idx, "the ttl must be > 0 seconds");
-    long long ms = (long long)(ttl * 1000.0 + 0.5);
-    return ms ? ms : 1;
-}
-
 /* ---- get, set, add, delete ---- */
 
 static int k_get(lua_State *L, int status, lua_KContext ctx)
@@ -361,7 +340,7 @@ static int put(lua_State *L, bool add)
     rlstore *s = check_store(L);
     lua_settop(L, 4);
     push_key(L, s, 2);                    /* 5 */
-    long long ttl = check_ttl(L, 4);
+    long long ttl = (long long)lh_store_check_ttl(L, 4);
     size_t klen, vlen;
     const char *key = lua_tolstring(L, 5, &klen);
     if (lua_isnil(L, 3)) {
