@@ -110,18 +110,6 @@ int broker_attach(broker *b, int i)
     return sv[1];
 }
 
-void broker_spawned(broker *b, int child_fd)
-{
-    (void)b;
-    if (child_fd >= 0) close(child_fd);
-}
-
-void broker_forget(broker *b)
-{
-    for (int i = 0; i < b->n; i++) slot_clear(&b->slots[i]);
-    free(b->slots);
-    free(b);
-}
 
 void broker_detach(broker *b, int i)
 {
@@ -237,5 +225,7 @@ void broker_service(broker *b, const struct pollfd *p, int np)
 void broker_free(broker *b)
 {
     if (!b) return;
-    broker_forget(b);
+    for (int i = 0; i < b->n; i++) slot_clear(&b->slots[i]);
+    free(b->slots);
+    free(b);
 }

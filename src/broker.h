@@ -29,15 +29,10 @@ typedef struct broker broker;
 
 broker *broker_new(int nworkers);
 /* A new socketpair for worker i (closing any old one): returns the worker's
- * end, to be kept by the child after fork (and closed by the parent with
- * broker_spawned), or -1 (logged; that worker then has no cross-worker
- * topics). The others are told to send their counts again. */
+ * end, to be kept by the child after fork (the parent closes it), or -1
+ * (logged; that worker then has no cross-worker topics). The others are
+ * told to send their counts again. */
 int broker_attach(broker *b, int i);
-/* In the parent after fork: closes the child's end. */
-void broker_spawned(broker *b, int child_fd);
-/* In the child after fork: closes every parent end it inherited and frees
- * the child's copy of the broker. */
-void broker_forget(broker *b);
 /* Worker i died: its socket closes, its queues go, the others hear GONE.
  * Safe to call twice. */
 void broker_detach(broker *b, int i);
@@ -46,6 +41,8 @@ void broker_detach(broker *b, int i);
 int broker_pollfds(const broker *b, struct pollfd *p);
 /* After poll(): reads, relays and writes what it can. */
 void broker_service(broker *b, const struct pollfd *p, int np);
+/* Closes every worker's socket and frees the broker; also what a child
+ * does with the copy it inherited. NULL is ignored. */
 void broker_free(broker *b);
 
 #endif

@@ -39,7 +39,6 @@ typedef struct worker_slot {
     worker_beat beat;
     metrics metrics;          /* this worker's counters */
     uint64_t connections;     /* open now */
-    int pid;                  /* 0: not running */
 } worker_slot;
 typedef struct task task;
 

@@ -67,8 +67,7 @@ static pid_t spawn(const config *cfg, const host_ops *host, int index, int n, bo
     pid_t parent = getpid();
     pid_t pid = fork();
     if (pid != 0) {
-        broker_spawned(topics, link);
-        me->pid = pid > 0 ? pid : 0;
+        if (link >= 0) close(link);   /* the child's end */
         return pid;
     }
     /* child */
@@ -76,7 +75,7 @@ static pid_t spawn(const config *cfg, const host_ops *host, int index, int n, bo
      * SIGTERM, rather than serve on alone. */
     prctl(PR_SET_PDEATHSIG, SIGTERM);
     if (getppid() != parent) _exit(1);   /* it died before prctl */
-    broker_forget(topics);
+    broker_free(topics);   /* the parent's ends: not ours */
     topics = NULL;
     close(sigfd);
     server_slots = slots;
@@ -165,7 +164,6 @@ static void reap(herd *f, int i, int status)
     worker *w = &f->w[i];
     pid_t pid = w->pid;
     w->pid = 0;
-    slots[i].pid = 0;
     broker_detach(topics, i);
     if (f->stopping) {
         f->alive--;
