@@ -50,15 +50,7 @@ struct topic {
 };
 
 /* Pushes the registry's topic table. */
-static void push_topics(lua_State *L)
-{
-    if (lua_getfield(L, LUA_REGISTRYINDEX, TOPICS_KEY) != LUA_TTABLE) {
-        lua_pop(L, 1);
-        lua_newtable(L);
-        lua_pushvalue(L, -1);
-        lua_setfield(L, LUA_REGISTRYINDEX, TOPICS_KEY);
-    }
-}
+static void push_topics(lua_State *L) { luaL_getsubtable(L, LUA_REGISTRYINDEX, TOPICS_KEY); }
 
 static struct topic *find(lua_State *L, const char *name, size_t len)
 {
@@ -214,15 +206,7 @@ void lh_host_topic_message(void *host, const char *topic, size_t tlen, const uin
 }
 
 /* Pushes the registry's table of other workers' counts. */
-static void push_remote(lua_State *L)
-{
-    if (lua_getfield(L, LUA_REGISTRYINDEX, REMOTE_KEY) != LUA_TTABLE) {
-        lua_pop(L, 1);
-        lua_newtable(L);
-        lua_pushvalue(L, -1);
-        lua_setfield(L, LUA_REGISTRYINDEX, REMOTE_KEY);
-    }
-}
+static void push_remote(lua_State *L) { luaL_getsubtable(L, LUA_REGISTRYINDEX, REMOTE_KEY); }
 
 static uint64_t remote_sum(lua_State *L, const char *name, size_t len)
 {
