@@ -150,8 +150,10 @@ conn *conn_adopt(listener *l, int fd, const char *peer);
 /* A connection struct on the server's list, its TCP handle initialised. */
 conn *conn_new(server *s, listener *l, uint64_t id, const conn_phase *phase);
 void conn_start_reading(conn *c);
-/* Fills c->peer ("ip:port") from the socket. */
+/* Fills c->peer ("ip:port") from the socket; or from an address (a PROXY
+ * header's, a forwarding header's; NULL or not IP: "?:0"). */
 void conn_read_peer(conn *c);
+void conn_set_peer(conn *c, const struct sockaddr_storage *ss);
 /* Stops and restarts reading. Two holders may stop it independently: the
  * script (an event is suspended, a --static read, an HTTP backlog) and the
  * rate limit; input flows again only once both let go. */

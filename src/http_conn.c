@@ -149,16 +149,6 @@ struct proxy_wait {
 
 static void start_http(conn *c);
 
-/* "ADDR:PORT" of sa into c->peer, as conn_read_peer writes it. */
-static void set_peer(conn *c, const struct sockaddr_storage *sa)
-{
-    char addr[PROXY_ADDR_STRLEN];
-    proxy_addr_format(sa, false, addr, sizeof addr);
-    int port = ntohs(sa->ss_family == AF_INET6 ? ((const struct sockaddr_in6 *)sa)->sin6_port
-                                               : ((const struct sockaddr_in *)sa)->sin_port);
-    snprintf(c->peer, sizeof c->peer, "%s:%d", addr, port);
-}
-
 /* Everything received is kept until the parser decides: DONE hands what
  * follows the header to the layer below HTTP (TLS, or plain). */
 static size_t proxy_feed(conn *c, uint8_t *buf, size_t len)
@@ -178,7 +168,7 @@ static size_t proxy_feed(conn *c, uint8_t *buf, size_t len)
     }
     char was[sizeof c->peer];
     memcpy(was, c->peer, sizeof was);
-    if (!r.local) set_peer(c, &r.src);
+    if (!r.local) conn_set_peer(c, &r.src);
     log_debug("conn %llu: PROXY v%d from %s: client %s", (unsigned long long)c->id, r.version, was, c->peer);
     /* What came after the header: the rest of our buffer, then the rest of
      * this read (if the buffer filled). */
@@ -238,7 +228,7 @@ static bool apply_forwarded(conn *c, const http_request *req)
         return true;
     }
     if (!c->forwarder) c->forwarder = xstrdup(c->peer);
-    set_peer(c, &client);
+    conn_set_peer(c, &client);
     log_debug("conn %llu: client %s, forwarded by %s", (unsigned long long)c->id, c->peer, c->forwarder);
     if (c->ip_slot) {
         /* Counted under the proxy's address so far: count the client instead. */
