@@ -118,11 +118,11 @@ static void usage(FILE *out)
 
 /* ws://HOST:PORT or wss://HOST:PORT; an IPv6 host in brackets. */
 /* "v1", "v2" or "any" (either): PROXY protocol version bits; 0 if none. */
-static unsigned parse_proxy_versions(const char *s, size_t n)
+static unsigned parse_proxy_versions(const char *s)
 {
-    if (n == 2 && !strncmp(s, "v1", 2)) return PROXY_V1;
-    if (n == 2 && !strncmp(s, "v2", 2)) return PROXY_V2;
-    if (n == 3 && !strncmp(s, "any", 3)) return PROXY_V1 | PROXY_V2;
+    if (!strcmp(s, "v1")) return PROXY_V1;
+    if (!strcmp(s, "v2")) return PROXY_V2;
+    if (!strcmp(s, "any")) return PROXY_V1 | PROXY_V2;
     return 0;
 }
 
@@ -133,7 +133,7 @@ static bool parse_listen(const char *url, listen_spec *out)
     char buf[256];
     const char *q = strchr(url, '?');
     if (q) {
-        if (strncmp(q, "?proxy=", 7) != 0 || !(out->proxy = parse_proxy_versions(q + 7, strlen(q + 7))))
+        if (strncmp(q, "?proxy=", 7) != 0 || !(out->proxy = parse_proxy_versions(q + 7)))
             return false;
         if ((size_t)(q - url) >= sizeof buf) return false;
         memcpy(buf, url, (size_t)(q - url));
@@ -298,7 +298,7 @@ static bool opt_listen(cli *c, const char *arg)
 
 static bool opt_proxy_protocol(cli *c, const char *arg)
 {
-    if (!(c->cfg.proxy_protocol = parse_proxy_versions(arg, strlen(arg))))
+    if (!(c->cfg.proxy_protocol = parse_proxy_versions(arg)))
         return usage_error("--proxy-protocol must be v1, v2 or any, not '%s'", arg);
     return true;
 }
