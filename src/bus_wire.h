@@ -33,11 +33,17 @@ static inline void bus_put32(uint8_t *p, uint32_t v)
 {
     p[0] = (uint8_t)(v >> 24); p[1] = (uint8_t)(v >> 16); p[2] = (uint8_t)(v >> 8); p[3] = (uint8_t)v;
 }
+static inline void bus_put64(uint8_t *p, uint64_t v)
+{
+    bus_put32(p, (uint32_t)(v >> 32));
+    bus_put32(p + 4, (uint32_t)v);
+}
 static inline uint32_t bus_get16(const uint8_t *p) { return (uint32_t)p[0] << 8 | p[1]; }
 static inline uint32_t bus_get32(const uint8_t *p)
 {
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
+static inline uint64_t bus_get64(const uint8_t *p) { return (uint64_t)bus_get32(p) << 32 | bus_get32(p + 4); }
 
 /* Appends a frame's header to out; the caller appends body_len bytes. */
 static inline void bus_begin(bytes *out, uint8_t type, size_t body_len)
@@ -82,7 +88,7 @@ static inline bool bus_decode(const uint8_t *f, size_t size, bus_msg *m)
     case BUS_PUBLISH:
         if (n < 11 || n - 11 < bus_get16(b + 9)) return false;
         m->opcode = b[0];
-        m->except = (uint64_t)bus_get32(b + 1) << 32 | bus_get32(b + 5);
+        m->except = bus_get64(b + 1);
         m->tlen = bus_get16(b + 9);
         m->topic = (const char *)b + 11;
         m->data = b + 11 + m->tlen;
@@ -110,8 +116,7 @@ static inline void bus_put_publish(bytes *out, uint8_t opcode, uint64_t except, 
                                    const uint8_t *data, size_t len)
 {
     uint8_t h[11] = {opcode};
-    bus_put32(h + 1, (uint32_t)(except >> 32));
-    bus_put32(h + 5, (uint32_t)except);
+    bus_put64(h + 1, except);
     bus_put16(h + 9, (uint32_t)tlen);
     bus_begin(out, BUS_PUBLISH, 11 + tlen + len);
     bytes_append(out, h, 11);

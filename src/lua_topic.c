@@ -194,7 +194,7 @@ void lh_host_topic_message(void *host, const char *topic, size_t tlen, const uin
         len--;
     } else if (len >= 9 && (payload[0] == 'B' || payload[0] == 'T')) {
         opcode = payload[0] == 'B' ? WS_OP_BINARY : WS_OP_TEXT;
-        except = (uint64_t)bus_get32(payload + 1) << 32 | bus_get32(payload + 5);
+        except = bus_get64(payload + 1);
         payload += 9;
         len -= 9;
     }
@@ -389,8 +389,7 @@ static int l_publish(lua_State *L)
         if (!msg) return luaL_error(L, "out of memory");
         msg[0] = opcode == WS_OP_BINARY ? (except ? 'B' : 'b') : (except ? 'T' : 't');
         if (except) {
-            bus_put32(msg + 1, (uint32_t)(except >> 32));
-            bus_put32(msg + 5, (uint32_t)except);
+            bus_put64(msg + 1, except);
         }
         memcpy(msg + head, data, len);
         bool ok = redis_bus_publish(h->srv->bus, name, tlen, msg, len + head);
