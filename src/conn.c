@@ -12,27 +12,6 @@
 #include <strings.h>
 #include <assert.h>
 
-/* Larger payloads are not copied into the cork: they leave at once, with
- * whatever the cork holds in front of them, in one writev. */
-#define CORK_COPY_MAX (4 * 1024)
-
-/* What one queued write costs beyond its bytes: the request, malloc's
- * header and libuv's own bookkeeping. --max-backpressure counts it, so that
- * a flood of tiny writes (pongs to a client that never reads) is bounded
- * by memory, not by payload bytes. */
-#define WREQ_COST (sizeof(struct wreq) + 64)
-
-/* A queued write owns a copy of its bytes, right behind the request. */
-typedef struct wreq {
-    uv_write_t req;
-    conn *c;
-    write_done_fn done;       /* NULL: nobody to tell */
-    void *ud;
-    size_t len;
-    shared_frame *shared;     /* set: the bytes are a published frame's, by reference */
-    uint8_t data[];
-} wreq;
-
 static void on_closed(uv_handle_t *h);
 static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
 static size_t feed(conn *c, uint8_t *buf, size_t len);
@@ -216,15 +195,83 @@ void conn_tell_close(conn *c)
 
 /* ---- writing ---- */
 
+/* What a connection has to send that is not with the kernel or libuv yet,
+ * in order: small frames copied, published frames by reference (ref[i].f
+ * goes after copy.data[0 .. ref[i].at)). It collects while a batch of the
+ * connection's own input is processed (the cork: the replies to pipelined
+ * messages leave in one write when the batch is done) and, for what is
+ * sent from anywhere else (timers, other sockets' events, publishes, the
+ * topic links), until the end of the loop iteration: the connection is
+ * then on the server's dirty list, which conn_flush_all empties. So a
+ * subscriber sent 8 messages in one iteration gets one writev, not 8. */
+typedef struct out_ref {
+    shared_frame *f;
+    size_t at;
+} out_ref;
+
+struct conn_out {
+    uint32_t dirty;           /* index + 1 in srv->dirty; 0: not listed */
+    uint32_t nrefs, cap;
+    size_t wire;              /* bytes of the frames held by reference */
+    bytes copy;
+    out_ref ref[];
+};
+
+/* What holding a frame by reference costs beyond its bytes: the pointer
+ * here or in the write request, and libuv's copy of the buffer list. */
+#define REF_COST (sizeof(out_ref) + sizeof(uv_buf_t))
+/* A batch's room for frames at first, and the largest copy buffer the
+ * spare batch keeps. */
+#define OUT_REFS 4
+#define OUT_SPARE_COPY (16 * 1024)
+/* A batch this big is sent without waiting for the end of the iteration. */
+#define OUT_FLUSH_AT (64 * 1024)
+
+/* A queued write, with what it holds right behind the request: the
+ * published frames its buffers point into (by reference), then the bytes
+ * it owns (a copy). */
+typedef struct wreq {
+    uv_write_t req;
+    conn *c;
+    write_done_fn done;       /* NULL: nobody to tell */
+    void *ud;
+    size_t cost;              /* what it adds to c->queued */
+    unsigned nrefs;
+} wreq;
+
+static shared_frame **wreq_refs(wreq *w) { return (shared_frame **)(w + 1); }
+
+/* What one queued write costs beyond its bytes: the request, malloc's
+ * header and libuv's own bookkeeping. --max-backpressure counts it, so that
+ * a flood of tiny writes (pongs to a client that never reads) is bounded
+ * by memory, not by payload bytes. */
+#define WREQ_COST (sizeof(wreq) + 64)
+
+/* Larger payloads are not copied into the batch: they leave at once, with
+ * whatever the batch holds in front of them, in one writev. */
+#define CORK_COPY_MAX (4 * 1024)
+
+size_t conn_backlog(const conn *c)
+{
+    const conn_out *o = c->out;
+    return c->queued + (o ? o->copy.len + o->wire + o->nrefs * REF_COST : 0);
+}
+
+size_t conn_unsent(const conn *c)
+{
+    const conn_out *o = c->out;
+    return o ? o->copy.len + o->wire : 0;
+}
+
 static void on_write(uv_write_t *req, int status)
 {
     wreq *w = (wreq *)req;
     conn *c = w->c;
     c->srv->activity++;
-    size_t w_len = w->len + WREQ_COST;
-    c->queued -= w_len;
+    size_t cost = w->cost;
+    c->queued -= cost;
     if (w->done) w->done(w->ud, status);
-    if (w->shared) shared_frame_unref(w->shared);
+    for (unsigned i = 0; i < w->nrefs; i++) shared_frame_unref(wreq_refs(w)[i]);
     free(w);
     if (status < 0 && status != UV_ECANCELED && c->state != CONN_DEAD) {
         log_debug("conn %llu write error: %s", (unsigned long long)c->id, uv_strerror(status));
@@ -239,7 +286,7 @@ static void on_write(uv_write_t *req, int status)
         c->ping_sent = false;
     }
     if (c->queued == 0 && c->phase->drained) c->phase->drained(c);
-    if (c->queued < c->srv->cfg->write_high_water && c->queued + w_len >= c->srv->cfg->write_high_water) {
+    if (c->queued < c->srv->cfg->write_high_water && c->queued + cost >= c->srv->cfg->write_high_water) {
         if (c->output_paused) {
             c->output_paused = false;
             conn_resume(c);
@@ -249,72 +296,22 @@ static void on_write(uv_write_t *req, int status)
     }
 }
 
-int conn_write(conn *c, const uint8_t *hdr, size_t hlen, const uint8_t *data, size_t len,
-               write_done_fn done, void *ud)
-{
-    if (conn_is_dead(c)) {
-        if (done) done(ud, UV_EPIPE);
-        return UV_EPIPE;
-    }
-    if (c->corked && !done && len < CORK_COPY_MAX) {
-        size_t n = hlen + len;
-        bytes_reserve(&c->cork, n, 4096);
-        memcpy(c->cork.data + c->cork.len, hdr, hlen);
-        if (len) memcpy(c->cork.data + c->cork.len + hlen, data, len);
-        c->cork.len += n;
-        return 0;
-    }
-    /* The cork's bytes go first (keep the order), in the same writev. */
-    bytes cork = c->cork;
-    memset(&c->cork, 0, sizeof c->cork);
-    uv_buf_t bufs[3];
-    unsigned n = 0;
-    if (cork.len) bufs[n++] = uv_buf_init((char *)cork.data, (unsigned)cork.len);
-    bufs[n++] = uv_buf_init((char *)hdr, (unsigned)hlen);
-    if (len) bufs[n++] = uv_buf_init((char *)data, (unsigned)len);
-    int r = c->io->writev(c, bufs, n, done, ud);
-    free(cork.data);
-    return r;
-}
-
-void conn_uncork(conn *c)
-{
-    bytes cork = c->cork;
-    memset(&c->cork, 0, sizeof c->cork);
-    if (cork.len && !conn_is_dead(c)) {
-        uv_buf_t b = uv_buf_init((char *)cork.data, (unsigned)cork.len);
-        c->io->writev(c, &b, 1, NULL, NULL);
-    }
-    free(cork.data);
-}
-
 /* Nothing queued: offers the bytes to the kernel at once; returns how
  * many it took. */
 static size_t try_write(conn *c, const uv_buf_t *bufs, unsigned nbufs)
 {
     if (c->queued) return 0;
+    c->srv->metrics->socket_writes++;
     int r = uv_try_write((uv_stream_t *)&c->tcp, bufs, nbufs);
     return r > 0 ? (size_t)r : 0;
 }
 
-/* Hands w (bytes at p) to libuv; on_write frees it (and tells w->done). */
-static int enqueue(conn *c, wreq *w, uint8_t *p, size_t n)
-{
-    w->c = c;
-    w->len = n;
-    uv_buf_t b = uv_buf_init((char *)p, (unsigned)n);
-    int r = uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_write);
-    if (r < 0) {
-        if (w->done) w->done(w->ud, r);
-        shared_frame_unref(w->shared);
-        free(w);
-        return r;
-    }
-    c->queued += n + WREQ_COST;
-    return 0;
-}
-
-int conn_raw_writev(conn *c, const uv_buf_t *bufs, unsigned nbufs, write_done_fn done, void *ud)
+/* Plain TCP: writes bufs in order. When nobody waits for the outcome the
+ * kernel is offered them first; what it does not take is queued in libuv:
+ * copied, except the bytes of published frames (refs[i] set: bufs[i] lies
+ * in that frame), which are held by reference. done as for conn_write. */
+static int raw_send(conn *c, const uv_buf_t *bufs, shared_frame *const *refs, unsigned nbufs,
+                    write_done_fn done, void *ud)
 {
     if (conn_is_dead(c)) {
         if (done) done(ud, UV_EPIPE);
@@ -322,27 +319,64 @@ int conn_raw_writev(conn *c, const uv_buf_t *bufs, unsigned nbufs, write_done_fn
     }
     size_t total = 0, skip = 0;
     for (unsigned i = 0; i < nbufs; i++) total += bufs[i].len;
-    /* Nobody to tell: try the kernel first, and only copy what it did not take. */
     if (!done) {
         skip = try_write(c, bufs, nbufs);
         if (skip == total) return 0;
     }
-    wreq *w = xmalloc(sizeof *w + (total - skip));
-    w->shared = NULL;
+    /* Past what the kernel took: whole buffers, then skip bytes of bufs[first]. */
+    unsigned first = 0;
+    while (skip && skip >= bufs[first].len) skip -= bufs[first++].len;
+    size_t copy = 0, left = 0;
+    unsigned nrefs = 0;
+    for (unsigned i = first; i < nbufs; i++) {
+        size_t n = bufs[i].len - (i == first ? skip : 0);
+        left += n;
+        if (refs && refs[i]) nrefs++;
+        else copy += n;
+    }
+    wreq *w = xmalloc(sizeof *w + nrefs * sizeof(shared_frame *) + copy);
+    w->c = c;
     w->done = done;
     w->ud = ud;
-    uint8_t *p = w->data;
-    for (unsigned i = 0; i < nbufs; i++) {
-        size_t n = bufs[i].len;
-        if (skip >= n) {
-            skip -= n;
+    w->nrefs = nrefs;
+    w->cost = left + WREQ_COST + nrefs * REF_COST;
+    uint8_t *p = (uint8_t *)(wreq_refs(w) + nrefs);
+    /* With no frame by reference, the copy is one buffer. */
+    uv_buf_t one = uv_buf_init((char *)p, (unsigned)copy), *out = &one;
+    unsigned nout = 1, k = 0;
+    if (nrefs) {
+        out = xmalloc((nbufs - first) * sizeof *out);
+        nout = 0;
+    }
+    for (unsigned i = first; i < nbufs; i++) {
+        size_t off = i == first ? skip : 0, n = bufs[i].len - off;
+        char *src = bufs[i].base + off;
+        if (refs && refs[i]) {
+            refs[i]->refs++;
+            wreq_refs(w)[k++] = refs[i];
+            out[nout++] = uv_buf_init(src, (unsigned)n);
             continue;
         }
-        memcpy(p, bufs[i].base + skip, n - skip);
-        p += n - skip;
-        skip = 0;
+        if (n) memcpy(p, src, n);
+        if (nrefs) out[nout++] = uv_buf_init((char *)p, (unsigned)n);
+        p += n;
     }
-    return enqueue(c, w, w->data, (size_t)(p - w->data));
+    c->srv->metrics->socket_writes++;
+    int r = uv_write(&w->req, (uv_stream_t *)&c->tcp, out, nout, on_write);
+    if (out != &one) free(out);
+    if (r < 0) {
+        if (done) done(ud, r);
+        for (unsigned i = 0; i < nrefs; i++) shared_frame_unref(wreq_refs(w)[i]);
+        free(w);
+        return r;
+    }
+    c->queued += w->cost;
+    return 0;
+}
+
+int conn_raw_writev(conn *c, const uv_buf_t *bufs, unsigned nbufs, write_done_fn done, void *ud)
+{
+    return raw_send(c, bufs, NULL, nbufs, done, ud);
 }
 
 int conn_raw_write(conn *c, const uint8_t *p, size_t n, write_done_fn done, void *ud)
@@ -357,6 +391,187 @@ static const conn_io plain_io = {
     .writev = conn_raw_writev,
     .raw = true,
 };
+
+/* ---- the batch ---- */
+
+/* c's batch, made on first use; the worker keeps one spare (the usual
+ * size, its copy buffer kept), so that echoing does not allocate. */
+static conn_out *out_get(conn *c)
+{
+    if (!c->out) {
+        server *s = c->srv;
+        c->out = s->spare_out;
+        s->spare_out = NULL;
+        if (!c->out) {
+            c->out = xcalloc(sizeof *c->out + OUT_REFS * sizeof(out_ref));
+            c->out->cap = OUT_REFS;
+        }
+    }
+    return c->out;
+}
+
+/* Something was added to c's batch. Outside a batch of its own input (which
+ * sends it when done), it goes at the end of this loop iteration; a batch
+ * past OUT_FLUSH_AT goes at once, so that a burst of sends in one iteration
+ * meets the kernel's buffers, not --max-backpressure. */
+static void out_added(conn *c)
+{
+    conn_out *o = c->out;
+    server *s = c->srv;
+    if (o->copy.len + o->wire >= OUT_FLUSH_AT || uv_is_closing((uv_handle_t *)&s->flush_check)) {
+        conn_uncork(c);   /* (or the server is stopping: no iteration end will come) */
+        return;
+    }
+    if (c->corked || o->dirty) return;
+    if (s->ndirty == s->dirty_cap) {
+        s->dirty_cap = s->dirty_cap ? 2 * s->dirty_cap : 64;
+        s->dirty = xrealloc(s->dirty, s->dirty_cap * sizeof *s->dirty);
+    }
+    s->dirty[s->ndirty++] = c;
+    o->dirty = s->ndirty;
+}
+
+/* Takes c's batch off c (and off the dirty list); the caller owns it. */
+static conn_out *out_take(conn *c)
+{
+    conn_out *o = c->out;
+    c->out = NULL;
+    if (o && o->dirty) {
+        assert(c->srv->dirty[o->dirty - 1] == c);
+        c->srv->dirty[o->dirty - 1] = NULL;
+        o->dirty = 0;
+    }
+    return o;
+}
+
+static void out_free(server *s, conn_out *o)
+{
+    if (!o) return;
+    for (uint32_t i = 0; i < o->nrefs; i++) shared_frame_unref(o->ref[i].f);
+    if (!s->spare_out && o->cap == OUT_REFS && o->copy.cap <= OUT_SPARE_COPY &&
+        !uv_is_closing((uv_handle_t *)&s->flush_check)) {
+        o->nrefs = 0;
+        o->wire = 0;
+        o->copy.len = 0;
+        s->spare_out = o;
+        return;
+    }
+    free(o->copy.data);
+    free(o);
+}
+
+/* Sends c's batch, then hdr and data (either may be empty), in one writev
+ * where the layer allows; done as for conn_write. */
+static int out_send(conn *c, const uint8_t *hdr, size_t hlen, const uint8_t *data, size_t len,
+                    write_done_fn done, void *ud)
+{
+    conn_out *o = out_take(c);
+    unsigned max = (o ? 2 * o->nrefs + 1 : 0) + 2, n = 0;
+    uv_buf_t sbufs[19], *bufs = sbufs;
+    shared_frame *srefs[19], **refs = srefs;
+    if (max > 19) {
+        bufs = xmalloc(max * sizeof *bufs);
+        refs = xmalloc(max * sizeof *refs);
+    }
+    if (o) {
+        size_t at = 0;
+        for (uint32_t i = 0; i <= o->nrefs; i++) {
+            size_t upto = i < o->nrefs ? o->ref[i].at : o->copy.len;
+            if (upto > at) {
+                refs[n] = NULL;
+                bufs[n++] = uv_buf_init((char *)o->copy.data + at, (unsigned)(upto - at));
+                at = upto;
+            }
+            if (i < o->nrefs) {
+                refs[n] = o->ref[i].f;
+                bufs[n++] = uv_buf_init((char *)o->ref[i].f->data, (unsigned)o->ref[i].f->len);
+            }
+        }
+    }
+    if (hlen) {
+        refs[n] = NULL;
+        bufs[n++] = uv_buf_init((char *)hdr, (unsigned)hlen);
+    }
+    if (len) {
+        refs[n] = NULL;
+        bufs[n++] = uv_buf_init((char *)data, (unsigned)len);
+    }
+    int r = 0;
+    if (n || done)
+        r = c->io->raw ? raw_send(c, bufs, refs, n, done, ud) : c->io->writev(c, bufs, n, done, ud);
+    out_free(c->srv, o);
+    if (bufs != sbufs) {
+        free(bufs);
+        free(refs);
+    }
+    return r;
+}
+
+int conn_write(conn *c, const uint8_t *hdr, size_t hlen, const uint8_t *data, size_t len,
+               write_done_fn done, void *ud)
+{
+    if (conn_is_dead(c)) {
+        if (done) done(ud, UV_EPIPE);
+        return UV_EPIPE;
+    }
+    if (done || len >= CORK_COPY_MAX) return out_send(c, hdr, hlen, data, len, done, ud);
+    conn_out *o = out_get(c);
+    bytes_reserve(&o->copy, hlen + len, 4096);
+    memcpy(o->copy.data + o->copy.len, hdr, hlen);
+    if (len) memcpy(o->copy.data + o->copy.len + hlen, data, len);
+    o->copy.len += hlen + len;
+    out_added(c);
+    return 0;
+}
+
+int conn_write_shared(conn *c, shared_frame *f)
+{
+    if (conn_is_dead(c)) return UV_EPIPE;
+    conn_out *o = out_get(c);
+    if (o->nrefs == o->cap) {
+        o->cap *= 2;
+        o = c->out = xrealloc(o, sizeof *o + o->cap * sizeof(out_ref));
+    }
+    f->refs++;
+    o->ref[o->nrefs++] = (out_ref){f, o->copy.len};
+    o->wire += f->len;
+    out_added(c);
+    return 0;
+}
+
+void conn_uncork(conn *c)
+{
+    if (!c->out) return;
+    if (conn_is_dead(c)) out_free(c->srv, out_take(c));
+    else out_send(c, NULL, 0, NULL, 0, NULL, NULL);
+}
+
+void conn_flush_all(server *s)
+{
+    bool any = false;
+    /* Sending may list more (a failed write's callback runs the host):
+     * they are sent in this pass too. */
+    for (uint32_t i = 0; i < s->ndirty; i++) {
+        conn *c = s->dirty[i];
+        if (!c) continue;
+        any = true;
+        conn_uncork(c);
+    }
+    s->ndirty = 0;
+    if (any) s->activity++;
+}
+
+void conn_flush_end(server *s)
+{
+    conn_flush_all(s);
+    free(s->dirty);
+    s->dirty = NULL;
+    s->ndirty = s->dirty_cap = 0;
+    conn_out *o = s->spare_out;
+    s->spare_out = NULL;
+    if (o) free(o->copy.data);
+    free(o);
+}
 
 /* ---- closing ---- */
 
@@ -447,6 +662,7 @@ void conn_close_now(conn *c)
 {
     if (c->state == CONN_DEAD) return;
     c->state = CONN_DEAD;
+    out_free(c->srv, out_take(c));   /* nothing more goes out */
     stop_timer(c);
     uv_close((uv_handle_t *)&c->tcp, on_closed);
 }
@@ -470,7 +686,7 @@ static void on_closed(uv_handle_t *h)
         free(c->http);
     }
     free(c->pending);
-    free(c->cork.data);
+    assert(!c->out);
     free(c->pong);
     free(c->rate);
     free(c->proxy);
@@ -499,21 +715,4 @@ shared_frame *shared_frame_new(const uint8_t *hdr, size_t hlen, const uint8_t *p
 void shared_frame_unref(shared_frame *f)
 {
     if (f && --f->refs == 0) free(f);
-}
-
-int conn_write_shared(conn *c, shared_frame *f)
-{
-    if (c->state == CONN_DEAD) return UV_EPIPE;
-    if (c->cork.len) conn_uncork(c);   /* keep the order */
-    if (!c->io->raw) return conn_write(c, f->data, f->len, NULL, 0, NULL, NULL);
-    uv_buf_t b = uv_buf_init((char *)f->data, (unsigned)f->len);
-    size_t skip = try_write(c, &b, 1);
-    if (skip == f->len) return 0;
-    /* Whatever the kernel did not take waits in the queue by reference. */
-    wreq *w = xmalloc(sizeof *w);
-    w->done = NULL;
-    w->ud = NULL;
-    w->shared = f;
-    f->refs++;
-    return enqueue(c, w, f->data + skip, f->len - skip);
 }

@@ -22,6 +22,7 @@
 
 typedef struct listener listener;
 typedef struct static_read static_read;
+typedef struct conn_out conn_out;
 
 enum conn_state {
     CONN_HTTP,        /* reading HTTP requests (0: a new connection) */
@@ -93,7 +94,7 @@ struct conn {
     bool paused;              /* input stopped: some hold below is on */
     uint8_t holds;            /* CONN_HOLD_*: who stopped the input */
     bool close_after_write;   /* HTTP: a plain response with Connection: close */
-    bool corked;              /* replies collect in the cork (a batch of input is processed) */
+    bool corked;              /* a batch of its input is processed: its own replies wait for its end */
     bool output_paused;       /* HTTP: reading stopped until the answers queued drain */
     struct static_read *static_read; /* --static: a file being read for it (input paused) */
     bool instrument;          /* luaws test: a spec's own end (its client, a fake remote): no automatic pings */
@@ -116,9 +117,10 @@ struct conn {
     ws_session ws;
     struct wtimer *timer;     /* close / linger timeout, only while closing */
 
-    /* Writing. While a batch of input is processed, small frames collect in
-     * the cork and go out in one write when the batch is done. */
-    bytes cork;
+    /* Writing: what is not with libuv yet waits in the batch (conn.c):
+     * until the end of a batch of the connection's own input, or of the
+     * loop iteration. */
+    struct conn_out *out;     /* NULL: nothing waits */
     size_t queued;            /* bytes handed to libuv, not yet written, plus WREQ_COST per write */
     uint8_t *pong;            /* a pong held back while the queue drains: [0] length, then payload */
 
@@ -142,6 +144,8 @@ typedef struct shared_frame {
 /* conn.c: transport and lifetime */
 shared_frame *shared_frame_new(const uint8_t *hdr, size_t hlen, const uint8_t *payload, size_t len);
 void shared_frame_unref(shared_frame *f);
+/* Queues f for c by reference (it goes in c's next writev, in order with
+ * what else c sends). 0, or UV_EPIPE if c is gone. */
 int conn_write_shared(conn *c, shared_frame *f);
 void conn_accept(listener *l);
 /* The same for a connected socket we were handed (luaws test: one end of a
@@ -173,8 +177,14 @@ int conn_write(conn *c, const uint8_t *hdr, size_t hlen, const uint8_t *data, si
 void conn_linger(conn *c);
 void conn_set_timer(conn *c, unsigned ms);
 void conn_close_now(conn *c);
-/* Writes what the cork collected. */
+/* Writes c's batch now (what it sent from its own input, or from
+ * elsewhere in this loop iteration). */
 void conn_uncork(conn *c);
+/* End of a loop iteration (server.c's check and prepare handles): writes
+ * every batch still waiting, one writev per connection. */
+void conn_flush_all(server *s);
+/* The worker stops: the last batches go, and what batching kept is freed. */
+void conn_flush_end(server *s);
 /* Plain TCP's conn_io: the bytes read go to the phase (kept while paused),
  * bytes written go to the kernel (copied only if it does not take them). */
 void conn_feed_input(conn *c, uint8_t *data, size_t n);
@@ -183,8 +193,11 @@ int conn_raw_write(conn *c, const uint8_t *p, size_t n, write_done_fn done, void
 /* conn_tls.c: TLS under c from now on; sends what the engine has. */
 void conn_tls_attach(conn *c, tls_conn *t);
 void conn_tls_flush(conn *c);
-/* Bytes waiting to be written: queued in libuv or in the cork. */
-static inline size_t conn_backlog(const conn *c) { return c->queued + c->cork.len; }
+/* What waits to be written, queued in libuv or in the batch, with what
+ * holding it costs (--max-backpressure counts it). */
+size_t conn_backlog(const conn *c);
+/* Bytes in the batch, not yet handed to libuv. */
+size_t conn_unsent(const conn *c);
 /* Gone past the point of no return: uv_close was called. */
 static inline bool conn_is_dead(const conn *c) { return c->state == CONN_DEAD; }
 /* Reading and writing WebSocket frames (open or closing). */

@@ -82,28 +82,33 @@ static void tls_input(conn *c, uint8_t *data, size_t n)
     else tls_drain(c);
 }
 
-/* conn_io.writev: small writes go out as one record. */
+/* conn_io.writev: the buffers go out in records of up to 16 KiB, TLS's
+ * largest: small frames (a batch of them) share a record, as they would
+ * share a TCP segment; a large buffer is a record (or several) of its own. */
 static int tls_writev(conn *c, const uv_buf_t *bufs, unsigned nbufs, write_done_fn done, void *ud)
 {
     if (conn_is_dead(c)) {
         if (done) done(ud, UV_EPIPE);
         return UV_EPIPE;
     }
-    uint8_t one[4096];
-    size_t total = 0;
-    for (unsigned i = 0; i < nbufs; i++) total += bufs[i].len;
+    uint8_t rec[16 * 1024];
+    size_t fill = 0;
     int r = 0;
-    if (total <= sizeof one) {
-        size_t off = 0;
-        for (unsigned i = 0; i < nbufs; i++) {
-            if (bufs[i].len) memcpy(one + off, bufs[i].base, bufs[i].len);
-            off += bufs[i].len;
+    for (unsigned i = 0; i < nbufs && r == 0; i++) {
+        const uint8_t *p = (const uint8_t *)bufs[i].base;
+        size_t n = bufs[i].len;
+        if (fill && fill + n > sizeof rec) {
+            r = tls_write(c->tls, rec, fill);
+            fill = 0;
         }
-        r = tls_write(c->tls, one, total);
-    } else {
-        for (unsigned i = 0; i < nbufs && r == 0; i++)
-            if (bufs[i].len) r = tls_write(c->tls, (const uint8_t *)bufs[i].base, bufs[i].len);
+        if (r == 0 && n >= sizeof rec) {
+            r = tls_write(c->tls, p, n);
+        } else if (r == 0 && n) {
+            memcpy(rec + fill, p, n);
+            fill += n;
+        }
     }
+    if (r == 0 && fill) r = tls_write(c->tls, rec, fill);
     if (r < 0) {
         if (done) done(ud, UV_EPROTO);
         return UV_EPROTO;

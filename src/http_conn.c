@@ -37,7 +37,7 @@ static size_t http_feed(conn *c, uint8_t *buf, size_t len)
      * the queue drains (conn.c resumes us), as nginx does. */
     size_t limit = c->srv->cfg->write_high_water;
     if (conn_backlog(c) >= limit) {
-        if (c->cork.len) conn_uncork(c);
+        conn_uncork(c);
         if (c->queued >= limit) {
             log_debug("conn %llu: %zu bytes of answers unread, reading no more requests for now",
                       (unsigned long long)c->id, c->queued);

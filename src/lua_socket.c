@@ -164,7 +164,7 @@ static int l_socket_send(lua_State *L)
     }
     if (ws_send(c, opcode, data, len, NULL, NULL) < 0) return closed_result(L);
     const config *cfg = h->srv->cfg;
-    if (c->cork.len >= cfg->write_high_water) conn_uncork(c);
+    if (conn_unsent(c) >= cfg->write_high_water) conn_uncork(c);
     /* Wait only for bytes libuv holds: their write callbacks wake us. */
     task *t = lh_current_task(L);
     if (c->queued >= cfg->write_high_water && t && lua_isyieldable(L)) {

@@ -45,6 +45,7 @@ static const metric_def defs[] = {
     {"protocol_errors_total", "counter", "Connections failed for protocol violations.", M(ws.protocol_errors)},
     {"rate_limited_total", "counter", "Times a socket hit --rate (paused or closed).", M(rate_limited)},
     {"ip_refused_total", "counter", "Connections refused by --max-conns-per-ip.", M(ip_refused)},
+    {"socket_writes_total", "counter", "Writes to sockets: offered to the kernel, or queued (batched per loop iteration).", M(socket_writes)},
 };
 
 /* Worker i's value of d (this worker's own when there are no slots). */

@@ -15,6 +15,7 @@ typedef struct metrics {
     uint64_t script_errors;
     uint64_t rate_limited;        /* --rate: pauses, or closes */
     uint64_t ip_refused;          /* --max-conns-per-ip: 503s */
+    uint64_t socket_writes;       /* writes offered to the kernel, and writes queued in libuv */
 } metrics;
 
 struct server;

@@ -190,6 +190,11 @@ void server_stop(server *s)
     local_bus_close(s->lbus);
     s->lbus = NULL;
     if (s->housekeeping.clock && !wtimer_is_closing(&s->housekeeping)) wtimer_close(&s->housekeeping, NULL);
+    if (s->flush_check.loop && !uv_is_closing((uv_handle_t *)&s->flush_check)) {
+        uv_close((uv_handle_t *)&s->flush_prepare, NULL);
+        uv_close((uv_handle_t *)&s->flush_check, NULL);
+        conn_flush_end(s);
+    }
     if (s->shutdown_timer.loop && !uv_is_closing((uv_handle_t *)&s->shutdown_timer))
         uv_close((uv_handle_t *)&s->shutdown_timer, NULL);
     if (s->sig_term.loop && !uv_is_closing((uv_handle_t *)&s->sig_term)) {
@@ -340,11 +345,29 @@ uint32_t *server_ip_counts;
 
 /* What a worker and a test run share: the loop, the clock, deflate, the
  * host. Returns false (logged) if the host cannot be created. */
+static void on_flush_prepare(uv_prepare_t *h) { conn_flush_all(h->data); }
+static void on_flush_check(uv_check_t *h) { conn_flush_all(h->data); }
+
+/* What connections are sent from timers, other sockets' events and
+ * publishes goes out once per loop iteration (conn_flush_all). The handles
+ * do not keep the loop alive. */
+static void flush_start(server *s)
+{
+    uv_prepare_init(s->loop, &s->flush_prepare);
+    uv_check_init(s->loop, &s->flush_check);
+    s->flush_prepare.data = s->flush_check.data = s;
+    uv_prepare_start(&s->flush_prepare, on_flush_prepare);
+    uv_check_start(&s->flush_check, on_flush_check);
+    uv_unref((uv_handle_t *)&s->flush_prepare);
+    uv_unref((uv_handle_t *)&s->flush_check);
+}
+
 static bool server_init(server *s, const config *cfg, const host_ops *host, const char *script, bool manual_clock)
 {
     s->cfg = cfg;
     s->loop = uv_default_loop();
     wclock_init(&s->clock, s->loop, manual_clock);
+    flush_start(s);
     pmd_worker_init(&s->pmd, cfg->deflate, cfg->deflate_level, cfg->deflate_min);
     if (!s->metrics) s->metrics = &s->own_metrics;
     s->wss_cfg = (wss_config){cfg->max_message, cfg->deflate_min, &s->pmd, &s->metrics->ws, &s->buffered_total};
