@@ -13,7 +13,7 @@
  * Warm-up: the publisher sends "W..." messages (again every 500 ms) until
  * every subscriber has seen one, so the subscriptions are in place
  * everywhere (through Redis too). Then for -d seconds it publishes messages
- * of SIZE bytes, "%010u " + 'x' filler, keeping at most WINDOW messages that
+ * of SIZE bytes, "%010u " + text filler (fill_text), keeping at most WINDOW messages that
  * not every subscriber has received yet. Each subscriber checks that it
  * gets message 1, 2, 3, ... each exactly once and in order.
  *
@@ -296,6 +296,24 @@ static void send_frame(struct conn *c, uint8_t opcode, const void *payload, size
 /* ---- publishing and the window ---- */
 
 static char *msgbuf;
+
+/* The filler: words of English-like text from a fixed seed, so a compressed
+ * message is about a third of its size (like chat or JSON), not the few bytes
+ * a run of one letter would give. */
+static void fill_text(char *p, size_t n)
+{
+    static const char *const words[] = { "the", "room", "message", "from", "alice", "to", "everyone", "in",
+                                         "channel", "price", "update", "42", "ok", "player", "moved", "north",
+                                         "and", "scored", "status", "online", "typing", "hello", "world", "x" };
+    uint32_t r = 12345;
+    size_t i = 0;
+    while (i < n) {
+        r = r * 1103515245u + 12345u;
+        const char *w = words[(r >> 16) % (sizeof words / sizeof words[0])];
+        for (size_t k = 0; w[k] && i < n; k++) p[i++] = w[k];
+        if (i < n) p[i++] = ' ';
+    }
+}
 
 static void publish_one(void)
 {
@@ -729,7 +747,7 @@ int main(int argc, char **argv)
     ring_sent = calloc(ring_size, sizeof *ring_sent);
     msgbuf = malloc((size_t)opt.size);
     if (!conns || !ring_count || !ring_sent || !msgbuf) die("out of memory");
-    memset(msgbuf, 'x', (size_t)opt.size);
+    fill_text(msgbuf, (size_t)opt.size);
     pubc = &conns[opt.subs];
 
     /* connect the subscribers, MAX_CONNECTING at a time */
