@@ -795,6 +795,7 @@ int main(int argc, char **argv)
     for (int i = 0; i < opt.ncpu; i++) cpu0[i] = tree_cpu(opt.cpu[i].pid);
     double self0 = self_cpu(), busy0 = machine_busy();
     measuring = publishing = true;
+    compressed = 0;     /* the warm-up's do not count */
     t_start = now_s();
     pump();
     while ((t_end = now_s()) < t_start + opt.secs) loop_once(10);
