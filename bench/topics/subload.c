@@ -1,7 +1,7 @@
 /*
  * subload — fan-out benchmark client for bench/topics/run.
  *
- *   subload -n SUBS -d SECONDS [-s SIZE] [-w WINDOW] [--sources K]
+ *   subload -n SUBS -d SECONDS [-s SIZE] [-w WINDOW] [--sources K] [--deflate] [--drain S]
  *           [--cpu NAME=PID]... ws://127.0.0.1:PORT
  *
  * Opens SUBS subscriber connections to ws://HOST:PORT/sub (source addresses
@@ -10,12 +10,24 @@
  * server under test must send every text message that arrives on /pub to
  * every /sub connection (bench/topics/room.lua, node_broadcast.js).
  *
- * Warm-up: the publisher sends "W..." messages (again every 500 ms) until
- * every subscriber has seen one, so the subscriptions are in place
- * everywhere (through Redis too). Then for -d seconds it publishes messages
- * of SIZE bytes, "%010u " + 'x' filler, keeping at most WINDOW messages that
- * not every subscriber has received yet. Each subscriber checks that it
+ * Warm-up: the publisher sends SIZE-byte "W..." messages (again every 500 ms
+ * while no new subscriber got one) until every subscriber has seen one, so
+ * the subscriptions are in place everywhere (through Redis too) and any
+ * per-socket compression state exists. Then for -d seconds it publishes
+ * messages of SIZE bytes, "%010u " + text filler (fill_text), keeping at
+ * most WINDOW messages that not every subscriber has received yet. Each subscriber checks that it
  * gets message 1, 2, 3, ... each exactly once and in order.
+ *
+ * Every message is checked for its length (SIZE) too. With --deflate every
+ * connection offers permessage-deflate with server_no_context_takeover and
+ * client_no_context_takeover (and the server must accept both); the
+ * publisher sends uncompressed, and subscribers inflate what arrives
+ * compressed. Since a server without context takeover turns the same message
+ * into the same bytes for every subscriber, the last inflated payload is kept
+ * and reused when the next one is byte-for-byte the same, so the client
+ * inflates about once per message, not once per delivery. The count of
+ * compressed deliveries is reported (a message under the server's threshold
+ * goes out uncompressed).
  *
  * One nonblocking epoll loop, level-triggered, one thread. Only loopback
  * targets are accepted. A guard alarm ends the run if it hangs.
@@ -23,7 +35,8 @@
  * Output: a summary on stderr and one line on stdout:
  *   RESULT subs=10000 size=32 window=8 secs=5.000 published=... completed=...
  *     deliveries=... deliveries_per_s=... msgs_per_s=... p50_ms=... p99_ms=...
- *     errors=0 lost=0 cpu_NAME_s=... client_cpu_s=... other_cpu_pct=...
+ *     errors=0 lost=0 deflate=0|1 compressed=... cpu_NAME_s=... client_cpu_s=...
+ *     other_cpu_pct=...
  * (other_cpu_pct: CPU that the rest of the machine used during the window, in
  * % of one core; results with much of it are noisy.)
  */
@@ -49,6 +62,7 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #define READ_CHUNK (256 * 1024)
 #define MAX_CONNECTING 256
@@ -75,6 +89,10 @@ struct conn {
     uint8_t prefix[128];       /* first bytes of a message, or a control payload */
     size_t plen;
     bool msg_started;
+    bool msg_compressed;       /* RSV1 on its first frame */
+    uint64_t msg_len;          /* payload bytes of the message so far */
+    uint8_t *z;                /* a compressed message's payload */
+    size_t z_len, z_cap;
     /* delivery check */
     uint32_t next_seq;         /* the one we expect */
     bool warm;
@@ -85,19 +103,20 @@ struct conn {
 };
 
 static struct {
-    int subs, secs, size, window, sources;
+    int subs, secs, size, window, sources, drain;
+    bool deflate;
     char host[64];
     int port;
     struct { char name[32]; int pid; } cpu[MAX_CPU];
     int ncpu;
-} opt = { .subs = 10000, .secs = 5, .size = 32, .window = 8, .sources = -1 };
+} opt = { .subs = 10000, .secs = 5, .size = 32, .window = 8, .sources = -1, .drain = 10 };
 
 static int epfd;
 static struct sockaddr_in dst;
 static struct conn *conns;      /* subs + 1 (the publisher last) */
 static struct conn *pubc;
 static int n_open, n_connecting, n_started, n_warm, n_dead;
-static uint64_t errors, deliveries, deliveries_at_end;
+static uint64_t errors, deliveries, deliveries_at_end, compressed, compressed_at_end;
 /* window bookkeeping */
 static uint32_t published, completed;
 static uint32_t *ring_count;
@@ -279,6 +298,24 @@ static void send_frame(struct conn *c, uint8_t opcode, const void *payload, size
 
 static char *msgbuf;
 
+/* The filler: words of English-like text from a fixed seed, so a compressed
+ * message is about a third of its size (like chat or JSON), not the few bytes
+ * a run of one letter would give. */
+static void fill_text(char *p, size_t n)
+{
+    static const char *const words[] = { "the", "room", "message", "from", "alice", "to", "everyone", "in",
+                                         "channel", "price", "update", "42", "ok", "player", "moved", "north",
+                                         "and", "scored", "status", "online", "typing", "hello", "world", "x" };
+    uint32_t r = 12345;
+    size_t i = 0;
+    while (i < n) {
+        r = r * 1103515245u + 12345u;
+        const char *w = words[(r >> 16) % (sizeof words / sizeof words[0])];
+        for (size_t k = 0; w[k] && i < n; k++) p[i++] = w[k];
+        if (i < n) p[i++] = ' ';
+    }
+}
+
 static void publish_one(void)
 {
     uint32_t seq = ++published;
@@ -324,7 +361,14 @@ static void on_message(struct conn *c)
         if (!c->warm) { c->warm = true; n_warm++; }
         return;
     }
-    if (c->plen < SEQ_DIGITS) { errors++; return; }
+    if (c->plen < SEQ_DIGITS || c->msg_len != (uint64_t)opt.size) {
+        static int bad_len;
+        if (bad_len++ < 5)
+            fprintf(stderr, "subload: connection %ld got a message of %llu bytes, expected %d\n",
+                    (long)(c - conns), (unsigned long long)c->msg_len, opt.size);
+        errors++;
+        return;
+    }
     uint32_t seq = 0;
     for (int i = 0; i < SEQ_DIGITS; i++) {
         if (!isdigit(c->prefix[i])) { errors++; return; }
@@ -342,6 +386,60 @@ static void on_message(struct conn *c)
     delivered(seq);
 }
 
+/* ---- permessage-deflate (server_no_context_takeover: every message on its own) ---- */
+
+static z_stream inflater;
+static uint8_t *zcache;            /* the last compressed payload inflated */
+static size_t zcache_len, zcache_cap;
+static uint8_t zcache_prefix[128];
+static size_t zcache_plen;
+static uint64_t zcache_total;      /* its inflated length */
+static bool zcache_ok;
+
+/* Inflates c->z into c->prefix / c->plen / c->msg_len; false if it is not
+ * valid deflate data. */
+static bool inflate_message(struct conn *c)
+{
+    if (!(zcache_len == c->z_len && memcmp(zcache, c->z, c->z_len) == 0)) {
+        static uint8_t out[64 * 1024];
+        static const uint8_t tail[4] = { 0x00, 0x00, 0xff, 0xff };
+        inflateReset(&inflater);
+        zcache_total = 0;
+        zcache_plen = 0;
+        zcache_ok = true;
+        for (int part = 0; part < 2 && zcache_ok; part++) {
+            inflater.next_in = part ? (Bytef *)tail : c->z;
+            inflater.avail_in = part ? 4 : (uInt)c->z_len;
+            do {
+                inflater.next_out = out;
+                inflater.avail_out = sizeof out;
+                int rc = inflate(&inflater, Z_SYNC_FLUSH);
+                if (rc != Z_OK && rc != Z_BUF_ERROR && rc != Z_STREAM_END) { zcache_ok = false; break; }
+                size_t got = sizeof out - inflater.avail_out;
+                if (zcache_plen < sizeof zcache_prefix) {
+                    size_t take = sizeof zcache_prefix - zcache_plen;
+                    if (take > got) take = got;
+                    memcpy(zcache_prefix + zcache_plen, out, take);
+                    zcache_plen += take;
+                }
+                zcache_total += got;
+                if (got == 0) break;
+            } while (inflater.avail_in > 0 || inflater.avail_out == 0);
+        }
+        if (c->z_len > zcache_cap) {
+            zcache_cap = c->z_len * 2;
+            zcache = realloc(zcache, zcache_cap);
+            if (!zcache) die("out of memory");
+        }
+        memcpy(zcache, c->z, c->z_len);
+        zcache_len = c->z_len;
+    }
+    memcpy(c->prefix, zcache_prefix, zcache_plen);
+    c->plen = zcache_plen;
+    c->msg_len = zcache_total;
+    return zcache_ok;
+}
+
 /* ---- reading frames ---- */
 
 static void frame_done(struct conn *c)
@@ -354,9 +452,19 @@ static void frame_done(struct conn *c)
         return;
     }
     if (c->fin) {
+        if (c->msg_compressed) {
+            compressed++;
+            if (!inflate_message(c)) {
+                errors++;
+                c->msg_started = c->msg_compressed = false;
+                c->plen = c->z_len = 0;
+                return;
+            }
+        }
         if (!c->is_pub) on_message(c);
-        c->msg_started = false;
-        c->plen = 0;
+        c->msg_started = c->msg_compressed = false;
+        c->plen = c->z_len = 0;
+        c->msg_len = 0;
     }
 }
 
@@ -377,8 +485,20 @@ static void parse(struct conn *c, const uint8_t *p, size_t n)
                 else if (l7 == 127) { len = 0; for (int k = 2; k < 10; k++) len = (len << 8) | c->hdr[k]; }
                 c->opcode = c->hdr[0] & 0x0f;
                 c->fin = (c->hdr[0] & 0x80) != 0;
+                bool rsv1 = (c->hdr[0] & 0x40) != 0;
+                if ((c->hdr[0] & 0x30) || (rsv1 && (!opt.deflate || c->opcode >= 8 || c->msg_started))) {
+                    conn_dead(c, "RSV bits the negotiation does not allow");
+                    return;
+                }
                 if (c->opcode >= 8) c->plen = 0;
-                else if (!c->msg_started) { c->msg_started = true; c->plen = 0; c->msg_opcode = c->opcode; }
+                else if (!c->msg_started) {
+                    c->msg_started = true;
+                    c->plen = 0;
+                    c->msg_len = 0;
+                    c->z_len = 0;
+                    c->msg_opcode = c->opcode;
+                    c->msg_compressed = rsv1;
+                }
                 c->left = len;
                 c->hlen = 0;
                 c->in_payload = true;
@@ -388,7 +508,18 @@ static void parse(struct conn *c, const uint8_t *p, size_t n)
         }
         size_t k = n - i;
         if (k > c->left) k = (size_t)c->left;
-        if (c->plen < sizeof c->prefix) {
+        if (c->opcode < 8) c->msg_len += k;
+        if (c->opcode < 8 && c->msg_compressed) {
+            if (c->z_len + k > c->z_cap) {
+                size_t cap = c->z_cap ? c->z_cap * 2 : 256;
+                while (cap < c->z_len + k) cap *= 2;
+                c->z = realloc(c->z, cap);
+                if (!c->z) die("out of memory");
+                c->z_cap = cap;
+            }
+            memcpy(c->z + c->z_len, p + i, k);
+            c->z_len += k;
+        } else if (c->plen < sizeof c->prefix) {
             size_t take = sizeof c->prefix - c->plen;
             if (take > k) take = k;
             memcpy(c->prefix + c->plen, p + i, take);
@@ -457,8 +588,10 @@ static void on_connected(struct conn *c)
     char req[512];
     int n = snprintf(req, sizeof req,
                      "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-                     c->is_pub ? "/pub" : "/sub", opt.host, opt.port);
+                     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n%s\r\n",
+                     c->is_pub ? "/pub" : "/sub", opt.host, opt.port,
+                     opt.deflate ? "Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; "
+                                   "client_no_context_takeover\r\n" : "");
     out_append(c, req, (size_t)n);
     c->state = CS_HANDSHAKE;
     c->want_out = true;   /* registered for EPOLLOUT while connecting */
@@ -491,6 +624,17 @@ static void on_readable(struct conn *c)
             snprintf(line, sizeof line, "%.*s", (int)strcspn(c->resp, "\r\n"), c->resp);
             conn_dead(c, line);
             return;
+        }
+        if (opt.deflate) {
+            /* both parameters must come back: without server_no_context_takeover
+             * every subscriber would need an inflate stream of its own */
+            char *ext = strcasestr(c->resp, "\r\nSec-WebSocket-Extensions:");
+            if (!ext || ext > end) { conn_dead(c, "the server declined permessage-deflate"); return; }
+            char *eol = strstr(ext + 2, "\r\n");
+            *eol = '\0';
+            bool ok = strcasestr(ext, "permessage-deflate") && strcasestr(ext, "server_no_context_takeover");
+            *eol = '\r';
+            if (!ok) { conn_dead(c, "the server kept its deflate context (server_no_context_takeover refused)"); return; }
         }
         size_t hdr_len = (size_t)(end + 4 - c->resp);
         size_t rest = c->resp_len - hdr_len;   /* bytes of frames after the response */
@@ -530,13 +674,15 @@ static int cmp_double(const void *a, const void *b)
 static void usage(void)
 {
     fprintf(stderr,
-            "usage: subload -n SUBS -d SECONDS [-s SIZE] [-w WINDOW] [--sources K]\n"
+            "usage: subload -n SUBS -d SECONDS [-s SIZE] [-w WINDOW] [--sources K] [--deflate]\n"
             "               [--cpu NAME=PID]... ws://127.0.0.1:PORT\n"
             "  -n SUBS        subscriber connections to /sub (default 10000)\n"
             "  -d SECONDS     measured time, after warm-up (1..600)\n"
             "  -s SIZE        message size in bytes, at least 11 (default 32)\n"
             "  -w WINDOW      messages not yet received by every subscriber (default 8)\n"
             "  --sources K    spread subscribers over 127.0.0.1..127.0.0.K (default SUBS/5000+1)\n"
+            "  --deflate      offer permessage-deflate (no context takeover either way)\n"
+            "  --drain SECS   after the window, wait this long for messages in flight (10)\n"
             "  --cpu NAME=PID report the CPU seconds of PID and its descendants in the window\n");
     exit(2);
 }
@@ -546,6 +692,8 @@ int main(int argc, char **argv)
     static const struct option lo[] = {
         { "sources", required_argument, NULL, 'S' },
         { "cpu", required_argument, NULL, 'C' },
+        { "deflate", no_argument, NULL, 'Z' },
+        { "drain", required_argument, NULL, 'D' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
@@ -557,6 +705,8 @@ int main(int argc, char **argv)
         case 's': opt.size = atoi(optarg); break;
         case 'w': opt.window = atoi(optarg); break;
         case 'S': opt.sources = atoi(optarg); break;
+        case 'Z': opt.deflate = true; break;
+        case 'D': opt.drain = atoi(optarg); break;
         case 'C': {
             char *eq = strchr(optarg, '=');
             if (!eq || opt.ncpu == MAX_CPU) usage();
@@ -568,7 +718,7 @@ int main(int argc, char **argv)
         }
     }
     if (optind != argc - 1 || opt.subs < 1 || opt.secs < 1 || opt.secs > 600 || opt.size < SEQ_DIGITS + 1 ||
-        opt.window < 1 || opt.sources > 254)
+        opt.window < 1 || opt.sources > 254 || opt.drain < 1 || opt.drain > 600)
         usage();
     if (sscanf(argv[optind], "ws://%63[^:/]:%d", opt.host, &opt.port) != 2) usage();
     memset(&dst, 0, sizeof dst);
@@ -586,8 +736,9 @@ int main(int argc, char **argv)
         if (rl.rlim_cur < want) die("need %lu open files, the hard limit is %lu", (unsigned long)want,
                                     (unsigned long)rl.rlim_max);
     }
+    if (opt.deflate && inflateInit2(&inflater, -15) != Z_OK) die("inflateInit2 failed");
     signal(SIGALRM, on_alarm);
-    alarm((unsigned)opt.secs + 120);
+    alarm((unsigned)(opt.secs + opt.drain) + 120);
     srandom((unsigned)getpid());
 
     epfd = epoll_create1(EPOLL_CLOEXEC);
@@ -597,7 +748,7 @@ int main(int argc, char **argv)
     ring_sent = calloc(ring_size, sizeof *ring_sent);
     msgbuf = malloc((size_t)opt.size);
     if (!conns || !ring_count || !ring_sent || !msgbuf) die("out of memory");
-    memset(msgbuf, 'x', (size_t)opt.size);
+    fill_text(msgbuf, (size_t)opt.size);
     pubc = &conns[opt.subs];
 
     /* connect the subscribers, MAX_CONNECTING at a time */
@@ -615,15 +766,23 @@ int main(int argc, char **argv)
     while (pubc->state != CS_OPEN) loop_once(100);
     fprintf(stderr, "subload: %d subscribers open in %.2f s\n", n_open, now_s() - t0);
 
-    /* warm-up: until every subscriber has seen a "W" message */
-    double tw = now_s(), last = 0;
-    int tries = 0;
+    /* warm-up: until every subscriber has seen a "W" message. It is SIZE
+     * bytes, so a server that keeps per-socket compression state (node ws)
+     * has built it before the window; it is sent again every 500 ms while
+     * no new subscriber has seen one (through Redis, a subscription may miss
+     * the first), and the run gives up after 20 s without progress. */
+    double tw = now_s(), last = 0, t_progress = now_s();
+    int tries = 0, seen_warm = 0;
     while (n_warm < opt.subs) {
-        if (now_s() - last > 0.5) {
-            if (++tries > 40) die("warm-up: only %d of %d subscribers got a message in 20 s", n_warm, opt.subs);
-            char w[SEQ_DIGITS + 2];
-            snprintf(w, sizeof w, "W%0*d", SEQ_DIGITS - 1, tries);
-            send_frame(pubc, 0x1, w, strlen(w));
+        if (n_warm != seen_warm) { seen_warm = n_warm; t_progress = now_s(); }
+        if (now_s() - t_progress > 20)
+            die("warm-up: only %d of %d subscribers got a message, none more in 20 s", n_warm, opt.subs);
+        if (now_s() - last > 0.5 && now_s() - t_progress > 0.5) {
+            tries++;
+            char head[SEQ_DIGITS + 2];
+            snprintf(head, sizeof head, "W%0*d", SEQ_DIGITS - 1, tries);
+            memcpy(msgbuf, head, SEQ_DIGITS);
+            send_frame(pubc, 0x1, msgbuf, (size_t)opt.size);
             flush(pubc);
             last = now_s();
         }
@@ -636,12 +795,14 @@ int main(int argc, char **argv)
     for (int i = 0; i < opt.ncpu; i++) cpu0[i] = tree_cpu(opt.cpu[i].pid);
     double self0 = self_cpu(), busy0 = machine_busy();
     measuring = publishing = true;
+    compressed = 0;     /* the warm-up's do not count */
     t_start = now_s();
     pump();
     while ((t_end = now_s()) < t_start + opt.secs) loop_once(10);
     publishing = false;
     measuring = false;
     deliveries_at_end = deliveries;
+    compressed_at_end = compressed;
     uint32_t completed_at_end = completed, published_at_end = published;
     double cpu1[MAX_CPU];
     for (int i = 0; i < opt.ncpu; i++) cpu1[i] = tree_cpu(opt.cpu[i].pid);
@@ -650,10 +811,11 @@ int main(int argc, char **argv)
 
     /* drain what is in flight (bounded) */
     double td = now_s();
-    while (completed < published && now_s() - td < 10) loop_once(10);
+    while (completed < published && now_s() - td < opt.drain) loop_once(10);
     uint64_t lost = (uint64_t)(published - completed) * (uint64_t)(opt.subs - n_dead);
     if (completed < published)
-        fprintf(stderr, "subload: %u messages not received by every subscriber after 10 s\n", published - completed);
+        fprintf(stderr, "subload: %u messages not received by every subscriber after %d s\n", published - completed,
+                opt.drain);
 
     qsort(lat, nlat, sizeof *lat, cmp_double);
     double p50 = nlat ? lat[nlat / 2] : 0, p99 = nlat ? lat[(size_t)((double)nlat * 0.99)] : 0;
@@ -666,6 +828,7 @@ int main(int argc, char **argv)
            opt.subs, opt.size, opt.window, secs, published_at_end, completed_at_end,
            (unsigned long)deliveries_at_end, (double)deliveries_at_end / secs, (double)completed_at_end / secs, p50,
            p99, (unsigned long)errors, (unsigned long)lost);
+    printf(" deflate=%d compressed=%lu", opt.deflate, (unsigned long)compressed_at_end);
     for (int i = 0; i < opt.ncpu; i++) printf(" cpu_%s_s=%.2f", opt.cpu[i].name, cpu1[i] - cpu0[i]);
     double others = (busy1 - busy0) - (self1 - self0);
     for (int i = 0; i < opt.ncpu; i++) others -= cpu1[i] - cpu0[i];
