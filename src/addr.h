@@ -87,9 +87,4 @@ static inline uint32_t addr_hash(const net_addr *a)
     return h;
 }
 
-static inline bool addr_equal(const net_addr *a, const net_addr *b)
-{
-    return a->family == b->family && a->port == b->port && memcmp(a->ip, b->ip, sizeof a->ip) == 0;
-}
-
 #endif
