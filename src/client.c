@@ -36,11 +36,14 @@ static void client_destroy(struct client *cl)
     free(cl);
 }
 
+/* The handshake in progress (NULL once open, or given up). */
+static struct client *client_of(const conn *c) { return c->http ? c->http->client : NULL; }
+
 void client_free(conn *c)
 {
-    struct client *cl = c->client;
+    struct client *cl = client_of(c);
     if (!cl) return;
-    c->client = NULL;
+    c->http->client = NULL;
     if (cl->resolving) {
         /* The resolver still holds cl: its callback frees it. */
         cl->gai.data = NULL;
@@ -58,8 +61,11 @@ bool client_is_connecting(const conn *c)
 void client_failed(conn *c, const char *why)
 {
     if (conn_is_dead(c)) return;
-    log_warn("conn %llu: cannot open %s://%s: %s", (unsigned long long)c->id,
-             c->client && c->client->tls ? "wss" : "ws", c->peer, why);
+    struct client *cl = client_of(c);
+    char peer[ADDR_TEXT_MAX];
+    if (cl) log_warn("conn %llu: cannot open %s://%s:%d: %s", (unsigned long long)c->id, cl->tls ? "wss" : "ws",
+                     cl->host, cl->port, why);
+    else log_warn("conn %llu: cannot open ws://%s: %s", (unsigned long long)c->id, conn_peer_text(c, peer), why);
     wss_record_close(&c->ws, WS_CLOSE_ABNORMAL, why, strlen(why));
     conn_close_now(c);
     if (!c->host_closed) c->srv->host->error(c->srv->host_ud, c, why);
@@ -79,7 +85,7 @@ static size_t client_feed(conn *c, uint8_t *buf, size_t len)
 {
     if (c->state != CONN_CLIENT_HANDSHAKE) return len;   /* nothing is due before our request */
     size_t n;
-    enum http_read_status st = http_reader_feed(c->http, (char *)buf, len, &n);
+    enum http_read_status st = http_reader_feed(&c->http->reader, (char *)buf, len, &n);
     if (st == HTTP_FAILED) {
         client_failed(c, "the server's answer is not valid HTTP");
         return len;
@@ -101,9 +107,10 @@ static const conn_phase client_phase = {
 /* The connection is up: TLS, then the upgrade request. */
 static void connected(conn *c)
 {
-    struct client *cl = c->client;
+    struct client *cl = client_of(c);
     c->state = CONN_CLIENT_HANDSHAKE;
-    c->deadline = server_now(c->srv) + c->srv->cfg->handshake_timeout_ms;
+    c->http->deadline = server_now(c->srv) + c->srv->cfg->handshake_timeout_ms;
+    conn_read_peer(c);        /* the address we reached (a socket pair has none) */
     if (cl->tls) {
         char err[256];
         tls_server *ctx = tls_client_ctx_new(cl->ca, cl->verify, err, sizeof err);
@@ -137,9 +144,9 @@ static void on_connect(uv_connect_t *req, int status)
 
 void client_start_fd(conn *c, int fd)
 {
-    struct client *cl = c->client;
-    log_debug("conn %llu connecting to %s://%s over a socket pair", (unsigned long long)c->id,
-              cl->tls ? "wss" : "ws", c->peer);
+    struct client *cl = client_of(c);
+    log_debug("conn %llu connecting to %s://%s:%d over a socket pair", (unsigned long long)c->id,
+              cl->tls ? "wss" : "ws", cl->host, cl->port);
     int r = uv_tcp_open(&c->tcp, fd);
     if (r < 0) {
         close(fd);
@@ -151,7 +158,7 @@ void client_start_fd(conn *c, int fd)
 
 void client_send_request(conn *c)
 {
-    struct client *cl = c->client;
+    struct client *cl = client_of(c);
     if (!cl || cl->request_sent) return;
     cl->request_sent = true;
     conn_write(c, (const uint8_t *)cl->request, cl->request_len, NULL, 0, NULL, NULL);
@@ -165,7 +172,7 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
         client_destroy((struct client *)req);   /* gai is its first member */
         return;
     }
-    struct client *cl = c->client;
+    struct client *cl = client_of(c);
     cl->resolving = false;
     if (conn_is_dead(c)) {
         /* Closed while resolving (given up, timed out): connect no more. */
@@ -191,11 +198,12 @@ conn *client_connect(server *s, const client_request *req, uint64_t id)
     conn *c = conn_new(s, NULL, id, &client_phase);
     struct client *cl = calloc(1, sizeof *cl);
     if (!cl) abort();
-    c->client = cl;
+    conn_http *h = conn_new_http(c);
+    h->client = cl;
     c->is_client = true;
     c->host_knows = true;     /* the host made it: it hears its close */
     c->state = CONN_CONNECTING;
-    c->deadline = server_now(s) + s->cfg->handshake_timeout_ms;
+    h->deadline = server_now(s) + s->cfg->handshake_timeout_ms;
     cl->host = xstrdup(req->host);
     cl->port = req->port;
     cl->request = malloc(req->request_len);
@@ -208,22 +216,20 @@ conn *client_connect(server *s, const client_request *req, uint64_t id)
     cl->verify = req->verify;
     cl->ca = req->ca ? xstrdup(req->ca) : NULL;
     http_ws_accept_key(req->key, cl->accept);
-    snprintf(c->peer, sizeof c->peer, "%s:%d", req->host, req->port);
-    c->http = malloc(sizeof *c->http);
-    if (!c->http) abort();
-    http_reader_init_response(c->http, s->cfg->max_header, s->cfg->max_body);
+    http_reader_init_response(&h->reader, s->cfg->max_header, s->cfg->max_body);
     return c;
 }
 
 void client_start(conn *c)
 {
-    struct client *cl = c->client;
+    struct client *cl = client_of(c);
     char port[8];
     snprintf(port, sizeof port, "%d", cl->port);
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
     cl->gai.data = c;
     cl->resolving = true;
-    log_info("conn %llu connecting to %s://%s", (unsigned long long)c->id, cl->tls ? "wss" : "ws", c->peer);
+    log_info("conn %llu connecting to %s://%s:%d", (unsigned long long)c->id, cl->tls ? "wss" : "ws", cl->host,
+             cl->port);
     int r = uv_getaddrinfo(c->srv->loop, &cl->gai, on_resolved, cl->host, port, &hints);
     if (r < 0) {
         cl->resolving = false;
@@ -234,8 +240,8 @@ void client_start(conn *c)
 /* The whole response head arrived: is it the 101 we asked for? */
 void client_on_response(conn *c)
 {
-    struct client *cl = c->client;
-    http_request *res = &c->http->req;
+    struct client *cl = client_of(c);
+    http_request *res = &c->http->reader.req;
     char why[160];
     bool deflate;
     pmd_params params;
@@ -254,9 +260,7 @@ void client_on_response(conn *c)
         c->protocol = xstrdup(proto);
     }
     client_free(c);
-    http_reader_free(c->http);
-    free(c->http);
-    c->http = NULL;
+    conn_drop_http(c);
     ws_start(c, deflate ? &params : NULL);
     c->srv->host->open(c->srv->host_ud, c);
 }

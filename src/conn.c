@@ -38,25 +38,29 @@ static void start_reading(conn *c)
         uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
 }
 
-void conn_set_peer(conn *c, const struct sockaddr_storage *ss)
-{
-    char ip[INET6_ADDRSTRLEN] = "?";
-    int port = 0;
-    if (ss && ss->ss_family == AF_INET6) {
-        uv_ip6_name((const struct sockaddr_in6 *)ss, ip, sizeof ip);
-        port = ntohs(((const struct sockaddr_in6 *)ss)->sin6_port);
-    } else if (ss && ss->ss_family == AF_INET) {
-        uv_ip4_name((const struct sockaddr_in *)ss, ip, sizeof ip);
-        port = ntohs(((const struct sockaddr_in *)ss)->sin_port);
-    }
-    snprintf(c->peer, sizeof c->peer, "%s:%d", ip, port);
-}
-
 void conn_read_peer(conn *c)
 {
     struct sockaddr_storage ss;
     int len = sizeof ss;
-    conn_set_peer(c, uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0 ? &ss : NULL);
+    c->peer = addr_from_sockaddr(uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0 ? &ss : NULL);
+}
+
+conn_http *conn_new_http(conn *c)
+{
+    assert(!c->http);
+    c->http = xcalloc(sizeof *c->http);
+    return c->http;
+}
+
+void conn_drop_http(conn *c)
+{
+    conn_http *h = c->http;
+    if (!h) return;
+    assert(!h->static_read && !h->client);
+    http_reader_free(&h->reader);
+    free(h->proxy);
+    free(h);
+    c->http = NULL;
 }
 
 conn *conn_new(server *s, listener *l, uint64_t id, const conn_phase *phase)
@@ -83,25 +87,25 @@ void conn_start_reading(conn *c) { start_reading(c); }
 static void keep_pending(conn *c, const uint8_t *buf, size_t len)
 {
     if (len == 0) return;
-    if (c->pending && buf >= c->pending && buf < c->pending + c->pending_len) {
-        c->pending_off = (size_t)(buf - c->pending);
+    conn_pending *p = c->pending;
+    if (p && buf >= p->data && buf < p->data + p->len) {
+        p->off = (size_t)(buf - p->data);
         return;
     }
-    uint8_t *p = xmalloc(c->pending_len - c->pending_off + len);
-    size_t old = c->pending_len - c->pending_off;
-    if (old) memcpy(p, c->pending + c->pending_off, old);
-    memcpy(p + old, buf, len);
-    free(c->pending);
-    c->pending = p;
-    c->pending_len = old + len;
-    c->pending_off = 0;
+    size_t old = p ? p->len - p->off : 0;
+    conn_pending *q = xmalloc(sizeof *q + old + len);
+    if (old) memcpy(q->data, p->data + p->off, old);
+    memcpy(q->data + old, buf, len);
+    q->len = old + len;
+    q->off = 0;
+    free(p);
+    c->pending = q;
 }
 
 static void drop_pending(conn *c)
 {
     free(c->pending);
     c->pending = NULL;
-    c->pending_len = c->pending_off = 0;
 }
 
 static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
@@ -146,10 +150,11 @@ void conn_release(conn *c, uint8_t who)
     c->ws.paused = false;
     if (conn_is_dead(c)) return;
     if (c->pending) {
-        size_t n = c->pending_len - c->pending_off;
-        size_t used = feed(c, c->pending + c->pending_off, n);
+        conn_pending *p = c->pending;
+        size_t n = p->len - p->off;
+        size_t used = feed(c, p->data + p->off, n);
         if (used == n || conn_is_finished(c)) drop_pending(c);
-        else c->pending_off += used;
+        else if (c->pending) c->pending->off += used;
     }
     if (c->io->resume && !c->paused) c->io->resume(c);
     if (!c->paused) start_reading(c);
@@ -681,19 +686,16 @@ static void on_closed(uv_handle_t *h)
     if (c->next) c->next->prev = c->prev;
     server_count_conn(s, -1);
     if (c->ip_slot) server_ip_add(s, c->ip_slot - 1, -1);
-    if (c->http) {
-        http_reader_free(c->http);
-        free(c->http);
-    }
+    /* The phase first: it lets go of what it shares with others (a --static
+     * read in flight, an outbound handshake's resolver), then its state goes. */
+    if (c->phase->release) c->phase->release(c);
+    conn_drop_http(c);
     free(c->pending);
     assert(!c->out);
     free(c->pong);
     free(c->rate);
-    free(c->proxy);
-    free(c->forwarder);
     wss_free(&c->ws);
     free(c->protocol);
-    if (c->phase->release) c->phase->release(c);
     if (c->io->release) c->io->release(c);
     log_debug("conn %llu freed", (unsigned long long)c->id);
     free(c);

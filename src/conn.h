@@ -1,5 +1,5 @@
-/* conn.h — a connection: its transport (conn.c: reading, the write queue
- * and cork, the lingering close, freeing), the layer under it (conn_io:
+/* conn.h — a connection: its transport (conn.c: reading, the batch and
+ * the write queue, the lingering close, freeing), the layer under it (conn_io:
  * plain TCP or conn_tls.c), the layer above it (conn_phase: http_conn.c,
  * client.c, ws.c), and the HTTP phase (http_conn.c).
  *
@@ -18,6 +18,7 @@
 #include "http.h"
 #include "tls.h"
 #include "host.h"
+#include "addr.h"
 #include "ws_session.h"
 
 typedef struct listener listener;
@@ -72,46 +73,78 @@ typedef struct conn_io {
     bool raw;
 } conn_io;
 
+/* What only the HTTP phase (or an outbound handshake, luaws.connect)
+ * needs: one allocation, made when that phase starts (http_conn.c begin,
+ * client.c client_connect) and freed by conn_drop_http once the connection
+ * speaks WebSocket or is done with HTTP, so that an idle WebSocket carries
+ * none of it. */
+typedef struct conn_http {
+    http_reader reader;       /* the request (or, outbound, the 101) being read */
+    uint64_t deadline;        /* it must be complete by then (loop ms) */
+    struct proxy_wait *proxy; /* a PROXY header being read (only until it is) */
+    struct client *client;    /* luaws.connect: the handshake in progress */
+    struct static_read *static_read; /* --static: a file being read for it (input paused) */
+    net_addr forwarder;       /* --trust-proxy: the peer that forwarded peer's requests (family 0: none) */
+} conn_http;
+
+/* Input that could not be consumed yet (an event is suspended). */
+typedef struct conn_pending {
+    size_t len, off;          /* bytes in data; the first off of them are used */
+    uint8_t data[];
+} conn_pending;
+
+/* What an idle ws:// connection owns (x86-64, glibc: malloc adds an
+ * 8-byte header and rounds up to 16; libuv's handle size is Debian's):
+ *   conn                          568 B, 576 from malloc, of which:
+ *     uv_tcp_t (libuv's handle)   248
+ *     ws_session                  128 (its frame parser 48)
+ *     the rest                    192: links, ids, peer (net_addr, 20),
+ *                                 flags (2), the write queue's fields (the
+ *                                 batch: a pointer, NULL while nothing waits)
+ *   Lua: its socket (lsocket)      64 B in a userdata with 2 user values:
+ *                                 136 B, 144 from malloc (lua_socket.c),
+ *                                 plus what Lua keeps for it (socket.data,
+ *                                 the request table, its registry slot).
+ * Nothing else while idle: the HTTP phase's state (conn_http: 248 B, and
+ * the request's strings) is freed at the upgrade; a control frame's
+ * payload is used where it lies (a buffer of its size only while one split
+ * over reads is assembled); a message buffer exists while a message is
+ * assembled (kept up to 16 KiB, ws_session.c); the close reason and the
+ * close timer only once closing; the rate bucket only with --rate; the
+ * input kept while an event is suspended only then. The _Static_asserts
+ * below keep the figures true. */
 struct conn {
     uv_tcp_t tcp;
     server *srv;
     const conn_phase *phase;
     const conn_io *io;
     listener *lst;            /* the listener it came from; NULL for luaws.connect */
-    struct client *client;    /* luaws.connect: the handshake in progress */
+    conn_http *http;          /* HTTP phase, outbound handshake: see conn_http; NULL after */
     char *protocol;           /* the subprotocol in use, or NULL */
     tls_conn *tls;            /* NULL on ws:// */
     conn *prev, *next;
     uint64_t id;
     void *user;               /* the host's object for this connection */
-    enum conn_state state;
-    /* Flags, packed. */
-    bool is_client;           /* we opened it: frames we send are masked */
-    bool tls_logged;
-    bool host_knows;          /* the host has an object for it: it gets close once */
-    bool host_closed;         /* ... and has been told */
-    bool ping_sent;           /* an automatic ping is out since last_seen */
-    bool paused;              /* input stopped: some hold below is on */
-    uint8_t holds;            /* CONN_HOLD_*: who stopped the input */
-    bool close_after_write;   /* HTTP: a plain response with Connection: close */
-    bool corked;              /* a batch of its input is processed: its own replies wait for its end */
-    bool output_paused;       /* HTTP: reading stopped until the answers queued drain */
-    struct static_read *static_read; /* --static: a file being read for it (input paused) */
-    bool instrument;          /* luaws test: a spec's own end (its client, a fake remote): no automatic pings */
-    char peer[64];
+    /* WebSocket: when the peer last sent anything (or took what we sent);
+     * while ping_sent, when the automatic ping went out. */
+    uint64_t last_seen;
+    conn_pending *pending;    /* input that could not be consumed yet (an event is suspended) */
+    net_addr peer;            /* its address (a PROXY header's, a forwarded client's); outbound: once connected */
     uint32_t ip_slot;         /* --max-conns-per-ip: its address's bucket + 1; 0: not counted */
-    struct proxy_wait *proxy; /* a PROXY header being read (only until it is) */
-    char *forwarder;          /* --trust-proxy: the peer that forwarded peer's requests (NULL: none) */
-    uint64_t deadline;        /* HTTP: the request must be complete by then (loop ms) */
-    uint64_t last_seen;       /* WebSocket: when the peer last sent anything */
-    uint64_t ping_at;         /* ... and when the automatic ping went out */
-
-    /* Input that could not be consumed yet (an event is suspended). */
-    uint8_t *pending;
-    size_t pending_len, pending_off;
-
-    /* HTTP phase. */
-    http_reader *http;
+    /* Flags, packed. */
+    enum conn_state state : 3;
+    bool is_client : 1;       /* we opened it: frames we send are masked */
+    bool tls_logged : 1;
+    bool host_knows : 1;      /* the host has an object for it: it gets close once */
+    bool host_closed : 1;     /* ... and has been told */
+    bool ping_sent : 1;       /* an automatic ping is out since last_seen */
+    bool paused : 1;          /* input stopped: some hold below is on */
+    uint8_t holds : 2;        /* CONN_HOLD_*: who stopped the input */
+    bool close_after_write : 1; /* HTTP: a plain response with Connection: close */
+    bool output_paused : 1;   /* HTTP: reading stopped until the answers queued drain */
+    bool instrument : 1;      /* luaws test: a spec's own end (its client, a fake remote): no automatic pings */
+    bool corked : 1;          /* a batch of its input is processed: its own replies wait for its end */
+    uint32_t ntopics;         /* in topics, below */
 
     /* WebSocket phase: the protocol, pure (ws_session.h). */
     ws_session ws;
@@ -129,10 +162,13 @@ struct conn {
     struct rate_bucket *rate;
     struct wtimer *rate_timer;
 
-    /* Topics this socket is subscribed to (lua_topic.c). */
+    /* Topics this socket is subscribed to (lua_topic.c), ntopics of them. */
     struct topic **topics;
-    size_t ntopics;
 };
+#if defined(__x86_64__) && defined(__linux__)
+_Static_assert(sizeof(conn) - sizeof(uv_tcp_t) == 320, "struct conn changed size: update the figures above and README's Performance section");
+_Static_assert(sizeof(conn) == 568, "libuv's uv_tcp_t is no longer 248 bytes: update the figures above and README's Performance section");
+#endif
 
 /* A frame built once and written to many sockets (luaws.publish). */
 typedef struct shared_frame {
@@ -150,14 +186,22 @@ int conn_write_shared(conn *c, shared_frame *f);
 void conn_accept(listener *l);
 /* The same for a connected socket we were handed (luaws test: one end of a
  * socket pair); takes fd. NULL if it cannot be used. */
-conn *conn_adopt(listener *l, int fd, const char *peer);
+conn *conn_adopt(listener *l, int fd, const net_addr *peer);
 /* A connection struct on the server's list, its TCP handle initialised. */
 conn *conn_new(server *s, listener *l, uint64_t id, const conn_phase *phase);
 void conn_start_reading(conn *c);
-/* Fills c->peer ("ip:port") from the socket; or from an address (a PROXY
- * header's, a forwarding header's; NULL or not IP: "?:0"). */
+/* Fills c->peer from the socket (not IP, or unknown: family 0). */
 void conn_read_peer(conn *c);
-void conn_set_peer(conn *c, const struct sockaddr_storage *ss);
+/* The peer as "ADDR:PORT" for a log line (in buf; returns it). */
+static inline const char *conn_peer_text(const conn *c, char buf[ADDR_TEXT_MAX])
+{
+    return addr_text(&c->peer, buf);
+}
+/* The HTTP phase's state, made empty (reader not started) for the phase
+ * to fill; and freed once nothing refers to it any more (no --static
+ * read, no outbound handshake). */
+conn_http *conn_new_http(conn *c);
+void conn_drop_http(conn *c);
 /* Stops and restarts reading. Two holders may stop it independently: the
  * script (an event is suspended, a --static read, an HTTP backlog) and the
  * rate limit; input flows again only once both let go. */

@@ -32,12 +32,15 @@ static void tls_failed(conn *c, int r)
         static const char resp[] = "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\n"
                                    "Content-Length: 46\r\nConnection: close\r\n\r\n"
                                    "This port speaks TLS: use https:// or wss://.\n";
-        log_warn("conn %llu from %s: plain HTTP on the TLS port", (unsigned long long)c->id, c->peer);
+        char peer[ADDR_TEXT_MAX];
+        log_warn("conn %llu from %s: plain HTTP on the TLS port", (unsigned long long)c->id, conn_peer_text(c, peer));
         conn_raw_write(c, (const uint8_t *)resp, sizeof resp - 1, NULL, NULL);
     } else if (r == TLS_CLOSED) {
         log_debug("conn %llu: TLS close_notify from the peer", (unsigned long long)c->id);
     } else {
-        log_warn("conn %llu from %s: TLS error: %s", (unsigned long long)c->id, c->peer, tls_error(c->tls));
+        char peer[ADDR_TEXT_MAX];
+        log_warn("conn %llu from %s: TLS error: %s", (unsigned long long)c->id, conn_peer_text(c, peer),
+                 tls_error(c->tls));
         tls_flush(c, NULL, NULL);   /* the alert, if any */
     }
     c->phase->lost(c, *tls_error(c->tls) ? tls_error(c->tls) : "TLS closed by the peer");

@@ -36,11 +36,12 @@ enum ws_close_code {
 
 enum ws_role { WS_ROLE_SERVER, WS_ROLE_CLIENT };
 
+/* 16 bytes: every WebSocket connection holds one (in its parser). */
 typedef struct frame_head {
-    bool fin, rsv1, rsv2, rsv3, masked;
-    uint8_t opcode;
     uint64_t length;
     uint8_t mask[4];
+    uint8_t opcode;
+    bool fin : 1, rsv1 : 1, rsv2 : 1, rsv3 : 1, masked : 1;
 } frame_head;
 
 enum frame_event_type {

@@ -31,7 +31,8 @@ static void respond_refusal(conn *c, int status, const char *why)
 
 static size_t http_feed(conn *c, uint8_t *buf, size_t len)
 {
-    if (c->static_read) return 0;   /* the answer before is still being read */
+    conn_http *h = c->http;
+    if (h->static_read) return 0;   /* the answer before is still being read */
     /* A client that sends requests faster than it reads the answers: past
      * --high-water bytes of answers waiting, read no more requests until
      * the queue drains (conn.c resumes us), as nginx does. */
@@ -47,10 +48,12 @@ static size_t http_feed(conn *c, uint8_t *buf, size_t len)
         }
     }
     size_t n;
-    enum http_read_status st = http_reader_feed(c->http, (char *)buf, len, &n);
+    enum http_read_status st = http_reader_feed(&h->reader, (char *)buf, len, &n);
     if (st == HTTP_FAILED) {
-        int status = c->http->error_status;
-        log_warn("conn %llu: bad HTTP request from %s, answering %d", (unsigned long long)c->id, c->peer, status);
+        int status = h->reader.error_status;
+        char peer[ADDR_TEXT_MAX];
+        log_warn("conn %llu: bad HTTP request from %s, answering %d", (unsigned long long)c->id,
+                 conn_peer_text(c, peer), status);
         conn_respond(c, status, NULL, 0, http_reason(status), strlen(http_reason(status)), false);
         return len;
     }
@@ -86,7 +89,7 @@ void conn_accept(listener *l)
     begin(c);
 }
 
-conn *conn_adopt(listener *l, int fd, const char *peer)
+conn *conn_adopt(listener *l, int fd, const net_addr *peer)
 {
     server *s = l->srv;
     conn *c = conn_new(s, l, server_take_id(s), &http_phase);
@@ -97,7 +100,7 @@ conn *conn_adopt(listener *l, int fd, const char *peer)
         conn_close_now(c);
         return NULL;
     }
-    snprintf(c->peer, sizeof c->peer, "%s", peer);
+    c->peer = *peer;
     begin(c);
     return c;
 }
@@ -125,12 +128,13 @@ static bool admit_address(conn *c)
 {
     server *s = c->srv;
     if (!s->ip_counts) return true;
-    uint32_t b = ip_bucket(c->peer);
+    uint32_t b = ip_bucket(&c->peer);
     uint32_t n = server_ip_count(s, b);
     if (n >= s->cfg->max_conns_per_ip) {
         s->metrics->ip_refused++;
+        char peer[ADDR_TEXT_MAX];
         log_warn("conn %llu from %s refused: %u connections from this address (--max-conns-per-ip)",
-                 (unsigned long long)c->id, c->peer, n);
+                 (unsigned long long)c->id, conn_peer_text(c, peer), n);
         refuse_busy(c);
         return false;
     }
@@ -153,31 +157,33 @@ static void start_http(conn *c);
  * follows the header to the layer below HTTP (TLS, or plain). */
 static size_t proxy_feed(conn *c, uint8_t *buf, size_t len)
 {
-    struct proxy_wait *w = c->proxy;
+    struct proxy_wait *w = c->http->proxy;
     size_t take = len < sizeof w->buf - w->len ? len : sizeof w->buf - w->len;
     memcpy(w->buf + w->len, buf, take);
     w->len += take;
     proxy_result r;
     enum proxy_status st = proxy_parse(w->buf, w->len, c->lst->proxy, &r);
     if (st == PROXY_NEED_MORE && take == len) return len;
+    char was[ADDR_TEXT_MAX];
     if (st != PROXY_DONE) {
-        log_warn("conn %llu from %s: no valid PROXY header (%s), closing", (unsigned long long)c->id, c->peer,
-                 st == PROXY_ERROR ? r.error : "too long");
+        log_warn("conn %llu from %s: no valid PROXY header (%s), closing", (unsigned long long)c->id,
+                 conn_peer_text(c, was), st == PROXY_ERROR ? r.error : "too long");
         conn_close_now(c);
         return len;
     }
-    char was[sizeof c->peer];
-    memcpy(was, c->peer, sizeof was);
-    if (!r.local) conn_set_peer(c, &r.src);
-    log_debug("conn %llu: PROXY v%d from %s: client %s", (unsigned long long)c->id, r.version, was, c->peer);
+    conn_peer_text(c, was);
+    if (!r.local) c->peer = addr_from_sockaddr(&r.src);
+    char now[ADDR_TEXT_MAX];
+    log_debug("conn %llu: PROXY v%d from %s: client %s", (unsigned long long)c->id, r.version, was,
+              conn_peer_text(c, now));
     /* What came after the header: the rest of our buffer, then the rest of
      * this read (if the buffer filled). */
     size_t n = w->len - r.consumed + (len - take);
     uint8_t *rest = xmalloc(n);
     memcpy(rest, w->buf + r.consumed, w->len - r.consumed);
     memcpy(rest + (w->len - r.consumed), buf + take, len - take);
-    free(c->proxy);
-    c->proxy = NULL;
+    free(w);
+    c->http->proxy = NULL;
     if (admit_address(c)) {
         start_http(c);
         if (n && c->state == CONN_HTTP) c->io->input(c, rest, n);
@@ -202,34 +208,31 @@ static bool apply_forwarded(conn *c, const http_request *req)
 {
     const struct cidr_list *trusted = c->srv->cfg->trusted_proxies;
     if (!trusted) return true;
+    conn_http *h = c->http;
     /* Judged by the transport's peer, also on a keep-alive connection whose
      * earlier request already named a client. */
-    const char *from = c->forwarder ? c->forwarder : c->peer;
-    struct sockaddr_storage peer = {0};
-    char addr[sizeof c->peer];
-    snprintf(addr, sizeof addr, "%s", from);
-    char *colon = strrchr(addr, ':');
-    if (colon) *colon = '\0';
-    if (inet_pton(AF_INET, addr, &((struct sockaddr_in *)&peer)->sin_addr) == 1) peer.ss_family = AF_INET;
-    else if (inet_pton(AF_INET6, addr, &((struct sockaddr_in6 *)&peer)->sin6_addr) == 1) peer.ss_family = AF_INET6;
-    else return true;
+    const net_addr *from = h->forwarder.family ? &h->forwarder : &c->peer;
+    struct sockaddr_storage peer;
+    if (!addr_to_sockaddr(from, &peer)) return true;
     const char *fwd = http_header_get(req, "forwarded");
     const char *xff = http_header_get(req, "x-forwarded-for");
     struct sockaddr_storage client;
     enum forwarded_status st = fwd ? forwarded_client(trusted, &peer, FORWARDED_RFC7239, fwd, strlen(fwd), &client)
                                    : forwarded_client(trusted, &peer, FORWARDED_XFF, xff, xff ? strlen(xff) : 0, &client);
+    char a[ADDR_TEXT_MAX], b[ADDR_TEXT_MAX];
     if (st != FORWARDED_CLIENT) {
         if (st != FORWARDED_PEER && st != FORWARDED_ABSENT)
             log_debug("conn %llu: %s from trusted %s gives no client address (%s); keeping the peer's",
-                      (unsigned long long)c->id, fwd ? "Forwarded" : "X-Forwarded-For", c->peer,
+                      (unsigned long long)c->id, fwd ? "Forwarded" : "X-Forwarded-For", conn_peer_text(c, a),
                       forwarded_status_name(st));
         /* This request names nobody: it is the forwarder's own. */
-        if (c->forwarder) snprintf(c->peer, sizeof c->peer, "%s", c->forwarder);
+        if (h->forwarder.family) c->peer = h->forwarder;
         return true;
     }
-    if (!c->forwarder) c->forwarder = xstrdup(c->peer);
-    conn_set_peer(c, &client);
-    log_debug("conn %llu: client %s, forwarded by %s", (unsigned long long)c->id, c->peer, c->forwarder);
+    if (!h->forwarder.family) h->forwarder = c->peer;
+    c->peer = addr_from_sockaddr(&client);
+    log_debug("conn %llu: client %s, forwarded by %s", (unsigned long long)c->id, conn_peer_text(c, a),
+              addr_text(&h->forwarder, b));
     if (c->ip_slot) {
         /* Counted under the proxy's address so far: count the client instead. */
         server_ip_add(c->srv, c->ip_slot - 1, -1);
@@ -243,27 +246,30 @@ static void begin(conn *c)
 {
     server *s = c->srv;
     listener *l = c->lst;
-    c->deadline = server_now(s) + s->cfg->handshake_timeout_ms;
+    char peer[ADDR_TEXT_MAX];
     size_t open = server_connections(s);
     if (open > s->cfg->max_connections) {
         log_warn("conn %llu from %s refused: %zu connections open (--max-connections)",
-                 (unsigned long long)c->id, c->peer, open - 1);
+                 (unsigned long long)c->id, conn_peer_text(c, peer), open - 1);
         refuse_busy(c);
         return;
     }
+    conn_http *h = conn_new_http(c);
+    h->deadline = server_now(s) + s->cfg->handshake_timeout_ms;
     if (l->proxy) {
         /* The balancer's header first: the client's address, then the
          * limits that depend on it, then TLS and HTTP. */
-        c->proxy = xmalloc(sizeof *c->proxy);
-        c->proxy->len = 0;
+        h->proxy = xmalloc(sizeof *h->proxy);
+        h->proxy->len = 0;
         c->phase = &proxy_phase;
-        log_debug("conn %llu connected from %s (PROXY header expected)", (unsigned long long)c->id, c->peer);
+        log_debug("conn %llu connected from %s (PROXY header expected)", (unsigned long long)c->id,
+                  conn_peer_text(c, peer));
         conn_start_reading(c);
         return;
     }
     if (!admit_address(c)) return;
     start_http(c);
-    log_debug("conn %llu connected from %s", (unsigned long long)c->id, c->peer);
+    log_debug("conn %llu connected from %s", (unsigned long long)c->id, conn_peer_text(c, peer));
     conn_start_reading(c);
 }
 
@@ -282,8 +288,7 @@ static void start_http(conn *c)
         }
         conn_tls_attach(c, t);
     }
-    c->http = xmalloc(sizeof *c->http);
-    http_reader_init(c->http, s->cfg->max_header, s->cfg->max_body);
+    http_reader_init(&c->http->reader, s->cfg->max_header, s->cfg->max_body);
 }
 
 /* "Bearer TOKEN" with the right token, compared in constant time. */
@@ -301,7 +306,7 @@ static bool bearer_ok(const char *value, const char *token)
 /* A whole request was read (see server.h). */
 void http_conn_request(conn *c)
 {
-    http_request *req = &c->http->req;
+    http_request *req = &c->http->reader.req;
     if (!apply_forwarded(c, req)) return;
     const char *up = http_header_get(req, "upgrade");
     bool wants_ws = up && http_token_list_has(up, "websocket");
@@ -319,8 +324,9 @@ void http_conn_request(conn *c)
             }
         }
         if (status) {
+            char peer[ADDR_TEXT_MAX];
             log_warn("conn %llu: refused WebSocket handshake from %s: %s (%d)", (unsigned long long)c->id,
-                     c->peer, why, status);
+                     conn_peer_text(c, peer), why, status);
             respond_refusal(c, status, why);
             return;
         }
@@ -361,18 +367,17 @@ void http_conn_request(conn *c)
         c->srv->host->request(c->srv->host_ud, c, req);
     }
 answered:
-    if (!c->static_read) http_conn_answered(c);
+    if (!c->http->static_read) http_conn_answered(c);
 }
 
 void http_conn_answered(conn *c)
 {
     if (c->state == CONN_HTTP) {
-        if (!c->close_after_write) http_reader_reset(c->http);
-        c->deadline = server_now(c->srv) + c->srv->cfg->handshake_timeout_ms;
-    } else if (c->http) {
-        http_reader_free(c->http);
-        free(c->http);
-        c->http = NULL;
+        if (!c->close_after_write) http_reader_reset(&c->http->reader);
+        c->http->deadline = server_now(c->srv) + c->srv->cfg->handshake_timeout_ms;
+    } else {
+        /* Upgraded, or done (lingering): the HTTP phase's state goes. */
+        conn_drop_http(c);
     }
 }
 
@@ -382,7 +387,8 @@ void conn_respond(conn *c, int status, const char *head, size_t head_len,
     if (c->state != CONN_HTTP) return;
     c->srv->metrics->http_requests_total++;
     char line[256];
-    bool is_head = c->http && c->http->req.method && strcmp(c->http->req.method, "HEAD") == 0;
+    const http_request *req = c->http ? &c->http->reader.req : NULL;
+    bool is_head = req && req->method && strcmp(req->method, "HEAD") == 0;
     int n = snprintf(line, sizeof line, "HTTP/1.1 %d %s\r\n", status, http_reason(status));
     char tail[128];
     int m = snprintf(tail, sizeof tail, "Content-Length: %zu\r\n%s\r\n", body_len,
@@ -395,9 +401,8 @@ void conn_respond(conn *c, int status, const char *head, size_t head_len,
     if (!is_head && body_len) memcpy(p, body, body_len);
     conn_write(c, out, total, NULL, 0, NULL, NULL);
     free(out);
-    log_info("conn %llu %s %s -> %d", (unsigned long long)c->id,
-             c->http && c->http->req.method ? c->http->req.method : "-",
-             c->http && c->http->req.url ? c->http->req.url : "-", status);
+    log_info("conn %llu %s %s -> %d", (unsigned long long)c->id, req && req->method ? req->method : "-",
+             req && req->url ? req->url : "-", status);
     if (!keep_alive) {
         c->close_after_write = true;
         conn_linger(c);
@@ -432,7 +437,8 @@ int conn_upgrade(conn *c, const http_request *req, const char *protocol, const c
     memcpy(out + n + head_len, "\r\n", 2);
     conn_write(c, (const uint8_t *)out, (size_t)n + head_len + 2, NULL, 0, NULL, NULL);
     free(out);
-    log_info("conn %llu open %s %s%s%s%s%s", (unsigned long long)c->id, c->peer, req->url,
+    char peer[ADDR_TEXT_MAX];
+    log_info("conn %llu open %s %s%s%s%s%s", (unsigned long long)c->id, conn_peer_text(c, peer), req->url,
              protocol ? " protocol " : "", protocol ? protocol : "", deflate ? " " : "", ext);
     if (protocol && !(c->protocol = strdup(protocol))) abort();
     c->host_knows = true;

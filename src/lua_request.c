@@ -43,8 +43,9 @@ static void push_request(lua_host *h, conn *c, const http_request *req, bool upg
     push_headers(L, req);
     lua_setfield(L, -2, "headers");
     /* remote_addr without the port, as Ring has it */
-    const char *colon = strrchr(c->peer, ':');
-    set_str(L, "remote_addr", c->peer, colon ? (size_t)(colon - c->peer) : strlen(c->peer));
+    char ip[INET6_ADDRSTRLEN];
+    lua_pushstring(L, addr_ip_text(&c->peer, ip));
+    lua_setfield(L, -2, "remote_addr");
     const char *host = http_header_get(req, "host");
     if (host && *host) {
         const char *end = host[0] == '[' ? strchr(host, ']') : strchr(host, ':');

@@ -182,7 +182,7 @@ static int l_http(lua_State *L)
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, sv) < 0)
         return luaL_error(L, "request: socketpair: %s", strerror(errno));
-    conn_adopt(&h->srv->listeners[0], sv[0], "127.0.0.1:39999");
+    conn_adopt(&h->srv->listeners[0], sv[0], &(net_addr){.family = AF_INET, .port = 39999, .ip = {127, 0, 0, 1}});
     http_reader r;
     http_reader_init_response(&r, 1u << 20, 64u << 20);
     uint64_t deadline = uv_hrtime() / 1000000u + (uint64_t)timeout;
@@ -272,10 +272,10 @@ static void test_link(lua_host *h, conn *c, int link)
         client_failed(c, strerror(errno));
         return;
     }
-    char peer[32];
-    snprintf(peer, sizeof peer, "127.0.0.1:%u", 40000u + (unsigned)(c->id % 20000u));
+    /* A socket pair has no address: the server's end gets a made-up one. */
+    net_addr peer = {.family = AF_INET, .port = (uint16_t)(40000u + c->id % 20000u), .ip = {127, 0, 0, 1}};
     listener *l = &h->srv->listeners[link == LH_LINK_REMOTE ? 1 : 0];
-    conn *server_end = conn_adopt(l, sv[0], peer);
+    conn *server_end = conn_adopt(l, sv[0], &peer);
     /* The spec's own ends neither ping nor need to be pinged: only the
      * script's sockets are subject to --ping-interval. */
     if (link == LH_LINK_SERVER) c->instrument = true;

@@ -5,6 +5,7 @@
 #include "redis_bus.h"
 #include "local_bus.h"
 #include "xalloc.h"
+#include <assert.h>
 #include <stdio.h>
 #include <errno.h>
 #include <stdlib.h>
@@ -111,39 +112,44 @@ static void on_signal(uv_signal_t *sig, int signum)
 static void check_conn(conn *c, uint64_t now)
 {
     const config *cfg = c->srv->cfg;
-    if (c->state == CONN_HTTP && now >= c->deadline) {
-        if (c->proxy) {
+    /* The HTTP phase's state lives from the first byte to the upgrade. */
+    assert(c->http || (c->state != CONN_HTTP && c->state != CONN_CONNECTING && c->state != CONN_CLIENT_HANDSHAKE));
+    char peer[ADDR_TEXT_MAX];
+    if (c->state == CONN_HTTP && now >= c->http->deadline) {
+        if (c->http->proxy) {
             /* Not even the PROXY header: there is nobody to answer. */
             log_warn("conn %llu from %s: no valid PROXY header (none complete within %u ms), closing",
-                     (unsigned long long)c->id, c->peer, cfg->handshake_timeout_ms);
+                     (unsigned long long)c->id, conn_peer_text(c, peer), cfg->handshake_timeout_ms);
             conn_close_now(c);
             return;
         }
         if (c->tls && !tls_handshake_done(c->tls)) {
             /* No TLS yet: nothing can be answered. */
             log_warn("conn %llu from %s: TLS handshake not finished within %u ms, closing",
-                     (unsigned long long)c->id, c->peer, cfg->handshake_timeout_ms);
+                     (unsigned long long)c->id, conn_peer_text(c, peer), cfg->handshake_timeout_ms);
             conn_close_now(c);
             return;
         }
         log_warn("conn %llu from %s: no complete request within %u ms, answering 408", (unsigned long long)c->id,
-                 c->peer, cfg->handshake_timeout_ms);
+                 conn_peer_text(c, peer), cfg->handshake_timeout_ms);
         static const char body[] = "408 Request Timeout\n";
         conn_respond(c, 408, NULL, 0, body, sizeof body - 1, false);
         return;
     }
-    if ((c->state == CONN_CONNECTING || c->state == CONN_CLIENT_HANDSHAKE) && now >= c->deadline) {
+    if ((c->state == CONN_CONNECTING || c->state == CONN_CLIENT_HANDSHAKE) && now >= c->http->deadline) {
         client_failed(c, "timed out (--handshake-timeout)");
         return;
     }
     if (!ws_is_open(c) || !cfg->ping_interval_ms || c->instrument) return;
     /* Silent for an interval: ping. Still silent an interval after the
-     * ping (not after the last byte: the loop may have been busy): cut. */
-    if (c->ping_sent && now - c->ping_at >= cfg->ping_interval_ms) {
+     * ping (not after the last byte: the loop may have been busy): cut.
+     * Anything read or written clears ping_sent, so while it is set
+     * last_seen is when the ping went out. */
+    if (c->ping_sent && now - c->last_seen >= cfg->ping_interval_ms) {
         ws_abort(c, WS_CLOSE_ABNORMAL, "no answer to ping (--ping-interval), peer presumed dead");
     } else if (!c->ping_sent && now - c->last_seen >= cfg->ping_interval_ms) {
         c->ping_sent = true;
-        c->ping_at = now;
+        c->last_seen = now;
         ws_send(c, WS_OP_PING, (const uint8_t *)"luaws", 5, NULL, NULL);
     }
 }

@@ -150,15 +150,8 @@ extern uint32_t *server_ip_counts;   /* NULL: --max-conns-per-ip off, or one wor
  * address: two addresses rarely share one of 65,536 buckets, and then
  * share the limit (documented). */
 #define IP_BUCKETS (1u << 16)
-/* The bucket of "ADDR:PORT" (the port is not part of it). */
-static inline uint32_t ip_bucket(const char *peer)
-{
-    const char *end = strrchr(peer, ':');
-    size_t n = end ? (size_t)(end - peer) : strlen(peer);
-    uint32_t h = 2166136261u;   /* FNV-1a */
-    for (size_t i = 0; i < n; i++) h = (h ^ (uint8_t)peer[i]) * 16777619u;
-    return h & (IP_BUCKETS - 1);
-}
+/* The bucket of an address (the port is not part of it). */
+static inline uint32_t ip_bucket(const net_addr *peer) { return addr_hash(peer) & (IP_BUCKETS - 1); }
 /* Connections from the addresses of bucket b, on every worker. */
 static inline uint32_t server_ip_count(const server *s, uint32_t b)
 {

@@ -119,7 +119,7 @@ static void read_done(static_read *sr, ssize_t n)
     close(sr->fd);
     conn *c = sr->c;
     if (c) {
-        c->static_read = NULL;
+        c->http->static_read = NULL;
         if (sr->got == sr->size) {
             conn_respond(c, 200, sr->type, strlen(sr->type), sr->body, sr->got, sr->keep_alive);
         } else {
@@ -136,8 +136,9 @@ static void read_done(static_read *sr, ssize_t n)
 
 void static_conn_gone(conn *c)
 {
-    if (c->static_read) c->static_read->c = NULL;   /* the read in flight frees itself */
-    c->static_read = NULL;
+    if (!c->http || !c->http->static_read) return;
+    c->http->static_read->c = NULL;   /* the read in flight frees itself */
+    c->http->static_read = NULL;
 }
 
 bool static_serve(conn *c, const char *dir, const http_request *req, bool dotfiles, bool symlinks)
@@ -194,7 +195,7 @@ bool static_serve(conn *c, const char *dir, const http_request *req, bool dotfil
         free(sr);
         return false;
     }
-    c->static_read = sr;
+    c->http->static_read = sr;
     conn_pause(c);
     return true;
 }

@@ -29,8 +29,9 @@ static bool rate_check(conn *c)
             return true;
         }
         s->metrics->rate_limited++;
+        char peer[ADDR_TEXT_MAX];
         log_warn("conn %llu from %s: over its message rate (%g/s, burst %g), closing with 1008",
-                 (unsigned long long)c->id, c->peer, c->rate->rate, c->rate->burst);
+                 (unsigned long long)c->id, conn_peer_text(c, peer), c->rate->rate, c->rate->burst);
         static const char why[] = "message rate limit";
         ws_close(c, WS_CLOSE_POLICY, why, sizeof why - 1);
         return false;

@@ -35,22 +35,23 @@ void wss_init(ws_session *s, enum ws_role role, const pmd_params *deflate, const
     }
 }
 
-/* Keeps the worker's count of message buffer bytes (wss_config.buffered)
- * in step with this session's: call after anything that may resize it. */
-static void sync_buffered(ws_session *s)
+/* The message buffer was resized from old bytes: keeps the worker's count
+ * of message buffer bytes (wss_config.buffered) in step. Call after
+ * anything that may resize it. */
+static void count_buffer(ws_session *s, size_t old)
 {
-    if (s->cfg && s->cfg->buffered && s->msg.cap != s->counted) {
-        if (s->msg.cap > s->counted) *s->cfg->buffered += s->msg.cap - s->counted;
-        else *s->cfg->buffered -= s->counted - s->msg.cap;
+    if (s->cfg && s->cfg->buffered && s->msg.cap != old) {
+        if (s->msg.cap > old) *s->cfg->buffered += s->msg.cap - old;
+        else *s->cfg->buffered -= old - s->msg.cap;
     }
-    s->counted = s->msg.cap;
 }
 
 static void drop_message(ws_session *s)
 {
+    size_t old = s->msg.cap;
     free(s->msg.data);
     memset(&s->msg, 0, sizeof s->msg);
-    sync_buffered(s);
+    count_buffer(s, old);
     if (s->pmd) {
         pmd_conn_free(s->cfg->pmd, s->pmd);
         free(s->pmd);
@@ -63,6 +64,8 @@ void wss_free(ws_session *s)
     drop_message(s);
     free(s->close_reason);
     s->close_reason = NULL;
+    free(s->ctl);
+    s->ctl = NULL;
 }
 
 void wss_record_close(ws_session *s, uint16_t code, const char *reason, size_t reason_len)
@@ -189,12 +192,12 @@ static void fail(ws_session *s, uint16_t code, const char *why)
 
 /* ---- receiving ---- */
 
-static void on_close_frame(ws_session *s)
+static void on_close_frame(ws_session *s, const uint8_t *data, size_t len)
 {
     uint16_t code;
     const char *reason;
     size_t reason_len;
-    uint16_t bad = frame_close_payload_parse(s->ctl, s->ctl_len, &code, &reason, &reason_len);
+    uint16_t bad = frame_close_payload_parse(data, len, &code, &reason, &reason_len);
     if (bad) {
         fail(s, bad, bad == WS_CLOSE_INVALID_DATA ? "close reason is not valid UTF-8" : "invalid close frame");
         return;
@@ -211,20 +214,21 @@ static void on_close_frame(ws_session *s)
     s->cb->closed(s->user, s->close_code, s->close_reason, strlen(s->close_reason));
 }
 
-static void on_control(ws_session *s, uint8_t opcode)
+/* A whole control frame; data (never NULL) stays valid through the call. */
+static void on_control(ws_session *s, uint8_t opcode, const uint8_t *data, size_t len)
 {
     switch (opcode) {
     case WS_OP_CLOSE:
-        on_close_frame(s);
+        on_close_frame(s, data, len);
         break;
     case WS_OP_PING:
         /* After our close frame, nothing more goes out. */
         if (s->state != WSS_OPEN) break;
-        if (!s->cb->ping(s->user, s->ctl, s->ctl_len) && s->state == WSS_OPEN)
-            frame_out(s, false, WS_OP_PONG, s->ctl, s->ctl_len, NULL, NULL);
+        if (!s->cb->ping(s->user, data, len) && s->state == WSS_OPEN)
+            frame_out(s, false, WS_OP_PONG, data, len, NULL, NULL);
         break;
     case WS_OP_PONG:
-        s->cb->pong(s->user, s->ctl, s->ctl_len);
+        s->cb->pong(s->user, data, len);
         break;
     }
 }
@@ -249,8 +253,10 @@ static void reset_message(ws_session *s)
     s->msg.len = 0;
     s->msg_delivered = false;
     if (s->msg.cap > KEEP_MSG_BUFFER) {
+        size_t old = s->msg.cap;
         free(s->msg.data);
         memset(&s->msg, 0, sizeof s->msg);
+        count_buffer(s, old);
     }
     if (s->msg_compressed && s->pmd) pmd_message_done(s->cfg->pmd, s->pmd);
     s->msg_compressed = false;
@@ -265,8 +271,10 @@ static bool reserve_message(ws_session *s, size_t need)
     if (cap > s->cfg->max_message && need <= s->cfg->max_message) cap = s->cfg->max_message;
     uint8_t *p = realloc(m->data, cap);
     if (!p) return false;
+    size_t old = m->cap;
     m->data = p;
     m->cap = cap;
+    count_buffer(s, old);
     return true;
 }
 
@@ -295,7 +303,6 @@ uint8_t *wss_read_target(ws_session *s, size_t *room)
     size_t ahead = s->msg.len > 64 * 1024 ? s->msg.len : 64 * 1024;
     if (ahead > left) ahead = (size_t)left;
     if (s->msg.cap - s->msg.len < DIRECT_READ_MIN && !reserve_message(s, s->msg.len + ahead)) return NULL;
-    sync_buffered(s);
     size_t n = s->msg.cap - s->msg.len;
     *room = n < left ? n : (size_t)left;
     return s->msg.data + s->msg.len;
@@ -305,8 +312,9 @@ uint8_t *wss_read_target(ws_session *s, size_t *room)
  * limit on the inflated bytes and UTF-8 as they come out. */
 static bool inflate_chunk(ws_session *s, const uint8_t *data, size_t len, bool final)
 {
-    size_t before = s->msg.len;
+    size_t before = s->msg.len, old = s->msg.cap;
     int code = pmd_inflate(s->cfg->pmd, s->pmd, data, len, final, &s->msg, s->cfg->max_message);
+    count_buffer(s, old);
     if (code) {
         fail(s, (uint16_t)code, code == WS_CLOSE_TOO_BIG ? "inflated message over the size limit"
                                                         : "invalid compressed data");
@@ -321,20 +329,15 @@ static bool inflate_chunk(ws_session *s, const uint8_t *data, size_t len, bool f
     return true;
 }
 
-static size_t feed_frames(ws_session *s, uint8_t *buf, size_t len);
-
 size_t wss_feed(ws_session *s, uint8_t *buf, size_t len)
-{
-    size_t n = feed_frames(s, buf, len);
-    sync_buffered(s);
-    return n;
-}
-
-static size_t feed_frames(ws_session *s, uint8_t *buf, size_t len)
 {
     frame_parser *p = &s->parser;
     size_t off = 0;
     frame_event ev;
+    /* A control frame's payload that came whole in this input: used where
+     * it lies, since its end follows in this same call (no callback runs
+     * between its payload and its end, so nothing can pause us there). */
+    const uint8_t *ctl_in = NULL;
 
     while (!s->paused && s->state != WSS_CLOSED) {
         off += frame_parse(p, buf + off, len - off, &ev);
@@ -348,7 +351,9 @@ static size_t feed_frames(ws_session *s, uint8_t *buf, size_t len)
             return len;
         case FRAME_EV_FRAME:
             if (control) {
+                assert(!s->ctl);
                 s->ctl_len = 0;
+                ctl_in = NULL;
                 break;
             }
             if (f->opcode != WS_OP_CONT) {
@@ -365,8 +370,14 @@ static size_t feed_frames(ws_session *s, uint8_t *buf, size_t len)
             break;
         case FRAME_EV_PAYLOAD:
             if (control) {
-                assert(s->ctl_len + ev.len <= sizeof s->ctl);
-                memcpy(s->ctl + s->ctl_len, ev.data, ev.len);
+                assert(s->ctl_len + ev.len <= f->length && f->length <= WS_MAX_CONTROL_PAYLOAD);
+                if (s->ctl_len == 0 && ev.len == f->length) {
+                    ctl_in = ev.data;
+                } else {
+                    /* Split over reads: collected in a buffer of its size. */
+                    if (!s->ctl) s->ctl = xmalloc((size_t)f->length);
+                    memcpy(s->ctl + s->ctl_len, ev.data, ev.len);
+                }
                 s->ctl_len = (uint8_t)(s->ctl_len + ev.len);
                 break;
             }
@@ -394,7 +405,14 @@ static size_t feed_frames(ws_session *s, uint8_t *buf, size_t len)
             break;
         case FRAME_EV_FRAME_END:
             if (control) {
-                on_control(s, f->opcode);
+                assert(!s->ctl_len || s->ctl || ctl_in);
+                uint8_t *owned = s->ctl;
+                const uint8_t *data = !s->ctl_len ? (const uint8_t *)"" : owned ? owned : ctl_in;
+                /* Owned here from now on: freed after the callbacks, whatever they do. */
+                s->ctl = NULL;
+                ctl_in = NULL;
+                on_control(s, f->opcode, data, s->ctl_len);
+                free(owned);
                 break;
             }
             if (!f->fin) break;

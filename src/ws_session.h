@@ -6,7 +6,12 @@
  * close, a protocol error; and it hands the bytes it wants sent (frames:
  * pongs, close frames, messages) to the write callback. It owns the frame
  * parser, message assembly, the UTF-8 state, the permessage-deflate state,
- * the control-frame buffer and the close state. It works in both roles: a
+ * a control frame's payload and the close state. What it holds between
+ * messages is the struct alone (128 bytes on 64-bit): a message buffer
+ * exists while a message is assembled (and is kept up to 16 KiB), a
+ * control payload is used where it lies in the input (copied only when it
+ * is split over reads, into a buffer of its size, freed at the frame's
+ * end), the close reason once closing. It works in both roles: a
  * server expects masked frames and sends plain ones, a client the reverse.
  *
  * Model: uWebSockets' WebSocketProtocol<isServer, Impl>, in C with a
@@ -69,24 +74,24 @@ typedef struct wss_config {
 
 typedef struct ws_session {
     frame_parser parser;
-    enum wss_state state;
-    bool client;              /* we are the client: our frames are masked */
-    bool paused;              /* set by the host: wss_feed stops before the next frame event */
-    bool peer_closed;         /* the peer's close frame arrived */
-    uint8_t msg_opcode;       /* text or binary of the message being read */
-    bool msg_compressed;      /* RSV1 on its first frame */
-    bool msg_delivered;       /* handed over straight from the input buffer */
-    bytes msg;                /* the current message (inflated) */
-    size_t counted;           /* msg.cap as counted in cfg->buffered */
+    bytes msg;                /* the current message (inflated); msg.cap is counted in cfg->buffered */
     pmd_conn *pmd;            /* permessage-deflate, when negotiated */
-    utf8_state utf8;
-    uint8_t ctl[WS_MAX_CONTROL_PAYLOAD];
-    uint8_t ctl_len;
-    uint16_t close_code;      /* what closed it (ours or the peer's), 0 while open */
+    uint8_t *ctl;             /* a control frame's payload split over reads, while it is assembled */
     char *close_reason;
     const wss_callbacks *cb;
     void *user;
     const wss_config *cfg;
+    utf8_state utf8;
+    uint8_t ctl_len;          /* bytes of the control frame's payload so far */
+    uint16_t close_code;      /* what closed it (ours or the peer's), 0 while open */
+    /* Flags, packed. */
+    enum wss_state state : 2;
+    uint8_t msg_opcode : 4;   /* text or binary of the message being read */
+    bool client : 1;          /* we are the client: our frames are masked */
+    bool paused : 1;          /* set by the host: wss_feed stops before the next frame event */
+    bool peer_closed : 1;     /* the peer's close frame arrived */
+    bool msg_compressed : 1;  /* RSV1 on its first frame */
+    bool msg_delivered : 1;   /* handed over straight from the input buffer */
 } ws_session;
 
 /* deflate: the negotiated parameters (from our point of view), or NULL. */

@@ -293,6 +293,39 @@ TEST(ping_answered_unless_the_callback_handles_it)
     host_free(&h);
 }
 
+TEST(control_payload_split_over_reads)
+{
+    /* A control payload is used where it lies when it comes whole, else
+     * collected over reads in a buffer that lives only until the frame's
+     * end; every split of a full-size ping and of a close frame. */
+    uint8_t big[WS_MAX_CONTROL_PAYLOAD];
+    for (size_t i = 0; i < sizeof big; i++) big[i] = (uint8_t)('a' + i % 26);
+    uint8_t in[256];
+    size_t n = 0;
+    frame(in, &n, true, true, 0, WS_OP_PING, big, sizeof big);
+    size_t ping_end = n;
+    close_frame(in, &n, true, 1000, "bye");
+    char want[512];
+    snprintf(want, sizeof want, "ping:%.*s w:pong:%.*s w:close:1000: closed:1000:bye ", (int)sizeof big,
+             (const char *)big, (int)sizeof big, (const char *)big);
+    for (size_t cut = 1; cut < n; cut++) {
+        host h;
+        host_init(&h, WS_ROLE_SERVER, NULL, DEFLATE_OFF, 1000);
+        CHECK(feed(&h, in, cut) == cut);
+        CHECK(!h.s.ctl || (cut > 6 && cut < ping_end) || cut > ping_end + 6);   /* only mid-payload */
+        CHECK(feed(&h, in + cut, n - cut) == n - cut);
+        if (!CHECKF(strcmp(h.log, want) == 0, "cut at %zu: %s", cut, h.log)) break;
+        CHECK(!h.s.ctl);
+        host_free(&h);
+    }
+    /* Freed in the middle of a control frame: its buffer goes too (LeakSanitizer). */
+    host h;
+    host_init(&h, WS_ROLE_SERVER, NULL, DEFLATE_OFF, 1000);
+    CHECK(feed(&h, in, 40) == 40);
+    CHECK(h.s.ctl != NULL);
+    host_free(&h);
+}
+
 TEST(utf8_split_across_frames)
 {
     /* "a€!😀" with the euro sign and the emoji cut inside, in both roles */
