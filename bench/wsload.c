@@ -10,7 +10,9 @@
  *   --hold N        open N connections, echo one message on each, then keep them
  *                   idle for -d seconds (to measure the server's RSS per
  *                   connection).  Source addresses are spread over 127.0.0.x so
- *                   that more than ~28k connections fit.
+ *                   that more than ~28k connections fit.  SIGUSR1 ends the hold
+ *                   early; with --final-check every connection then answers a
+ *                   ping and echoes one more message, each checked.
  *   --churn         -c slots, each repeating: connect, handshake, one message,
  *                   close handshake.  Reports connections/s.
  *
@@ -23,6 +25,7 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
@@ -91,6 +94,8 @@ struct options {
     bool deflate;
     bool skip_greeting;
     int sources;            /* -1 = automatic */
+    uint32_t source_base;   /* first source address (host order); 0 = 127.0.0.1 */
+    bool final_check;       /* hold: a ping and an echo on every connection at the end */
     int server_pid;         /* 0 = none */
     double connect_timeout;
     double drain_timeout;
@@ -277,6 +282,8 @@ struct conn {
     int inflight;
     uint64_t *sent_at;          /* ring of opt.inflight send times */
     bool greeting_pending;
+    bool final_sent;            /* --final-check: the last ping and echo are out */
+    bool ping_pending;          /* --final-check: our ping is not answered yet */
 
     /* permessage-deflate, if the server accepted it */
     bool deflate;
@@ -291,6 +298,10 @@ struct stats {
     uint64_t opened;            /* handshakes completed */
     uint64_t deflate_conns;     /* connections that negotiated permessage-deflate */
     uint64_t still_open;        /* hold: connections open at the end of the hold */
+    uint64_t final_checked;     /* --final-check: connections sent a ping and an echo */
+    uint64_t final_pongs;       /* ... whose ping was answered (same payload) */
+    uint64_t final_echoes;      /* ... whose echo came back (checked) */
+    uint64_t err_pong;          /* --final-check: pings never answered */
     uint64_t err_verify, err_protocol, err_closed, err_connect, err_lost;
     uint64_t close_timeouts;
     uint64_t hist[HIST_BUCKETS];
@@ -321,6 +332,8 @@ static atomic_int g_ready_workers;
 static atomic_int g_go;                 /* 0 wait, 1 run */
 static atomic_int g_acks;               /* workers that have started their run phase */
 static atomic_int g_open_at_go;         /* connections open when the run began */
+static atomic_int g_stop;               /* hold: SIGUSR1 came, the hold ends now */
+static volatile sig_atomic_t g_sigusr1;
 static _Atomic uint64_t g_t0;
 static struct sockaddr_storage g_addr;
 static socklen_t g_addrlen;
@@ -523,7 +536,11 @@ static int source_count(void)
 {
     if (opt.sources >= 0)
         return opt.sources;
-    if (opt.mode == MODE_ECHO || g_addr.ss_family != AF_INET)
+    if (g_addr.ss_family != AF_INET)
+        return 0;
+    if (opt.source_base)        /* --source: always bind, from that address on */
+        return (opt.conns + PER_SOURCE_CONNS - 1) / PER_SOURCE_CONNS;
+    if (opt.mode == MODE_ECHO)
         return 0;
     return (opt.conns + PER_SOURCE_CONNS - 1) / PER_SOURCE_CONNS > 1
         ? (opt.conns + PER_SOURCE_CONNS - 1) / PER_SOURCE_CONNS : 0;
@@ -556,10 +573,12 @@ static void conn_start(struct conn *c)
 
     int nsrc = source_count();
     if (nsrc > 0) {
-        /* Spread over 127.0.0.1 .. 127.0.0.nsrc; let connect() pick the port so
-         * each source address gets its own ephemeral port range. */
+        /* Spread over 127.0.0.1 .. 127.0.0.nsrc (or from --source on); let
+         * connect() pick the port so each source address gets its own
+         * ephemeral port range. */
         struct sockaddr_in src = { .sin_family = AF_INET };
-        src.sin_addr.s_addr = htonl(0x7F000001u + (uint32_t)(c->gid % nsrc));
+        uint32_t base = opt.source_base ? opt.source_base : 0x7F000001u;
+        src.sin_addr.s_addr = htonl(base + (uint32_t)(c->gid % nsrc));
         setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
         if (bind(fd, (struct sockaddr *)&src, sizeof src) < 0) {
             fprintf(stderr, "wsload: bind: %s\n", strerror(errno));
@@ -793,6 +812,8 @@ static void message_done(struct conn *c)
         break;
     case MODE_HOLD:
         conn_resolve(c);
+        if (c->final_sent)
+            w->st.final_echoes++;
         break;
     case MODE_CHURN:
         send_close(c, 1000);
@@ -808,6 +829,12 @@ static void control_frame(struct conn *c)
         put_frame(c, OP_PONG, false, c->ctl, (size_t)c->ctl_len);
         break;
     case OP_PONG:
+        /* Our --final-check ping carries the connection's index. */
+        if (c->ping_pending && c->ctl_len == (int)sizeof c->gid &&
+                memcmp(c->ctl, &c->gid, sizeof c->gid) == 0) {
+            c->ping_pending = false;
+            w->st.final_pongs++;
+        }
         break;
     case OP_CLOSE:
         if (c->state == CS_CLOSING) {
@@ -1099,7 +1126,7 @@ static void *worker_main(void *arg)
         }
     }
     atomic_fetch_add(&g_acks, 1);
-    while (w->now < w->deadline) {
+    while (w->now < w->deadline && !atomic_load(&g_stop)) {
         uint64_t left_ms = (w->deadline - w->now) / 1000000 + 1;
         poll_once(w, left_ms > 20 ? 20 : (int)left_ms);
         if (opt.mode == MODE_CHURN)
@@ -1107,15 +1134,32 @@ static void *worker_main(void *arg)
                 if (w->conns[i].state == CS_IDLE)
                     conn_start(&w->conns[i]);
     }
-    uint64_t deadline = w->deadline;
+    uint64_t deadline = w->deadline < w->now ? w->deadline : w->now;
+
+    /* --final-check: every connection still open must answer a ping (with
+     * its own payload) and echo one more message. */
+    if (opt.mode == MODE_HOLD && opt.final_check) {
+        for (int i = 0; i < w->nconns; i++) {
+            struct conn *c = &w->conns[i];
+            if (c->fd < 0 || c->state != CS_OPEN)
+                continue;
+            put_frame(c, OP_PING, false, (const unsigned char *)&c->gid, sizeof c->gid);
+            c->ping_pending = c->final_sent = true;
+            send_message(c);
+            w->st.final_checked++;
+            conn_flush(c);
+        }
+    }
 
     /* Drain: wait for the echoes still in flight (and churn cycles). */
     uint64_t drain_end = deadline + (uint64_t)(opt.drain_timeout * 1e9);
+    if (opt.mode == MODE_HOLD && opt.final_check)
+        drain_end = w->now + (uint64_t)(opt.drain_timeout * 1e9);
     for (;;) {
         bool busy = false;
         for (int i = 0; i < w->nconns && !busy; i++) {
             struct conn *c = &w->conns[i];
-            if (c->fd >= 0 && (c->inflight > 0 ||
+            if (c->fd >= 0 && (c->inflight > 0 || c->ping_pending ||
                     (opt.mode == MODE_CHURN && c->state != CS_DONE)))
                 busy = true;
         }
@@ -1129,6 +1173,10 @@ static void *worker_main(void *arg)
     /* Close: send close frames, wait for the answers for a while. */
     for (int i = 0; i < w->nconns; i++) {
         struct conn *c = &w->conns[i];
+        if (c->ping_pending) {
+            w->st.err_pong++;
+            c->ping_pending = false;
+        }
         if (c->fd < 0)
             continue;
         if (c->inflight > 0) {
@@ -1307,6 +1355,11 @@ static void usage(FILE *f)
         "      --skip-greeting   wait for and ignore one text message after the handshake\n"
         "      --sources N       spread connections over 127.0.0.1..N (default: automatic,\n"
         "                        one address per %d connections in hold/churn mode)\n"
+        "      --source ADDR     bind to ADDR (127.x.y.z) and the next addresses, one per\n"
+        "                        %d connections (or --sources N of them), not 127.0.0.1..\n"
+        "      --final-check     hold: when the hold ends (-d, or SIGUSR1 earlier) send a\n"
+        "                        ping and one message on every connection; both must come\n"
+        "                        back (pong with the same payload, checked echo)\n"
         "      --server-pid PID  sample the server's CPU time and RSS (PID + children)\n"
         "      --connect-timeout S  give up on connections not open after S s (default 30)\n"
         "      --drain S         after the run, wait S s for echoes in flight (default 5)\n"
@@ -1314,7 +1367,7 @@ static void usage(FILE *f)
         "  -h, --help\n"
         "\n"
         "Prints a human summary and one line: RESULT key=value ...\n",
-        PER_SOURCE_CONNS);
+        PER_SOURCE_CONNS, PER_SOURCE_CONNS);
 }
 
 static long parse_num(const char *s, const char *what, long min, long max)
@@ -1390,7 +1443,7 @@ static void parse_url(const char *url)
 static void parse_options(int argc, char **argv)
 {
     enum { O_BINARY = 256, O_DEFLATE, O_HOLD, O_CHURN, O_SKIP, O_SOURCES, O_PID,
-           O_CTIMEOUT, O_DRAIN, O_PENDING };
+           O_CTIMEOUT, O_DRAIN, O_PENDING, O_SOURCE, O_FINAL };
     static const struct option longs[] = {
         { "duration", required_argument, NULL, 'd' },
         { "conns", required_argument, NULL, 'c' },
@@ -1403,6 +1456,8 @@ static void parse_options(int argc, char **argv)
         { "churn", no_argument, NULL, O_CHURN },
         { "skip-greeting", no_argument, NULL, O_SKIP },
         { "sources", required_argument, NULL, O_SOURCES },
+        { "source", required_argument, NULL, O_SOURCE },
+        { "final-check", no_argument, NULL, O_FINAL },
         { "server-pid", required_argument, NULL, O_PID },
         { "connect-timeout", required_argument, NULL, O_CTIMEOUT },
         { "drain", required_argument, NULL, O_DRAIN },
@@ -1439,6 +1494,14 @@ static void parse_options(int argc, char **argv)
         case O_CHURN: opt.mode = MODE_CHURN; break;
         case O_SKIP: opt.skip_greeting = true; break;
         case O_SOURCES: opt.sources = (int)parse_num(optarg, "--sources", 0, 254); break;
+        case O_SOURCE: {
+            struct in_addr a;
+            if (inet_pton(AF_INET, optarg, &a) != 1 || (ntohl(a.s_addr) >> 24) != 127)
+                die("--source must be an address in 127.0.0.0/8: %s", optarg);
+            opt.source_base = ntohl(a.s_addr);
+            break;
+        }
+        case O_FINAL: opt.final_check = true; break;
         case O_PID: opt.server_pid = (int)parse_num(optarg, "--server-pid", 1, 1L << 30); break;
         case O_CTIMEOUT: opt.connect_timeout = strtod(optarg, NULL); break;
         case O_DRAIN: opt.drain_timeout = strtod(optarg, NULL); break;
@@ -1459,9 +1522,23 @@ static void parse_options(int argc, char **argv)
         die("--drain out of range");
     if (opt.mode != MODE_ECHO)
         opt.inflight = 1;
+    if (opt.final_check && opt.mode != MODE_HOLD)
+        die("--final-check goes with --hold");
+    if (opt.source_base) {
+        int n = opt.sources > 0 ? opt.sources
+                                : (opt.conns + PER_SOURCE_CONNS - 1) / PER_SOURCE_CONNS;
+        if ((opt.source_base & 0xFFFFFFu) == 0 || (opt.source_base & 0xFFu) + (uint32_t)n > 255)
+            die("--source: the addresses from it must stay in 127.x.y.1..254");
+    }
     if (opt.threads > opt.conns)
         opt.threads = opt.conns;
     parse_url(argv[optind]);
+}
+
+static void on_sigusr1(int sig)
+{
+    (void)sig;
+    g_sigusr1 = 1;
 }
 
 static void raise_fd_limit(int need)
@@ -1487,6 +1564,13 @@ int main(int argc, char **argv)
 {
     parse_options(argc, argv);
     signal(SIGPIPE, SIG_IGN);
+    if (opt.mode == MODE_HOLD) {
+        /* No SA_RESTART: the main thread's sleep ends at once.  Workers keep
+         * it blocked, so the main thread is the one woken. */
+        struct sigaction sa = { .sa_handler = on_sigusr1 };
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGUSR1, &sa, NULL);
+    }
     raise_fd_limit(opt.conns + 64);
     make_pattern();
     if (opt.deflate) {
@@ -1507,6 +1591,7 @@ int main(int argc, char **argv)
     fflush(stdout);
 
     struct proc_sample srv_before = { 0, 0, 0 }, srv_t0 = { 0, 0, 0 }, srv_end = { 0, 0, 0 };
+    double window = opt.duration;       /* shorter if SIGUSR1 ends a hold */
     if (opt.server_pid) {
         srv_before = sample_server(opt.server_pid);
         if (srv_before.procs == 0)
@@ -1543,8 +1628,13 @@ int main(int argc, char **argv)
     }
 
     uint64_t start = now_ns();
+    sigset_t usr1, old_mask;
+    sigemptyset(&usr1);
+    sigaddset(&usr1, SIGUSR1);
+    pthread_sigmask(SIG_BLOCK, &usr1, &old_mask);
     for (int t = 0; t < opt.threads; t++)
         pthread_create(&ws[t]->thread, NULL, worker_main, ws[t]);
+    pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
 
     /* Wait for the connect phase (bounded). */
     uint64_t connect_end = start + (uint64_t)(opt.connect_timeout * 1e9);
@@ -1575,17 +1665,24 @@ int main(int argc, char **argv)
         fflush(stdout);
     }
 
-    /* Sleep to the end of the window, then sample CPU (the server's too). */
+    /* Sleep to the end of the window, then sample CPU (the server's too).
+     * A hold also ends at SIGUSR1 (the RSS is then sampled at once). */
     uint64_t deadline = t0 + (uint64_t)(opt.duration * 1e9);
     if (opt.mode == MODE_HOLD && opt.server_pid && opt.duration > 0.5) {
         /* RSS a little before the hold ends, with every connection still up. */
         uint64_t at = deadline - 250000000u;
         struct timespec ts = { (time_t)(at / 1000000000u), (long)(at % 1000000000u) };
-        clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL);
+        while (!g_sigusr1 && clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
+            ;
         srv_end = sample_server(opt.server_pid);
     }
     struct timespec ts = { (time_t)(deadline / 1000000000u), (long)(deadline % 1000000000u) };
-    clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL);
+    while (!g_sigusr1 && clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
+        ;
+    if (g_sigusr1) {
+        window = secs(now_ns() - t0);
+        atomic_store(&g_stop, 1);
+    }
     double cpu1 = cpu_self();
     struct machine_sample mach1 = sample_machine();
     if (opt.server_pid) {
@@ -1610,6 +1707,10 @@ int main(int argc, char **argv)
         st.opened += s->opened;
         st.deflate_conns += s->deflate_conns;
         st.still_open += s->still_open;
+        st.final_checked += s->final_checked;
+        st.final_pongs += s->final_pongs;
+        st.final_echoes += s->final_echoes;
+        st.err_pong += s->err_pong;
         st.err_verify += s->err_verify;
         st.err_protocol += s->err_protocol;
         st.err_closed += s->err_closed;
@@ -1620,9 +1721,8 @@ int main(int argc, char **argv)
             st.hist[i] += s->hist[i];
     }
     uint64_t errors = st.err_verify + st.err_protocol + st.err_closed + st.err_connect +
-                      st.err_lost;
+                      st.err_lost + st.err_pong;
 
-    double window = opt.duration;
     double my_cpu = cpu1 - cpu0;
     double srv_cpu = srv_end.cpu_s - srv_t0.cpu_s;
     double other_cpu = (mach1.busy_s - mach0.busy_s) - my_cpu - srv_cpu;
@@ -1670,6 +1770,15 @@ int main(int argc, char **argv)
                  " open=%d still_open=%llu rss_before_kb=%ld kb_per_conn=%.2f connect_s=%.2f",
                  ready, (unsigned long long)st.still_open, srv_before.rss_kb, per_conn,
                  connect_secs);
+        if (opt.final_check) {
+            printf("  final check: %llu connections sent a ping and a message: %llu pongs, "
+                   "%llu echoes back\n", (unsigned long long)st.final_checked,
+                   (unsigned long long)st.final_pongs, (unsigned long long)st.final_echoes);
+            snprintf(extra + strlen(extra), sizeof extra - strlen(extra),
+                     " final_checked=%llu final_pongs=%llu final_echoes=%llu",
+                     (unsigned long long)st.final_checked, (unsigned long long)st.final_pongs,
+                     (unsigned long long)st.final_echoes);
+        }
         break;
     }
     case MODE_CHURN: {
@@ -1684,12 +1793,12 @@ int main(int argc, char **argv)
         break;
     }
     }
-    printf("  errors %llu (verify %llu, protocol %llu, closed %llu, connect %llu, lost %llu)"
-           "; unanswered closes %llu\n",
+    printf("  errors %llu (verify %llu, protocol %llu, closed %llu, connect %llu, lost %llu, "
+           "unanswered pings %llu); unanswered closes %llu\n",
            (unsigned long long)errors, (unsigned long long)st.err_verify,
            (unsigned long long)st.err_protocol, (unsigned long long)st.err_closed,
            (unsigned long long)st.err_connect, (unsigned long long)st.err_lost,
-           (unsigned long long)st.close_timeouts);
+           (unsigned long long)st.err_pong, (unsigned long long)st.close_timeouts);
     printf("  wsload CPU: %.2f s over %.2f s = %.0f%% of one core (%d thread%s)\n",
            my_cpu, window, 100.0 * my_cpu / window, opt.threads, opt.threads > 1 ? "s" : "");
     printf("  other processes: %.0f%% of one core%s; steal %.0f%%\n", 100.0 * other_cpu / window,

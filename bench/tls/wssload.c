@@ -1,7 +1,7 @@
 /* wssload — a small ws:// and wss:// echo load client (OpenSSL, epoll).
  *
  *   wssload -d SECONDS [-c CONNS] [-k INFLIGHT] [-s SIZE] [-t THREADS]
- *           [--churn] [--skip-greeting] [--server-pid PID] URL
+ *           [--churn | --hold N] [--skip-greeting] [--server-pid PID] URL
  *
  * URL is ws://127.0.0.1:PORT/PATH or wss://127.0.0.1:PORT/PATH (loopback
  * only). The same code path serves both, so ws and wss figures differ only
@@ -18,6 +18,13 @@
  *
  * --churn: each of CONNS slots loops connect, TLS handshake, upgrade, one
  * echo, close handshake, RST; the result counts those cycles per second.
+ *
+ * --hold N: open N connections (at most 128 handshakes under way per
+ * thread), echo one message on each, hold them all idle for -d seconds and
+ * report the server's RSS growth per connection (RSS of PID and its
+ * descendants, sampled before the first connection and at the end of the
+ * hold); then close them. For the memory an idle ws:// or wss:// connection
+ * costs: start a fresh server for each measurement.
  *
  * --server-pid: the server's CPU time (utime+stime of PID and all its
  * descendants, from /proc) over the window gives msgs per server CPU-second,
@@ -93,6 +100,7 @@ typedef struct thread {
     conn *conns;
     int nconns;
     uint64_t msgs_window, errors, cycles_window, opened;
+    int next, pending;          /* --hold: next conn to start, handshakes under way */
     uint32_t *hist;
     uint64_t hist_over;
     pthread_t tid;
@@ -104,6 +112,7 @@ static double opt_d = 0;
 static int opt_c = 1, opt_k = 1, opt_t = 1;
 static size_t opt_s = 32;
 static bool opt_churn, opt_skip_greeting, opt_tls;
+static int opt_hold;            /* --hold N: 0 = echo or churn mode */
 static int opt_server_pid;
 static char host_hdr[128], path[1024];
 static struct sockaddr_in addr;
@@ -276,6 +285,7 @@ static void fail(conn *c, const char *why)
     t->errors++;
     if (t->errors <= 5) fprintf(stderr, "wssload: connection error: %s\n", why);
     if (opt_churn && atomic_load(&phase) <= 1) { conn_start(c); return; }
+    if (opt_hold && c->state < ST_RUN) t->pending--;
     conn_reset(c);
     c->state = ST_DONE;
 }
@@ -303,7 +313,7 @@ static void send_message(conn *c)
 static void start_running(conn *c)
 {
     c->state = ST_RUN;
-    if (opt_churn) { send_message(c); return; }
+    if (opt_churn || opt_hold) { send_message(c); return; }   /* hold: counted at its echo */
     atomic_fetch_add(&opened_total, 1);
     /* messages start with the window */
 }
@@ -324,6 +334,13 @@ static void message_done(conn *c)
     double at = c->sent_at[c->recvd % opt_k];
     c->recvd++;
     c->inflight--;
+    if (opt_hold) {
+        if (c->recvd == 1) {
+            t->pending--;
+            atomic_fetch_add(&opened_total, 1);
+        }
+        return;
+    }
     if (opt_churn) {
         if (ph == 1) hist_add(t, now() - at);
         /* close handshake: send close, wait for the server's */
@@ -530,10 +547,16 @@ static void *thread_main(void *arg)
     thread *t = arg;
     struct epoll_event evs[256];
     int last_phase = 0;
-    for (int i = 0; i < t->nconns; i++) conn_start(&t->conns[i]);
+    if (!opt_hold)
+        for (int i = 0; i < t->nconns; i++) conn_start(&t->conns[i]);
     for (;;) {
         int ph = atomic_load(&phase);
         if (ph == 4) break;
+        /* --hold: a few handshakes at a time, so no listen backlog overflows */
+        while (opt_hold && ph == 0 && t->next < t->nconns && t->pending < 128) {
+            t->pending++;
+            conn_start(&t->conns[t->next++]);
+        }
         if (ph != last_phase) {
             if (ph == 1 && !opt_churn) {
                 for (int i = 0; i < t->nconns; i++) {
@@ -583,8 +606,23 @@ static double proc_cpu(int pid, long *ppid)
     return (double)(ut + st) / sysconf(_SC_CLK_TCK);
 }
 
-static double server_cpu(void)
+static long proc_rss_kb(int pid)
 {
+    char p[64], line[256];
+    long kb = 0;
+    snprintf(p, sizeof p, "/proc/%d/status", pid);
+    FILE *f = fopen(p, "r");
+    if (!f) return 0;
+    while (fgets(line, sizeof line, f))
+        if (!strncmp(line, "VmRSS:", 6)) kb = strtol(line + 6, NULL, 10);
+    fclose(f);
+    return kb;
+}
+
+/* CPU seconds of the server and its descendants; their RSS in *rss_kb. */
+static double server_sample(long *rss_kb)
+{
+    if (rss_kb) *rss_kb = 0;
     if (!opt_server_pid) return -1;
     /* pid plus every process whose ancestry leads to it */
     int pids[4096], np = 0;
@@ -605,7 +643,11 @@ static double server_cpu(void)
     for (int i = 0; i < np; i++) {
         long cur = pids[i];
         for (int depth = 0; depth < 16 && cur > 1; depth++) {
-            if (cur == opt_server_pid) { total += proc_cpu(pids[i], NULL); break; }
+            if (cur == opt_server_pid) {
+                total += proc_cpu(pids[i], NULL);
+                if (rss_kb) *rss_kb += proc_rss_kb(pids[i]);
+                break;
+            }
             long next = -1;
             for (int j = 0; j < np; j++) if (pids[j] == cur) { next = parents[j]; break; }
             cur = next;
@@ -639,7 +681,8 @@ static double self_cpu(void)
 static void usage(void)
 {
     fprintf(stderr, "usage: wssload -d SECONDS [-c CONNS] [-k INFLIGHT] [-s SIZE] [-t THREADS]\n"
-                    "               [--churn] [--skip-greeting] [--server-pid PID] ws[s]://127.0.0.1:PORT/PATH\n");
+                    "               [--churn | --hold N] [--skip-greeting] [--server-pid PID]\n"
+                    "               ws[s]://127.0.0.1:PORT/PATH\n");
     exit(2);
 }
 
@@ -655,12 +698,14 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "-t") && i + 1 < argc) opt_t = atoi(argv[++i]);
         else if (!strcmp(a, "--server-pid") && i + 1 < argc) opt_server_pid = atoi(argv[++i]);
         else if (!strcmp(a, "--churn")) opt_churn = true;
+        else if (!strcmp(a, "--hold") && i + 1 < argc) opt_c = opt_hold = atoi(argv[++i]);
         else if (!strcmp(a, "--skip-greeting")) opt_skip_greeting = true;
         else if (a[0] != '-' && !url) url = a;
         else usage();
     }
     if (!url || opt_d <= 0 || opt_d > 3600 || opt_c < 1 || opt_k < 1 || opt_t < 1 || opt_s < 1) usage();
-    if (opt_churn) opt_k = 1;
+    if (opt_churn && opt_hold) usage();
+    if (opt_churn || opt_hold) opt_k = 1;
     if (opt_t > opt_c) opt_t = opt_c;
 
     const char *rest;
@@ -716,6 +761,8 @@ int main(int argc, char **argv)
             c->sent_at = calloc(opt_k, sizeof *c->sent_at);
         }
     }
+    long rss0 = 0;
+    server_sample(&rss0);
     for (int i = 0; i < opt_t; i++) pthread_create(&ths[i].tid, NULL, thread_main, &ths[i]);
 
     /* open everything (echo mode) */
@@ -724,12 +771,13 @@ int main(int argc, char **argv)
         while (atomic_load(&opened_total) < opt_c) {
             uint64_t errs = 0;
             for (int i = 0; i < opt_t; i++) errs += ths[i].errors;
-            if (errs || now() - t0 > 30) {
+            if (errs || now() - t0 > (opt_hold ? 300 : 30)) {
                 fprintf(stderr, "wssload: only %d of %d connections opened (%llu errors)\n",
                         atomic_load(&opened_total), opt_c, (unsigned long long)errs);
                 atomic_store(&phase, 4);
                 for (int i = 0; i < opt_t; i++) pthread_join(ths[i].tid, NULL);
-                printf("RESULT mode=echo tls=%s conns=%d errors=%llu failed=open\n", opt_tls ? "wss" : "ws", opt_c,
+                printf("RESULT mode=%s tls=%s conns=%d errors=%llu failed=open\n", opt_hold ? "hold" : "echo",
+                       opt_tls ? "wss" : "ws", opt_c,
                        (unsigned long long)(errs ? errs : 1));
                 return 1;
             }
@@ -737,14 +785,49 @@ int main(int argc, char **argv)
         }
     }
     double open_secs = now() - t0;
-    double scpu0 = server_cpu(), ccpu0 = self_cpu(), mbusy0, msteal0, mbusy1, msteal1;
+    if (opt_hold) {
+        /* Idle: nothing moves; then the RSS of a server holding them all. */
+        double h0 = now();
+        while (now() - h0 < opt_d) usleep(10000);
+        long rss1 = 0;
+        server_sample(&rss1);
+        int still = 0;
+        for (int i = 0; i < opt_t; i++)
+            for (int j = 0; j < ths[i].nconns; j++) still += ths[i].conns[j].state == ST_RUN;
+        atomic_store(&phase, 3);        /* close frames */
+        double c0 = now();
+        for (;;) {
+            int open = 0;
+            for (int i = 0; i < opt_t; i++)
+                for (int j = 0; j < ths[i].nconns; j++) open += ths[i].conns[j].state == ST_CLOSING;
+            if (!open || now() - c0 > 10) break;
+            usleep(10000);
+        }
+        atomic_store(&phase, 4);
+        uint64_t errors = 0;
+        for (int i = 0; i < opt_t; i++) {
+            pthread_join(ths[i].tid, NULL);
+            errors += ths[i].errors;
+        }
+        double per = opt_c ? (double)(rss1 - rss0) / opt_c : 0;
+        fprintf(stderr, "%s hold: %d conns opened in %.2f s, held %.1f s, %d still open; server RSS %ld kB -> "
+                        "%ld kB = %.2f kB per connection; %llu errors\n",
+                opt_tls ? "wss" : "ws", opt_c, open_secs, opt_d, still, rss0, rss1, per,
+                (unsigned long long)errors);
+        printf("RESULT mode=hold tls=%s conns=%d open=%d still_open=%d secs=%.3f rss_before_kb=%ld "
+               "server_rss_kb=%ld kb_per_conn=%.2f errors=%llu connect_s=%.2f\n",
+               opt_tls ? "wss" : "ws", opt_c, atomic_load(&opened_total), still, opt_d, rss0, rss1, per,
+               (unsigned long long)errors, open_secs);
+        return errors || still != opt_c ? 1 : 0;
+    }
+    double scpu0 = server_sample(NULL), ccpu0 = self_cpu(), mbusy0, msteal0, mbusy1, msteal1;
     machine_cpu(&mbusy0, &msteal0);
     t_window0 = now();
     atomic_store(&phase, 1);
     while (now() - t_window0 < opt_d) usleep(2000);
     atomic_store(&phase, 2);
     t_window1 = now();
-    double scpu1 = server_cpu(), ccpu1 = self_cpu();
+    double scpu1 = server_sample(NULL), ccpu1 = self_cpu();
     machine_cpu(&mbusy1, &msteal1);
     /* drain echoes in flight */
     if (!opt_churn) {
