@@ -113,6 +113,8 @@ struct lua_host {
      * code runs, where an allocation failure is a catchable error), and the
      * time by which the running event must be done. */
     size_t mem, mem_limit;
+    uint64_t *heap_gauge;    /* where mem is published: /metrics's luaws_lua_heap_bytes */
+    uint64_t heap_unmetered; /* ... or here, when the server keeps no metrics */
     int depth;               /* nesting of resume/pcall into Lua */
     uint64_t deadline;       /* uv_hrtime() ns; 0: none */
     bool stopped;            /* the running code was stopped by --script-timeout */
