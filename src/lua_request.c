@@ -419,7 +419,7 @@ void lh_host_response(void *host, conn *c, const http_request *res)
 static int reload_call(lua_State *L)
 {
     lsocket *ls = lua_touserdata(L, 2);
-    lua_pushcfunction(L, lh_traceback);       /* 3 */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ls->h->traceback_ref);   /* 3 */
     lua_pushvalue(L, 1);
     lh_socket_push_request(L, ls);            /* 5: request */
     lua_pushvalue(L, -1);
