@@ -255,9 +255,10 @@ static int own_bit(lua_State *L, int kidx)
     static const char *const names[] = {"id", "data", "request", "protocol"};
     static const int bits[] = {LS_OWN_ID, LS_OWN_DATA, LS_OWN_REQUEST, LS_OWN_PROTOCOL};
     if (lua_type(L, kidx) != LUA_TSTRING) return 0;
-    const char *k = lua_tostring(L, kidx);
+    size_t n;
+    const char *k = lua_tolstring(L, kidx, &n);
     for (size_t i = 0; i < sizeof names / sizeof *names; i++)
-        if (strcmp(k, names[i]) == 0) return bits[i];
+        if (n == strlen(names[i]) && memcmp(k, names[i], n) == 0) return bits[i];
     return 0;
 }
 
@@ -349,6 +350,8 @@ void lh_socket_adopt_request(lua_State *L, lsocket *ls, int idx)
 {
     idx = lua_absindex(L, idx);
     if (ls->own & LS_OWN_REQUEST) return;   /* kept already, or set by the script */
+    assert(ls->packed_len);                 /* only luaws.connect's have none, and own theirs */
+    luaL_checkstack(L, 24, "adopting the request");
     push_socket_on(L, ls);
     int sock = lua_gettop(L);
     bool query;
