@@ -9,10 +9,11 @@
  *                   every byte.  Reports messages/s and latency percentiles.
  *   --hold N        open N connections, echo one message on each, then keep them
  *                   idle for -d seconds (to measure the server's RSS per
- *                   connection).  Source addresses are spread over 127.0.0.x so
- *                   that more than ~28k connections fit.  SIGUSR1 ends the hold
- *                   early; with --final-check every connection then answers a
- *                   ping and echoes one more message, each checked.
+ *                   connection; with --lua-heap also luaws's Lua heap, read
+ *                   from its /metrics).  Source addresses are spread over
+ *                   127.0.0.x so that more than ~28k connections fit.  SIGUSR1
+ *                   ends the hold early; with --final-check every connection
+ *                   then answers a ping and echoes one more message, each checked.
  *   --churn         -c slots, each repeating: connect, handshake, one message,
  *                   close handshake.  Reports connections/s.
  *
@@ -97,6 +98,7 @@ struct options {
     uint32_t source_base;   /* first source address (host order); 0 = 127.0.0.1 */
     bool final_check;       /* hold: a ping and an echo on every connection at the end */
     int server_pid;         /* 0 = none */
+    bool lua_heap;          /* --lua-heap: read luaws_lua_heap_bytes from GET /metrics */
     double connect_timeout;
     double drain_timeout;
     int max_pending;        /* connections in handshake at once, all threads */
@@ -1304,6 +1306,36 @@ static struct proc_sample sample_server(int root)
     return s;
 }
 
+/* A luaws gauge (the sum over workers) from GET /metrics on the target, or
+ * -1: one blocking request on a connection of its own (luaws answers
+ * /metrics in C, so asking costs its Lua heap nothing). */
+static long long read_gauge(const char *name)
+{
+    int fd = socket(g_addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    struct timeval tv = { 5, 0 };
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    static char buf[1 << 16];
+    size_t n = 0;
+    if (connect(fd, (struct sockaddr *)&g_addr, g_addrlen) == 0) {
+        int len = snprintf(buf, sizeof buf, "GET /metrics HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n",
+                           g_host_header);
+        if (write(fd, buf, (size_t)len) == len) {
+            ssize_t r;
+            while (n < sizeof buf - 1 && (r = read(fd, buf + n, sizeof buf - 1 - n)) > 0)
+                n += (size_t)r;
+        }
+    }
+    close(fd);
+    buf[n] = '\0';
+    char key[128];
+    snprintf(key, sizeof key, "\n%s ", name);
+    const char *at = strstr(buf, key);
+    return at ? strtoll(at + strlen(key), NULL, 10) : -1;
+}
+
 /* The whole machine's busy time (user, nice, system) and steal, in seconds,
  * from /proc/stat: what the server and wsload did not use was used by
  * something else, which makes the figures noisy. */
@@ -1361,6 +1393,8 @@ static void usage(FILE *f)
         "                        ping and one message on every connection; both must come\n"
         "                        back (pong with the same payload, checked echo)\n"
         "      --server-pid PID  sample the server's CPU time and RSS (PID + children)\n"
+        "      --lua-heap        hold mode against luaws --metrics: also read its Lua heap\n"
+        "                        (luaws_lua_heap_bytes from GET /metrics) before and after\n"
         "      --connect-timeout S  give up on connections not open after S s (default 30)\n"
         "      --drain S         after the run, wait S s for echoes in flight (default 5)\n"
         "      --max-pending N   handshakes under way at once (default 128)\n"
@@ -1443,7 +1477,7 @@ static void parse_url(const char *url)
 static void parse_options(int argc, char **argv)
 {
     enum { O_BINARY = 256, O_DEFLATE, O_HOLD, O_CHURN, O_SKIP, O_SOURCES, O_PID,
-           O_CTIMEOUT, O_DRAIN, O_PENDING, O_SOURCE, O_FINAL };
+           O_CTIMEOUT, O_DRAIN, O_PENDING, O_SOURCE, O_FINAL, O_LUA_HEAP };
     static const struct option longs[] = {
         { "duration", required_argument, NULL, 'd' },
         { "conns", required_argument, NULL, 'c' },
@@ -1459,6 +1493,7 @@ static void parse_options(int argc, char **argv)
         { "source", required_argument, NULL, O_SOURCE },
         { "final-check", no_argument, NULL, O_FINAL },
         { "server-pid", required_argument, NULL, O_PID },
+        { "lua-heap", no_argument, NULL, O_LUA_HEAP },
         { "connect-timeout", required_argument, NULL, O_CTIMEOUT },
         { "drain", required_argument, NULL, O_DRAIN },
         { "max-pending", required_argument, NULL, O_PENDING },
@@ -1503,6 +1538,7 @@ static void parse_options(int argc, char **argv)
         }
         case O_FINAL: opt.final_check = true; break;
         case O_PID: opt.server_pid = (int)parse_num(optarg, "--server-pid", 1, 1L << 30); break;
+        case O_LUA_HEAP: opt.lua_heap = true; break;
         case O_CTIMEOUT: opt.connect_timeout = strtod(optarg, NULL); break;
         case O_DRAIN: opt.drain_timeout = strtod(optarg, NULL); break;
         case O_PENDING: opt.max_pending = (int)parse_num(optarg, "--max-pending", 1, 100000); break;
@@ -1597,6 +1633,9 @@ int main(int argc, char **argv)
         if (srv_before.procs == 0)
             die("no such server process: %d", opt.server_pid);
     }
+    long long heap_before = -1, heap_end = -1;
+    if (opt.lua_heap && opt.mode == MODE_HOLD && (heap_before = read_gauge("luaws_lua_heap_bytes")) < 0)
+        fprintf(stderr, "wsload: --lua-heap: no luaws_lua_heap_bytes at /metrics (luaws --metrics?)\n");
 
     /* Workers and their share of the connections. */
     struct worker **ws = calloc((size_t)opt.threads, sizeof *ws);
@@ -1675,6 +1714,8 @@ int main(int argc, char **argv)
         while (!g_sigusr1 && clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
             ;
         srv_end = sample_server(opt.server_pid);
+        if (heap_before >= 0)
+            heap_end = read_gauge("luaws_lua_heap_bytes");
     }
     struct timespec ts = { (time_t)(deadline / 1000000000u), (long)(deadline % 1000000000u) };
     while (!g_sigusr1 && clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
@@ -1778,6 +1819,15 @@ int main(int argc, char **argv)
                      " final_checked=%llu final_pongs=%llu final_echoes=%llu",
                      (unsigned long long)st.final_checked, (unsigned long long)st.final_pongs,
                      (unsigned long long)st.final_echoes);
+        }
+        if (heap_before >= 0 && heap_end >= 0 && ready > 0) {
+            /* As the incremental collector left it: garbage of the
+             * handshakes not yet collected counts too, as it does in RSS. */
+            double heap_per_conn = (double)(heap_end - heap_before) / ready;
+            printf("  Lua heap %lld B -> %lld B = %.0f B per connection\n", heap_before, heap_end,
+                   heap_per_conn);
+            snprintf(extra + strlen(extra), sizeof extra - strlen(extra),
+                     " lua_heap_before=%lld lua_heap_bytes_per_conn=%.0f", heap_before, heap_per_conn);
         }
         break;
     }

@@ -77,7 +77,21 @@ struct lua_event {
     uint8_t data[];          /* payload, error message or close reason; NUL-terminated */
 };
 
-/* The Lua side of one connection (inbound or luaws.connect). */
+/* Which of a socket's own fields its fields table holds (lsocket.own):
+ * made on first use (data, request) or set by the script (any of them).
+ * Until then socket.id comes from lsocket.id, socket.protocol and
+ * socket.request from the packed request, and socket.data does not exist. */
+enum {
+    LS_OWN_ID = 1,
+    LS_OWN_DATA = 2,
+    LS_OWN_REQUEST = 4,
+    LS_OWN_PROTOCOL = 8,
+    LS_QUERY_MADE = 16,      /* the handler's request had request.query made */
+};
+
+/* The Lua side of one connection (inbound or luaws.connect). Its user
+ * values: 1 its fields table (socket.data, socket.name = ...; nil until
+ * something is stored), 2 its listener. */
 struct lsocket {
     conn *c;                 /* NULL once the connection is gone */
     lua_host *h;
@@ -92,6 +106,10 @@ struct lsocket {
     bool reload_queued;      /* an on_reload waits in the queue */
     bool paused;             /* we paused c's input */
     bool reloaded;           /* moved by the reload in progress */
+    uint8_t own;             /* LS_OWN_*, LS_QUERY_MADE */
+    uint64_t id;             /* socket.id */
+    size_t packed_len;       /* of packed; 0 for luaws.connect's (their request is a table) */
+    uint8_t packed[];        /* the upgrade request and subprotocol (lua_reqpack.c) */
 };
 
 struct lua_host {
@@ -113,6 +131,8 @@ struct lua_host {
      * code runs, where an allocation failure is a catchable error), and the
      * time by which the running event must be done. */
     size_t mem, mem_limit;
+    uint64_t *heap_gauge;    /* where mem is published: /metrics's luaws_lua_heap_bytes */
+    uint64_t heap_unmetered; /* ... or here, when the server keeps no metrics */
     int depth;               /* nesting of resume/pcall into Lua */
     uint64_t deadline;       /* uv_hrtime() ns; 0: none */
     bool stopped;            /* the running code was stopped by --script-timeout */
@@ -201,17 +221,44 @@ bool lh_text_valid(lua_host *h, const uint8_t *p, size_t len);
 /* lua_socket.c: socket and buffer objects, events */
 void lh_socket_metatables(lua_State *L);
 extern const luaL_Reg lh_core_socket_fns[];
-/* Makes c's socket from the request (below) and listener (top); pops both. */
-lsocket *lh_socket_new(lua_host *h, conn *c);
+/* Makes c's socket from the listener on top of the stack (popped), keeping
+ * the packed request (lh_request_pack) and the subprotocol chosen. */
+lsocket *lh_socket_new(lua_host *h, conn *c, const uint8_t *packed, size_t len, const char *protocol);
+/* The handler's request table (at idx) for ls's socket.request: kept only
+ * if the handler changed it, else socket.request is built again when first
+ * read (the same table while anything else holds it). A lua_CFunction's
+ * helper: may run Lua and raise. */
+void lh_socket_adopt_request(lua_State *L, lsocket *ls, int idx);
+/* Pushes socket.request of ls, made if need be but not kept (the reload's
+ * handler call): may run Lua and raise. */
+void lh_socket_push_request(lua_State *L, lsocket *ls);
 void lh_socket_attach(lsocket *ls, conn *c);
+/* Pushes the fields table of the socket at idx, made if need be. */
+void lh_socket_push_fields(lua_State *L, int idx);
 static inline void lh_push_socket(lua_host *h, const lsocket *ls) { lua_rawgeti(h->L, LUA_REGISTRYINDEX, ls->ref); }
-void lh_set_protocol(lua_host *h, lsocket *ls, const char *protocol);
+void lh_set_protocol(lua_host *h, lsocket *ls, const char *protocol);   /* luaws.connect's */
 /* Queues an event of ls (dropped after on_close); lh_settle runs it. */
 void lh_socket_defer(lsocket *ls, lua_event *ev);
 void lh_run_socket_event(lsocket *ls, lua_event *ev);
 void lh_socket_idle(lsocket *ls);     /* no event runs or waits: input may flow, the ref may go */
 void lh_push_buffer(lua_State *L, const void *data, size_t len);
 static inline lsocket *lh_socket_of(const conn *c) { return c->user; }
+
+/* lua_reqpack.c: a request kept packed, and request tables built from it */
+/* The packed form of req (malloc'd; *len its size, never 0). */
+uint8_t *lh_request_pack(const conn *c, const http_request *req, bool upgrade, size_t *len);
+/* Room the subprotocol takes at the end of a packed request, and appending
+ * it there (protocol may be NULL: nothing); returns the new length. */
+size_t lh_request_protocol_size(const char *protocol);
+size_t lh_request_pack_protocol(uint8_t *packed, size_t len, const char *protocol);
+/* Pushes the request table (with request.query made if query). Raises on
+ * memory; runs Lua only if query. */
+void lh_request_push(lua_State *L, const uint8_t *packed, size_t len, bool query);
+void lh_request_push_protocol(lua_State *L, const uint8_t *packed, size_t len);  /* or nil */
+/* Whether the table at idx is still what lh_request_push builds: the same
+ * fields and values, and nothing added, removed or changed (*query: it has
+ * request.query, equal to a fresh one). Runs Lua if it has request.query. */
+bool lh_request_pristine(lua_State *L, int idx, const uint8_t *packed, size_t len, bool *query);
 
 /* lua_request.c */
 extern const luaL_Reg lh_request_fns[];   /* core.check_listener */

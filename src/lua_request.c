@@ -8,12 +8,6 @@
 #include <string.h>
 #include <strings.h>
 
-static void set_str(lua_State *L, const char *k, const char *v, size_t n)
-{
-    lua_pushlstring(L, v, n);
-    lua_setfield(L, -2, k);
-}
-
 /* Pushes {name = value} of the request's (or response's) headers. */
 static void push_headers(lua_State *L, const http_request *req)
 {
@@ -21,44 +15,6 @@ static void push_headers(lua_State *L, const http_request *req)
     for (size_t i = 0; i < req->nheaders; i++) {
         lua_pushstring(L, req->headers[i].value);
         lua_setfield(L, -2, req->headers[i].name);
-    }
-}
-
-static void push_request(lua_host *h, conn *c, const http_request *req, bool upgrade)
-{
-    lua_State *L = h->L;
-    lua_createtable(L, 0, 12);
-    /* request.query, parsed on first use (lua/luaws.lua fills __index). */
-    luaL_setmetatable(L, REQUEST_MT);
-    lua_pushstring(L, req->method);
-    lua_setfield(L, -2, "method");
-    const char *q = memchr(req->url, '?', req->url_len);
-    size_t plen = q ? (size_t)(q - req->url) : req->url_len;
-    set_str(L, "uri", req->url, plen);
-    if (q) set_str(L, "query_string", q + 1, req->url_len - plen - 1);
-    lua_pushfstring(L, "HTTP/%d.%d", req->http_major, req->http_minor);
-    lua_setfield(L, -2, "protocol");
-    lua_pushstring(L, c->tls ? (upgrade ? "wss" : "https") : (upgrade ? "ws" : "http"));
-    lua_setfield(L, -2, "scheme");
-    push_headers(L, req);
-    lua_setfield(L, -2, "headers");
-    /* remote_addr without the port, as Ring has it */
-    char ip[INET6_ADDRSTRLEN];
-    lua_pushstring(L, addr_ip_text(&c->peer, ip));
-    lua_setfield(L, -2, "remote_addr");
-    const char *host = http_header_get(req, "host");
-    if (host && *host) {
-        const char *end = host[0] == '[' ? strchr(host, ']') : strchr(host, ':');
-        size_t n = end ? (size_t)(end - host) + (host[0] == '[') : strlen(host);
-        set_str(L, "server_name", host, n);
-    } else {
-        lua_pushstring(L, c->lst->host);
-        lua_setfield(L, -2, "server_name");
-    }
-    lua_pushinteger(L, c->lst->port);
-    lua_setfield(L, -2, "server_port");
-    if (req->body) {
-        set_str(L, "body", req->body, req->body_len);
     }
 }
 
@@ -246,21 +202,50 @@ static bool protocol_offered(const http_request *req, const char *proto)
     return offered && http_token_list_has(offered, proto);
 }
 
-/* Upgrades c with the listener on top of the stack and the request below
- * it (both popped): its socket first, then the 101, then on_open. */
-static void upgrade(lua_host *h, conn *c, const http_request *req, const char *protocol,
-                    const char *head, size_t head_len)
+/* A lua_CFunction: lh_socket_adopt_request(socket (light userdata), request). */
+static int adopt_request(lua_State *L)
 {
-    lh_socket_new(h, c);
+    lh_socket_adopt_request(L, lua_touserdata(L, 1), 2);
+    return 0;
+}
+
+/* Upgrades c with the listener on top of the stack (popped): its socket
+ * first, keeping the packed request and the handler's request table (at
+ * request_idx; 0: none, a listener table took it), then the 101, then
+ * on_open. */
+static void upgrade(lua_host *h, conn *c, const http_request *req, const char *protocol, const char *head,
+                    size_t head_len, const uint8_t *packed, size_t packed_len, int request_idx)
+{
+    lua_State *L = h->L;
+    lsocket *ls = lh_socket_new(h, c, packed, packed_len, protocol);
+    if (request_idx) {
+        /* Seeing whether the handler changed it may run request.query's
+         * __index (Lua). Should that fail, the table is kept as it is. */
+        lua_pushcfunction(L, adopt_request);
+        lua_pushlightuserdata(L, ls);
+        lua_pushvalue(L, request_idx);
+        lh_enter(h);
+        int status = lua_pcall(L, 2, 0, 0);
+        lh_leave(h);
+        if (status != LUA_OK) {
+            lua_pop(L, 1);
+            lh_push_socket(h, ls);
+            lh_socket_push_fields(L, -1);
+            lua_pushvalue(L, request_idx);
+            lua_setfield(L, -2, "request");
+            lua_pop(L, 2);
+            ls->own |= LS_OWN_REQUEST;
+        }
+    }
     if (conn_upgrade(c, req, protocol, head, head_len) == 0) lh_host_open(h, c);
 }
 
-/* Runs the handler for a complete request and answers it, or upgrades it. */
-static void request(lua_host *h, conn *c, const http_request *req)
+/* Runs the handler for a complete request (packed: its packed form) and
+ * answers it, or upgrades it. */
+static void handle(lua_host *h, conn *c, const http_request *req, bool is_ws, const uint8_t *packed,
+                   size_t packed_len)
 {
     lua_State *L = h->L;
-    const char *up = http_header_get(req, "upgrade");
-    bool is_ws = up && http_token_list_has(up, "websocket");
     int base = lua_gettop(L);
     int handler_ref = h->handler_ref;
     bool listener_only = h->listener_only;
@@ -276,16 +261,16 @@ static void request(lua_host *h, conn *c, const http_request *req)
                          body, sizeof body - 1, req->keep_alive);
             return;
         }
-        push_request(h, c, req, true);
+        /* socket.request is built if the listener reads it. */
         lua_rawgeti(L, LUA_REGISTRYINDEX, handler_ref);
-        upgrade(h, c, req, NULL, NULL, 0);
+        upgrade(h, c, req, NULL, NULL, 0, packed, packed_len, 0);
         lua_settop(L, base);
         return;
     }
 
     lua_rawgeti(L, LUA_REGISTRYINDEX, h->traceback_ref);
     lua_rawgeti(L, LUA_REGISTRYINDEX, handler_ref);
-    push_request(h, c, req, is_ws);
+    lh_request_push(L, packed, packed_len, false);
     lua_pushvalue(L, -1);
     lua_insert(L, base + 1);                  /* request, traceback, handler, request */
     lh_enter_for(h, "the handler");
@@ -343,9 +328,8 @@ static void request(lua_host *h, conn *c, const http_request *req)
                 luaL_pushresult(&b);          /* header block */
                 size_t head_len;
                 const char *head = lua_tolstring(L, -1, &head_len);
-                lua_pushvalue(L, base + 1);   /* request */
                 lua_pushvalue(L, lidx);       /* listener */
-                upgrade(h, c, req, protocol, head, head_len);
+                upgrade(h, c, req, protocol, head, head_len, packed, packed_len, base + 1);
             }
         }
         lua_settop(L, base);
@@ -389,7 +373,12 @@ static void request(lua_host *h, conn *c, const http_request *req)
 /* host_ops.request */
 void lh_host_request(void *host, conn *c, const http_request *req)
 {
-    request(host, c, req);
+    const char *up = http_header_get(req, "upgrade");
+    bool is_ws = up && http_token_list_has(up, "websocket");
+    size_t packed_len;
+    uint8_t *packed = lh_request_pack(c, req, is_ws, &packed_len);
+    handle(host, c, req, is_ws, packed, packed_len);
+    free(packed);
     lh_settle(host);
 }
 
@@ -416,12 +405,29 @@ void lh_host_response(void *host, conn *c, const http_request *res)
     if (!ls) return;
     lua_State *L = h->L;
     lh_push_socket(h, ls);
-    lua_getiuservalue(L, -1, 1);
+    lh_socket_push_fields(L, -1);
     lua_pushcfunction(L, lh_push_response);
     lua_pushlightuserdata(L, (void *)res);
     if (lua_pcall(L, 1, 1, 0) == LUA_OK) lua_setfield(L, -2, "response");
     else lua_pop(L, 1);
     lua_pop(L, 2);
+}
+
+/* A lua_CFunction: handler(socket.request) for the socket ls (a light
+ * userdata), the request kept afterwards as the handshake keeps it (also
+ * when the handler fails: it may have changed the request first). */
+static int reload_call(lua_State *L)
+{
+    lsocket *ls = lua_touserdata(L, 2);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ls->h->traceback_ref);   /* 3 */
+    lua_pushvalue(L, 1);
+    lh_socket_push_request(L, ls);            /* 5: request */
+    lua_pushvalue(L, -1);
+    lua_insert(L, 3);                         /* 3: request, 4: traceback */
+    int status = lua_pcall(L, 1, 1, 4);
+    lh_socket_adopt_request(L, ls, 3);
+    if (status != LUA_OK) return lua_error(L);
+    return 1;
 }
 
 /* Asks the current handler for ls's listener, given its original request.
@@ -433,23 +439,18 @@ bool lh_new_listener(lua_host *h, lsocket *ls)
         lua_rawgeti(L, LUA_REGISTRYINDEX, h->handler_ref);
         return true;
     }
-    lua_rawgeti(L, LUA_REGISTRYINDEX, h->traceback_ref);
+    lua_pushcfunction(L, reload_call);
     lua_rawgeti(L, LUA_REGISTRYINDEX, h->handler_ref);
-    lh_push_socket(h, ls);
-    lua_getiuservalue(L, -1, 1);
-    lua_getfield(L, -1, "request");
-    lua_replace(L, -3);
-    lua_pop(L, 1);                            /* traceback, handler, request */
+    lua_pushlightuserdata(L, ls);
     lh_enter(h);
-    int status = lua_pcall(L, 1, 1, -3);
+    int status = lua_pcall(L, 2, 1, 0);
     lh_leave(h);
     if (status != LUA_OK) {
         log_warn("conn %llu keeps its old listener: the new handler failed: %s", (unsigned long long)ls->c->id,
                  lua_tostring(L, -1));
-        lua_pop(L, 2);
+        lua_pop(L, 1);
         return false;
     }
-    lua_remove(L, -2);
     if (lua_istable(L, -1)) {
         lua_getfield(L, -1, "listener");
         lua_remove(L, -2);

@@ -241,34 +241,187 @@ static int l_socket_set_rate(lua_State *L)
     return 1;
 }
 
+/* ---- the socket's fields: its own ones made on first use ---- */
+
+/* Registry: the request each socket's handler was given, while something
+ * else holds it (socket -> request, both weak), and what keeps it alive
+ * when only its headers or query table is held (ephemeron: part -> request). */
+#define REQUESTS_KEY "luaws.requests"
+#define REQUEST_PARTS_KEY "luaws.request_parts"
+
+/* LS_OWN_* of key (at kidx): socket.id, .data, .request, .protocol; else 0. */
+static int own_bit(lua_State *L, int kidx)
+{
+    static const char *const names[] = {"id", "data", "request", "protocol"};
+    static const int bits[] = {LS_OWN_ID, LS_OWN_DATA, LS_OWN_REQUEST, LS_OWN_PROTOCOL};
+    if (lua_type(L, kidx) != LUA_TSTRING) return 0;
+    size_t n;
+    const char *k = lua_tolstring(L, kidx, &n);
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++)
+        if (n == strlen(names[i]) && memcmp(k, names[i], n) == 0) return bits[i];
+    return 0;
+}
+
+void lh_socket_push_fields(lua_State *L, int idx)
+{
+    idx = lua_absindex(L, idx);
+    if (lua_getiuservalue(L, idx, 1) == LUA_TTABLE) return;
+    lua_pop(L, 1);
+    lua_createtable(L, 0, 1);
+    lua_pushvalue(L, -1);
+    lua_setiuservalue(L, idx, 1);
+}
+
+/* socket.request not kept yet: the table the handler was given, if
+ * anything still holds it, else a new one from the packed request. */
+static void make_request(lua_State *L, lsocket *ls, int idx)
+{
+    lua_getfield(L, LUA_REGISTRYINDEX, REQUESTS_KEY);
+    lua_pushvalue(L, idx);
+    int held = lua_rawget(L, -2);
+    lua_remove(L, -2);
+    if (held != LUA_TNIL) return;
+    lua_pop(L, 1);
+    assert(ls->packed_len);   /* luaws.connect's sockets own their request */
+    lh_request_push(L, ls->packed, ls->packed_len, ls->own & LS_QUERY_MADE);
+}
+
+/* Pushes field key (at kidx) of the socket ls (at idx): what the fields
+ * table holds, else its own field made now, and kept if keep. A
+ * lua_CFunction's helper: making socket.request may raise and run Lua. */
+static void push_field(lua_State *L, lsocket *ls, int idx, int kidx, bool keep)
+{
+    if (lua_getiuservalue(L, idx, 1) == LUA_TTABLE) {
+        lua_pushvalue(L, kidx);
+        if (lua_rawget(L, -2) != LUA_TNIL) {
+            lua_remove(L, -2);
+            return;
+        }
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    int bit = own_bit(L, kidx);
+    if (!bit || (ls->own & bit)) {   /* none, or set to nil by the script */
+        lua_pushnil(L);
+        return;
+    }
+    switch (bit) {
+    case LS_OWN_ID:
+        lua_pushinteger(L, (lua_Integer)ls->id);
+        return;
+    case LS_OWN_PROTOCOL:
+        if (ls->packed_len) lh_request_push_protocol(L, ls->packed, ls->packed_len);
+        else lua_pushnil(L);
+        return;
+    case LS_OWN_DATA:
+        lua_newtable(L);
+        break;
+    default:
+        make_request(L, ls, idx);
+        break;
+    }
+    if (!keep) return;
+    /* Made: the same table from now on. */
+    lh_socket_push_fields(L, idx);
+    lua_pushvalue(L, kidx);
+    lua_pushvalue(L, -3);
+    lua_rawset(L, -3);
+    lua_pop(L, 1);
+    ls->own |= (uint8_t)bit;
+}
+
+/* Pushes ls onto L (the main thread or an event's): it must be referenced. */
+static void push_socket_on(lua_State *L, const lsocket *ls)
+{
+    assert(ls->ref != LUA_NOREF);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ls->ref);
+}
+
+void lh_socket_push_request(lua_State *L, lsocket *ls)
+{
+    push_socket_on(L, ls);
+    lua_pushliteral(L, "request");
+    push_field(L, ls, lua_gettop(L) - 1, lua_gettop(L), false);
+    lua_replace(L, -3);
+    lua_pop(L, 1);
+}
+
+void lh_socket_adopt_request(lua_State *L, lsocket *ls, int idx)
+{
+    idx = lua_absindex(L, idx);
+    if (ls->own & LS_OWN_REQUEST) return;   /* kept already, or set by the script */
+    assert(ls->packed_len);                 /* only luaws.connect's have none, and own theirs */
+    luaL_checkstack(L, 24, "adopting the request");
+    push_socket_on(L, ls);
+    int sock = lua_gettop(L);
+    bool query;
+    if (lh_request_pristine(L, idx, ls->packed, ls->packed_len, &query)) {
+        /* As built: dropped, and built again when socket.request is read,
+         * unless something else still holds it (or its headers or query). */
+        ls->own = (uint8_t)((ls->own & ~LS_QUERY_MADE) | (query ? LS_QUERY_MADE : 0));
+        lua_getfield(L, LUA_REGISTRYINDEX, REQUESTS_KEY);
+        lua_pushvalue(L, sock);
+        lua_pushvalue(L, idx);
+        lua_rawset(L, -3);
+        lua_getfield(L, LUA_REGISTRYINDEX, REQUEST_PARTS_KEY);
+        static const char *const parts[] = {"headers", "query"};
+        for (size_t i = 0; i < sizeof parts / sizeof *parts; i++) {
+            lua_pushstring(L, parts[i]);
+            if (lua_rawget(L, idx) == LUA_TTABLE) {
+                lua_pushvalue(L, idx);
+                lua_rawset(L, -3);
+            } else {
+                lua_pop(L, 1);
+            }
+        }
+    } else {
+        /* The handler changed it: socket.request is this very table. */
+        lh_socket_push_fields(L, sock);
+        lua_pushvalue(L, idx);
+        lua_setfield(L, -2, "request");
+        ls->own |= LS_OWN_REQUEST;
+    }
+    lua_settop(L, sock - 1);
+}
+
 static int l_socket_index(lua_State *L)
 {
-    check_socket(L);
+    lsocket *ls = check_socket(L);
     lua_pushvalue(L, 2);
     if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) return 1;   /* a method */
-    lua_getiuservalue(L, 1, 1);
-    lua_pushvalue(L, 2);
-    lua_rawget(L, -2);
+    push_field(L, ls, 1, 2, true);
     return 1;
 }
 
 static int l_socket_newindex(lua_State *L)
 {
-    check_socket(L);
-    lua_getiuservalue(L, 1, 1);
+    lsocket *ls = check_socket(L);
+    lh_socket_push_fields(L, 1);
     lua_pushvalue(L, 2);
     lua_pushvalue(L, 3);
     lua_rawset(L, -3);
+    ls->own |= (uint8_t)own_bit(L, 2);
     return 0;
 }
 
 static int l_socket_tostring(lua_State *L)
 {
     lsocket *ls = check_socket(L);
-    lua_getiuservalue(L, 1, 1);
-    lua_getfield(L, -1, "id");
+    lua_pushliteral(L, "id");
+    push_field(L, ls, 1, lua_gettop(L), true);
     lua_pushfstring(L, "luaws.socket(%s%s)", lua_tostring(L, -1), open_conn(ls) ? "" : ", closed");
     return 1;
+}
+
+/* A weak table in the registry under key. */
+static void weak_table(lua_State *L, const char *key, const char *mode)
+{
+    lua_newtable(L);
+    lua_createtable(L, 0, 1);
+    lua_pushstring(L, mode);
+    lua_setfield(L, -2, "__mode");
+    lua_setmetatable(L, -2);
+    lua_setfield(L, LUA_REGISTRYINDEX, key);
 }
 
 void lh_socket_metatables(lua_State *L)
@@ -309,32 +462,32 @@ void lh_socket_metatables(lua_State *L)
     lua_pushcfunction(L, l_socket_tostring);
     lua_setfield(L, -2, "__tostring");
     lua_pop(L, 1);
+    weak_table(L, REQUESTS_KEY, "kv");
+    weak_table(L, REQUEST_PARTS_KEY, "k");
 }
 
 /* ---- the socket object ---- */
 
-
-/* Makes a socket from the request (below) and listener (top), pops both
- * and leaves the socket referenced from the registry. May raise (memory):
- * call it before anything that would need undoing. */
-static lsocket *socket_new(lua_State *L, lua_host *h, uint64_t id)
+/* Makes a socket from the listener on top of the stack (popped) and leaves
+ * it there, not yet referenced. May raise (memory): call it before
+ * anything that would need undoing. */
+static lsocket *socket_new(lua_State *L, lua_host *h, uint64_t id, const uint8_t *packed, size_t len,
+                           const char *protocol)
 {
-    lsocket *ls = lua_newuserdatauv(L, sizeof *ls, 2);
+    size_t room = len ? len + lh_request_protocol_size(protocol) : 0;
+    lsocket *ls = lua_newuserdatauv(L, sizeof *ls + room, 2);
     memset(ls, 0, sizeof *ls);
     ls->h = h;
     ls->ref = LUA_NOREF;
+    ls->id = id;
+    if (len) {
+        memcpy(ls->packed, packed, len);
+        ls->packed_len = lh_request_pack_protocol(ls->packed, len, protocol);
+        assert(ls->packed_len == room);
+    }
     luaL_setmetatable(L, SOCKET_MT);
-    lua_insert(L, -2);                        /* request, socket, listener */
+    lua_insert(L, -2);                        /* socket, listener */
     lua_setiuservalue(L, -2, 2);
-    lua_createtable(L, 0, 3);                 /* request, socket, fields */
-    lua_pushinteger(L, (lua_Integer)id);
-    lua_setfield(L, -2, "id");
-    lua_newtable(L);
-    lua_setfield(L, -2, "data");
-    lua_rotate(L, -3, -1);                    /* socket, fields, request */
-    lua_setfield(L, -2, "request");
-    lua_setiuservalue(L, -2, 1);
-    ls->ref = luaL_ref(L, LUA_REGISTRYINDEX);
     return ls;
 }
 
@@ -345,22 +498,26 @@ void lh_socket_attach(lsocket *ls, conn *c)
     c->user = ls;
 }
 
-lsocket *lh_socket_new(lua_host *h, conn *c)
+lsocket *lh_socket_new(lua_host *h, conn *c, const uint8_t *packed, size_t len, const char *protocol)
 {
-    lsocket *ls = socket_new(h->L, h, c->id);
+    assert(len);
+    lsocket *ls = socket_new(h->L, h, c->id, packed, len, protocol);
+    ls->ref = luaL_ref(h->L, LUA_REGISTRYINDEX);
     lh_socket_attach(ls, c);
     return ls;
 }
 
-/* socket.protocol: the subprotocol in use, if any. */
+/* socket.protocol of a luaws.connect socket: the subprotocol the server
+ * chose, if any (an inbound socket's is in its packed request). */
 void lh_set_protocol(lua_host *h, lsocket *ls, const char *protocol)
 {
     if (!protocol) return;
     lh_push_socket(h, ls);
-    lua_getiuservalue(h->L, -1, 1);
+    lh_socket_push_fields(h->L, -1);
     lua_pushstring(h->L, protocol);
     lua_setfield(h->L, -2, "protocol");
     lua_pop(h->L, 2);
+    ls->own |= LS_OWN_PROTOCOL;
 }
 
 /* ls has no event running: events it queued meanwhile get their turn,
@@ -519,7 +676,7 @@ void lh_host_open(void *host, conn *c)
 {
     lsocket *ls = lh_socket_of(c);
     if (!ls) return;
-    lh_set_protocol(host, ls, conn_protocol(c));
+    if (!ls->packed_len) lh_set_protocol(host, ls, conn_protocol(c));
     raise_event(ls, EV_OPEN, 0, 0, NULL, 0);
 }
 
@@ -624,11 +781,16 @@ static int l_connect(lua_State *L)
     if (!h->srv->loop) return luaL_error(L, "luaws.connect: the server is not running yet");
     /* Every Lua allocation first (they may raise under --script-memory),
      * then the connection, which cannot fail half-way. */
-    lua_pushvalue(L, 8);
     lua_pushvalue(L, 7);
     uint64_t id = server_take_id(h->srv);
-    lsocket *ls = socket_new(L, h, id);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, ls->ref);
+    lsocket *ls = socket_new(L, h, id, NULL, 0, NULL);
+    lh_socket_push_fields(L, -1);
+    lua_pushvalue(L, 8);
+    lua_setfield(L, -2, "request");
+    lua_pop(L, 1);
+    ls->own |= LS_OWN_REQUEST;
+    lua_pushvalue(L, -1);
+    ls->ref = luaL_ref(L, LUA_REGISTRYINDEX);
     client_request cr = {host, (int)port, request, len, key, protocols, deflate, tls, ca, verify};
     conn *c = client_connect(h->srv, &cr, id);
     lh_socket_attach(ls, c);

@@ -16,6 +16,8 @@
 #include <sys/random.h>
 #include <sys/stat.h>
 
+/* Keeps h->mem, the heap in use (--script-memory and /metrics's
+ * luaws_lua_heap_bytes), exact. */
 static void *l_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 {
     lua_host *h = ud;
@@ -23,11 +25,13 @@ static void *l_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
     if (nsize == 0) {
         free(ptr);
         h->mem -= osize;
+        *h->heap_gauge = h->mem;
         return NULL;
     }
     if (h->depth && h->mem_limit && nsize > osize && h->mem + (nsize - osize) > h->mem_limit) return NULL;
     void *p = realloc(ptr, nsize);
     if (p) h->mem += nsize - osize;
+    *h->heap_gauge = h->mem;
     return p;
 }
 
@@ -324,6 +328,8 @@ static void *lh_create(server *srv, const char *script, char **err)
     h->published_ref = LUA_NOREF;
     h->script = script ? strdup(script) : NULL;
     h->mem_limit = srv->cfg ? srv->cfg->script_memory : 0;
+    /* --check's probe server keeps no metrics */
+    h->heap_gauge = srv->metrics ? &srv->metrics->lua_heap_bytes : &h->heap_unmetered;
     h->run_socket_event = lh_run_socket_event;
     h->on_socket_idle = lh_socket_idle;
     lua_State *L = h->L = lua_newstate(l_alloc, h);

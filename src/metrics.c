@@ -46,6 +46,8 @@ static const metric_def defs[] = {
     {"rate_limited_total", "counter", "Times a socket hit --rate (paused or closed).", M(rate_limited)},
     {"ip_refused_total", "counter", "Connections refused by --max-conns-per-ip.", M(ip_refused)},
     {"socket_writes_total", "counter", "Writes to sockets: offered to the kernel, or queued (batched per loop iteration).", M(socket_writes)},
+    {"lua_heap_bytes", "gauge", "Bytes in the Lua heap: live objects and garbage not yet collected.",
+     M(lua_heap_bytes)},
 };
 
 /* Worker i's value of d (this worker's own when there are no slots). */

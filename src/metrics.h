@@ -16,6 +16,7 @@ typedef struct metrics {
     uint64_t rate_limited;        /* --rate: pauses, or closes */
     uint64_t ip_refused;          /* --max-conns-per-ip: 503s */
     uint64_t socket_writes;       /* writes offered to the kernel, and writes queued in libuv */
+    uint64_t lua_heap_bytes;      /* a gauge: the Lua state's heap now (the allocator keeps it) */
 } metrics;
 
 struct server;
