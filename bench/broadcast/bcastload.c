@@ -228,77 +228,7 @@ static uint64_t xorshift(uint64_t *s)
     return *s = x;
 }
 
-/* ---- CPU time (same method as bench/topics/subload.c) ---- */
-
-static bool read_stat(int pid, int *ppid, double *cpu_s)
-{
-    char path[64], b[1024];
-    snprintf(path, sizeof path, "/proc/%d/stat", pid);
-    FILE *f = fopen(path, "r");
-    if (!f) return false;
-    size_t n = fread(b, 1, sizeof b - 1, f);
-    fclose(f);
-    b[n] = '\0';
-    char *p = strrchr(b, ')');
-    if (!p) return false;
-    char st;
-    unsigned long ut, stt;
-    if (sscanf(p + 2, "%c %d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &st, ppid, &ut, &stt) != 4)
-        return false;
-    *cpu_s = (double)(ut + stt) / (double)sysconf(_SC_CLK_TCK);
-    return true;
-}
-
-/* CPU seconds of root and its descendants. Called by the main thread only. */
-static double tree_cpu(int root)
-{
-    enum { MAXP = 8192 };
-    static int pids[MAXP], ppids[MAXP];
-    static double cpu[MAXP];
-    static bool in[MAXP];
-    int np = 0;
-    DIR *d = opendir("/proc");
-    if (!d) return 0;
-    struct dirent *e;
-    while ((e = readdir(d)) && np < MAXP) {
-        if (!isdigit((unsigned char)e->d_name[0])) continue;
-        int pid = atoi(e->d_name);
-        if (read_stat(pid, &ppids[np], &cpu[np])) pids[np++] = pid;
-    }
-    closedir(d);
-    for (int i = 0; i < np; i++) in[i] = pids[i] == root;
-    for (bool changed = true; changed;) {
-        changed = false;
-        for (int i = 0; i < np; i++) {
-            if (in[i]) continue;
-            for (int j = 0; j < np; j++)
-                if (in[j] && ppids[i] == pids[j]) { in[i] = changed = true; break; }
-        }
-    }
-    double sum = 0;
-    for (int i = 0; i < np; i++) if (in[i]) sum += cpu[i];
-    return sum;
-}
-
-static double machine_busy(void)
-{
-    FILE *f = fopen("/proc/stat", "r");
-    if (!f) return 0;
-    unsigned long long v[8] = { 0 };
-    int n = fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5],
-                   &v[6], &v[7]);
-    fclose(f);
-    if (n < 4) return 0;
-    return (double)(v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / (double)sysconf(_SC_CLK_TCK);
-}
-
-static double self_cpu(void)
-{
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
-           ru.ru_stime.tv_usec / 1e6;
-}
+#include "../proc_cpu.h"
 
 /* ---- connections (each belongs to one worker thread) ---- */
 

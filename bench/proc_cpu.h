@@ -1,0 +1,93 @@
+/* bench/proc_cpu.h — CPU time from /proc, for the load generators
+ * (bench/topics/subload.c, bench/broadcast/bcastload.c): a process tree's
+ * (the server under test and its workers), the whole machine's, our own.
+ * Header-only: each tool is one .c file built by its run script. */
+#ifndef BENCH_PROC_CPU_H
+#define BENCH_PROC_CPU_H
+
+#include <ctype.h>
+#include <dirent.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+/* pid's parent and CPU seconds (utime + stime); false if it is gone. */
+static bool read_stat(int pid, int *ppid, double *cpu_s)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return false;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    char *p = strrchr(buf, ')');
+    if (!p) return false;
+    char st;
+    unsigned long ut, stt;
+    if (sscanf(p + 2, "%c %d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &st, ppid, &ut, &stt) != 4)
+        return false;
+    *cpu_s = (double)(ut + stt) / (double)sysconf(_SC_CLK_TCK);
+    return true;
+}
+
+/* CPU seconds of root and its descendants (luaws's or nginx's workers).
+ * Not thread-safe (static tables): call it from one thread. */
+static double tree_cpu(int root)
+{
+    enum { MAXP = 8192 };
+    static int pids[MAXP], ppids[MAXP];
+    static double cpu[MAXP];
+    static bool in[MAXP];
+    int np = 0;
+    DIR *d = opendir("/proc");
+    if (!d) return 0;
+    struct dirent *e;
+    while ((e = readdir(d)) && np < MAXP) {
+        if (!isdigit((unsigned char)e->d_name[0])) continue;
+        int pid = atoi(e->d_name);
+        if (read_stat(pid, &ppids[np], &cpu[np])) pids[np++] = pid;
+    }
+    closedir(d);
+    /* descendants: repeat until no change (process trees are shallow) */
+    for (int i = 0; i < np; i++) in[i] = pids[i] == root;
+    for (bool changed = true; changed;) {
+        changed = false;
+        for (int i = 0; i < np; i++) {
+            if (in[i]) continue;
+            for (int j = 0; j < np; j++)
+                if (in[j] && ppids[i] == pids[j]) { in[i] = changed = true; break; }
+        }
+    }
+    double sum = 0;
+    for (int i = 0; i < np; i++) if (in[i]) sum += cpu[i];
+    return sum;
+}
+
+/* Busy CPU seconds of the whole machine (all cores), from /proc/stat. */
+static double machine_busy(void)
+{
+    FILE *f = fopen("/proc/stat", "r");
+    if (!f) return 0;
+    unsigned long long v[8] = { 0 };
+    int n = fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5],
+                   &v[6], &v[7]);
+    fclose(f);
+    if (n < 4) return 0;
+    unsigned long long busy = v[0] + v[1] + v[2] + v[5] + v[6] + v[7];   /* not idle, not iowait */
+    return (double)busy / (double)sysconf(_SC_CLK_TCK);
+}
+
+/* Our own CPU seconds. */
+static double self_cpu(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
+           ru.ru_stime.tv_usec / 1e6;
+}
+
+#endif
