@@ -97,6 +97,7 @@ struct options {
     int sources;            /* -1 = automatic */
     uint32_t source_base;   /* first source address (host order); 0 = 127.0.0.1 */
     bool final_check;       /* hold: a ping and an echo on every connection at the end */
+    int warmup;             /* hold: connections opened, echoed once and closed before the baseline */
     int server_pid;         /* 0 = none */
     bool lua_heap;          /* --lua-heap: read luaws_lua_heap_bytes from GET /metrics */
     double connect_timeout;
@@ -1219,7 +1220,7 @@ static void *worker_main(void *arg)
 /* ------------------------------------------------------------------------ */
 /* The server's CPU time and RSS, from /proc (the process and its children). */
 
-struct proc_sample { double cpu_s; long rss_kb; int procs; };
+struct proc_sample { double cpu_s; long rss_kb, anon_kb; int procs; };
 
 static bool read_stat(int pid, int *ppid, double *cpu_s)
 {
@@ -1245,7 +1246,10 @@ static bool read_stat(int pid, int *ppid, double *cpu_s)
     return true;
 }
 
-static long read_rss_kb(int pid)
+/* pid's resident memory, and of it the anonymous (private) part: code
+ * pages of shared libraries touched for the first time (OpenSSL's SHA-1 on
+ * the first handshake) count in RSS but are not the connections' memory. */
+static long read_rss_kb(int pid, long *anon_kb)
 {
     char path[64], line[256];
     long kb = 0;
@@ -1253,9 +1257,12 @@ static long read_rss_kb(int pid)
     FILE *f = fopen(path, "r");
     if (!f)
         return 0;
-    while (fgets(line, sizeof line, f))
+    while (fgets(line, sizeof line, f)) {
         if (strncmp(line, "VmRSS:", 6) == 0)
             kb = strtol(line + 6, NULL, 10);
+        else if (strncmp(line, "RssAnon:", 8) == 0)
+            *anon_kb += strtol(line + 8, NULL, 10);
+    }
     fclose(f);
     return kb;
 }
@@ -1263,7 +1270,7 @@ static long read_rss_kb(int pid)
 /* Sum over pid and all its descendants (nginx workers, luaws workers). */
 static struct proc_sample sample_server(int root)
 {
-    struct proc_sample s = { 0, 0, 0 };
+    struct proc_sample s = { 0, 0, 0, 0 };
     enum { MAXP = 4096 };
     static int pids[MAXP], ppids[MAXP];
     static double cpu[MAXP];
@@ -1300,7 +1307,7 @@ static struct proc_sample sample_server(int root)
     for (int i = 0; i < np; i++)
         if (in_tree[i]) {
             s.cpu_s += cpu[i];
-            s.rss_kb += read_rss_kb(pids[i]);
+            s.rss_kb += read_rss_kb(pids[i], &s.anon_kb);
             s.procs++;
         }
     return s;
@@ -1392,6 +1399,10 @@ static void usage(FILE *f)
         "      --final-check     hold: when the hold ends (-d, or SIGUSR1 earlier) send a\n"
         "                        ping and one message on every connection; both must come\n"
         "                        back (pong with the same payload, checked echo)\n"
+        "      --warmup N        hold: first open N connections one by one, echo once and\n"
+        "                        close each, then take the server's baseline: what the\n"
+        "                        first connections cost once (library code paged in, a\n"
+        "                        JIT warming up) is then not counted per connection\n"
         "      --server-pid PID  sample the server's CPU time and RSS (PID + children)\n"
         "      --lua-heap        hold mode against luaws --metrics: also read its Lua heap\n"
         "                        (luaws_lua_heap_bytes from GET /metrics) before and after\n"
@@ -1477,7 +1488,7 @@ static void parse_url(const char *url)
 static void parse_options(int argc, char **argv)
 {
     enum { O_BINARY = 256, O_DEFLATE, O_HOLD, O_CHURN, O_SKIP, O_SOURCES, O_PID,
-           O_CTIMEOUT, O_DRAIN, O_PENDING, O_SOURCE, O_FINAL, O_LUA_HEAP };
+           O_CTIMEOUT, O_DRAIN, O_PENDING, O_SOURCE, O_FINAL, O_LUA_HEAP, O_WARMUP };
     static const struct option longs[] = {
         { "duration", required_argument, NULL, 'd' },
         { "conns", required_argument, NULL, 'c' },
@@ -1492,6 +1503,7 @@ static void parse_options(int argc, char **argv)
         { "sources", required_argument, NULL, O_SOURCES },
         { "source", required_argument, NULL, O_SOURCE },
         { "final-check", no_argument, NULL, O_FINAL },
+        { "warmup", required_argument, NULL, O_WARMUP },
         { "server-pid", required_argument, NULL, O_PID },
         { "lua-heap", no_argument, NULL, O_LUA_HEAP },
         { "connect-timeout", required_argument, NULL, O_CTIMEOUT },
@@ -1537,6 +1549,7 @@ static void parse_options(int argc, char **argv)
             break;
         }
         case O_FINAL: opt.final_check = true; break;
+        case O_WARMUP: opt.warmup = (int)parse_num(optarg, "--warmup", 0, 1000); break;
         case O_PID: opt.server_pid = (int)parse_num(optarg, "--server-pid", 1, 1L << 30); break;
         case O_LUA_HEAP: opt.lua_heap = true; break;
         case O_CTIMEOUT: opt.connect_timeout = strtod(optarg, NULL); break;
@@ -1596,6 +1609,39 @@ static void raise_fd_limit(int need)
     }
 }
 
+/* --warmup: one connection at a time, blocking: handshake, one masked text
+ * frame, whatever comes back within a second (the echo, a greeting), a
+ * close frame. Returns how many got their 101. */
+static int warm_up(int n)
+{
+    int ok = 0;
+    for (int i = 0; i < n; i++) {
+        int fd = socket(g_addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0) break;
+        struct timeval tv = { 1, 0 };
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        char buf[4096];
+        int len = snprintf(buf, sizeof buf,
+                           "GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                           "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+                           opt.path, g_host_header);
+        if (connect(fd, (struct sockaddr *)&g_addr, g_addrlen) == 0 && write(fd, buf, (size_t)len) == len) {
+            ssize_t r = read(fd, buf, sizeof buf - 1);
+            if (r > 12 && memcmp(buf, "HTTP/1.1 101", 12) == 0) {
+                ok++;
+                /* "warm", masked with a zero key; then a close frame (1000) */
+                static const unsigned char msg[] = { 0x81, 0x84, 0, 0, 0, 0, 'w', 'a', 'r', 'm' };
+                static const unsigned char bye[] = { 0x88, 0x82, 0, 0, 0, 0, 0x03, 0xe8 };
+                if (write(fd, msg, sizeof msg) == (ssize_t)sizeof msg && read(fd, buf, sizeof buf) > 0 &&
+                    write(fd, bye, sizeof bye) == (ssize_t)sizeof bye)
+                    while (read(fd, buf, sizeof buf) > 0) {}
+            }
+        }
+        close(fd);
+    }
+    return ok;
+}
+
 int main(int argc, char **argv)
 {
     parse_options(argc, argv);
@@ -1626,8 +1672,13 @@ int main(int argc, char **argv)
            opt.duration);
     fflush(stdout);
 
-    struct proc_sample srv_before = { 0, 0, 0 }, srv_t0 = { 0, 0, 0 }, srv_end = { 0, 0, 0 };
+    struct proc_sample srv_before = { 0, 0, 0, 0 }, srv_t0 = { 0, 0, 0, 0 }, srv_end = { 0, 0, 0, 0 };
     double window = opt.duration;       /* shorter if SIGUSR1 ends a hold */
+    if (opt.warmup && opt.mode == MODE_HOLD) {
+        int w = warm_up(opt.warmup);
+        printf("  warm-up: %d of %d connections opened, echoed and closed before the baseline\n", w, opt.warmup);
+        usleep(200 * 1000);   /* the server frees them */
+    }
     if (opt.server_pid) {
         srv_before = sample_server(opt.server_pid);
         if (srv_before.procs == 0)
@@ -1802,14 +1853,17 @@ int main(int argc, char **argv)
     }
     case MODE_HOLD: {
         double per_conn = ready > 0 ? (double)(srv_end.rss_kb - srv_before.rss_kb) / ready : 0;
+        double anon_per_conn = ready > 0 ? (double)(srv_end.anon_kb - srv_before.anon_kb) / ready : 0;
         printf("  held %d connections for %.1f s; %llu still open at the end\n", ready,
                window, (unsigned long long)st.still_open);
         if (opt.server_pid)
-            printf("  server RSS %ld kB -> %ld kB = %.2f kB per connection\n",
-                   srv_before.rss_kb, srv_end.rss_kb, per_conn);
+            printf("  server RSS %ld kB -> %ld kB = %.2f kB per connection (private: %ld kB -> %ld kB = "
+                   "%.2f kB)\n", srv_before.rss_kb, srv_end.rss_kb, per_conn, srv_before.anon_kb,
+                   srv_end.anon_kb, anon_per_conn);
         snprintf(extra + strlen(extra), sizeof extra - strlen(extra),
-                 " open=%d still_open=%llu rss_before_kb=%ld kb_per_conn=%.2f connect_s=%.2f",
-                 ready, (unsigned long long)st.still_open, srv_before.rss_kb, per_conn,
+                 " open=%d still_open=%llu rss_before_kb=%ld kb_per_conn=%.2f anon_kb_per_conn=%.2f"
+                 " connect_s=%.2f",
+                 ready, (unsigned long long)st.still_open, srv_before.rss_kb, per_conn, anon_per_conn,
                  connect_secs);
         if (opt.final_check) {
             printf("  final check: %llu connections sent a ping and a message: %llu pongs, "
