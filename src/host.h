@@ -62,6 +62,10 @@ typedef struct host_ops {
     int (*reload)(void *host, const char *why, bool quiet_repeat);
     /* The files to watch for hot reload (malloc'd array of malloc'd paths). */
     char **(*watched_files)(void *host, size_t *n);
+    /* Optional: many connections have gone; collect what the host keeps as
+     * garbage now (a full Lua collection). Called from the housekeeping
+     * timer: no host code is running, though events may be suspended. */
+    void (*collect)(void *host);
 } host_ops;
 
 /* Completion of an asynchronous write: status 0 or a libuv error code.

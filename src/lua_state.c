@@ -478,6 +478,14 @@ static void lh_destroy(void *host)
     free(h);
 }
 
+/* host_ops.collect: a full collection; Lua is not running (a timer
+ * callback of the core), though tasks may be suspended. */
+static void lh_collect(void *ud)
+{
+    lua_host *h = ud;
+    if (h->depth == 0) lua_gc(h->L, LUA_GCCOLLECT, 0);
+}
+
 const host_ops lua_host_ops = {
     .create = lh_create,
     .destroy = lh_destroy,
@@ -499,6 +507,7 @@ const host_ops lua_host_ops = {
     .topic_resync = lh_host_topic_resync,
     .reload = lh_reload,
     .watched_files = lh_watched_files,
+    .collect = lh_collect,
 };
 
 bool lua_compile_check(const char *path, char **err)

@@ -65,6 +65,7 @@ typedef struct server {
     void *host_ud;
     conn *conns;              /* every live connection, for shutdown */
     size_t nconns;
+    size_t conns_peak;        /* the most connections since memory was last given back */
     uint64_t next_id;
     uint64_t id_base, id_step; /* socket ids: unique across workers */
     bool stopping;
@@ -175,6 +176,7 @@ static inline size_t server_connections(const server *s)
 static inline void server_count_conn(server *s, int delta)
 {
     s->nconns += (size_t)(ptrdiff_t)delta;
+    if (s->nconns > s->conns_peak) s->conns_peak = s->nconns;
     if (s->slot) __atomic_store_n(&s->slot->connections, (uint64_t)s->nconns, __ATOMIC_RELAXED);
 }
 void log_startup(const config *cfg, int workers);
