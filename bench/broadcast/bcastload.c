@@ -166,33 +166,8 @@ static struct worker *workers;
 static struct sockaddr_in dst;
 static char *pad_json;              /* ,"padding":"1234567890..." or "" */
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
-static void die(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "bcastload: ");
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, "\n");
-    va_end(ap);
-    exit(2);
-}
-
-static void on_alarm(int sig)
-{
-    (void)sig;
-    static const char m[] = "bcastload: guard timeout, giving up\n";
-    ssize_t r = write(2, m, sizeof m - 1);
-    (void)r;
-    _exit(3);
-}
+#define LOADTOOL_NAME "bcastload"
+#include "../loadtool.h"
 
 static void *xrealloc(void *p, size_t n)
 {
@@ -228,7 +203,6 @@ static uint64_t xorshift(uint64_t *s)
     return *s = x;
 }
 
-#include "../proc_cpu.h"
 
 /* ---- connections (each belongs to one worker thread) ---- */
 

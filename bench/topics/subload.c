@@ -127,35 +127,9 @@ static size_t nlat, lat_cap;
 static bool measuring, publishing;
 static double t_start, t_end;
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
+#define LOADTOOL_NAME "subload"
+#include "../loadtool.h"
 
-static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
-static void die(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "subload: ");
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, "\n");
-    va_end(ap);
-    exit(2);
-}
-
-static void on_alarm(int sig)
-{
-    (void)sig;
-    static const char m[] = "subload: guard timeout, giving up\n";
-    ssize_t r = write(2, m, sizeof m - 1);
-    (void)r;
-    _exit(3);
-}
-
-#include "../proc_cpu.h"
 
 /* ---- output ---- */
 

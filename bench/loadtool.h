@@ -1,18 +1,55 @@
-/* bench/proc_cpu.h — CPU time from /proc, for the load generators
- * (bench/topics/subload.c, bench/broadcast/bcastload.c): a process tree's
- * (the server under test and its workers), the whole machine's, our own.
- * Header-only: each tool is one .c file built by its run script. */
-#ifndef BENCH_PROC_CPU_H
-#define BENCH_PROC_CPU_H
+/* bench/loadtool.h — what the load generators share (bench/topics/subload.c,
+ * bench/broadcast/bcastload.c): the clock, dying with a message, a guard
+ * alarm, and CPU time from /proc: a process tree's (the server under test
+ * and its workers), the whole machine's, our own. Header-only: each tool is
+ * one .c file built by its run script; define LOADTOOL_NAME (a string
+ * literal) before including it. */
+#ifndef BENCH_LOADTOOL_H
+#define BENCH_LOADTOOL_H
+
+#ifndef LOADTOOL_NAME
+#error "define LOADTOOL_NAME before including loadtool.h"
+#endif
 
 #include <ctype.h>
 #include <dirent.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <time.h>
 #include <unistd.h>
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+static void die(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, LOADTOOL_NAME ": ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+    exit(2);
+}
+
+/* SIGALRM: the run's guard timeout (async-signal-safe). */
+static void on_alarm(int sig)
+{
+    (void)sig;
+    static const char m[] = LOADTOOL_NAME ": guard timeout, giving up\n";
+    ssize_t r = write(2, m, sizeof m - 1);
+    (void)r;
+    _exit(3);
+}
 
 /* pid's parent and CPU seconds (utime + stime); false if it is gone. */
 static bool read_stat(int pid, int *ppid, double *cpu_s)
