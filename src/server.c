@@ -155,21 +155,30 @@ static void check_conn(conn *c, uint64_t now)
     }
 }
 
-/* After a burst of connections has gone (at least SHRINK_AFTER of them, and
- * fewer than half of the peak are left), what they left behind goes back
- * to the system: the host's garbage by a full collection, then the free
- * memory of the heap (malloc_trim). Otherwise a worker that once held
- * 10,000 connections keeps ~30 MB it no longer uses. */
+/* What a burst of connections leaves behind goes back to the system: the
+ * host's garbage by a full collection, then the heap's free memory
+ * (malloc_trim). Two bursts qualify (SHRINK_AFTER connections or more):
+ * - many have gone, and fewer than half of the peak are left: a worker
+ *   that once held 10,000 connections otherwise keeps ~30 MB it no longer
+ *   uses;
+ * - many have come since the last time, and the worker has been quiet for a
+ *   housekeeping tick: the handshakes' garbage (request strings, tables)
+ *   that the incremental collector has not reached yet is freed while
+ *   nothing waits, not counted as the connections' memory. */
 #define SHRINK_AFTER 1000
 
-static void shrink_after_closes(server *s)
+static void shrink_after_bursts(server *s)
 {
-    if (s->conns_peak < s->nconns + SHRINK_AFTER || s->nconns >= s->conns_peak / 2) return;
-    size_t peak = s->conns_peak;
-    s->conns_peak = s->nconns;
+    bool quiet = s->activity == s->shrink_activity;
+    s->shrink_activity = s->activity;
+    bool gone = s->conns_peak >= s->nconns + SHRINK_AFTER && s->nconns < s->conns_peak / 2;
+    bool came = quiet && s->nconns >= s->conns_settled + SHRINK_AFTER;
+    if (!gone && !came) return;
+    log_debug("%zu connections now, %zu at the peak, %zu before: memory given back", s->nconns, s->conns_peak,
+              s->conns_settled);
+    s->conns_peak = s->conns_settled = s->nconns;
     if (s->host->collect) s->host->collect(s->host_ud);
     malloc_trim(0);
-    log_debug("%zu connections now, %zu at the peak: memory given back", s->nconns, peak);
 }
 
 static void on_housekeeping(wtimer *t)
@@ -180,7 +189,7 @@ static void on_housekeeping(wtimer *t)
         next = c->next;
         check_conn(c, now);
     }
-    shrink_after_closes(s);
+    shrink_after_bursts(s);
 }
 
 static void housekeeping_start(server *s)

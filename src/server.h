@@ -65,7 +65,9 @@ typedef struct server {
     void *host_ud;
     conn *conns;              /* every live connection, for shutdown */
     size_t nconns;
-    size_t conns_peak;        /* the most connections since memory was last given back */
+    size_t conns_peak;        /* the most connections since memory was last given back ... */
+    size_t conns_settled;     /* ... and how many there were then */
+    uint64_t shrink_activity; /* activity at the last housekeeping tick (quiet: unchanged) */
     uint64_t next_id;
     uint64_t id_base, id_step; /* socket ids: unique across workers */
     bool stopping;
