@@ -15,6 +15,7 @@
 #include <dirent.h>
 #include <stdarg.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -116,6 +117,49 @@ static double machine_busy(void)
     if (n < 4) return 0;
     unsigned long long busy = v[0] + v[1] + v[2] + v[5] + v[6] + v[7];   /* not idle, not iowait */
     return (double)busy / (double)sysconf(_SC_CLK_TCK);
+}
+
+/* --cpu NAME=PID: the process trees whose CPU time is reported. */
+#define MAX_CPU 8
+struct watched_cpu { char name[32]; int pid; };
+
+/* Adds NAME=PID to cpu[*ncpu]; false if it is malformed or there is no room. */
+static bool add_cpu_opt(const char *arg, struct watched_cpu *cpu, int *ncpu)
+{
+    const char *eq = strchr(arg, '=');
+    if (!eq || *ncpu == MAX_CPU) return false;
+    snprintf(cpu[*ncpu].name, sizeof cpu[0].name, "%.*s", (int)(eq - arg), arg);
+    cpu[(*ncpu)++].pid = atoi(eq + 1);
+    return true;
+}
+
+/* qsort on doubles (latency percentiles). */
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* A client frame's header: FIN, opcode, the masked length and the masking
+ * key; returns its length (at most 14). */
+static size_t client_frame_head(uint8_t h[14], uint8_t opcode, size_t len, const uint8_t key[4])
+{
+    size_t hl = 0;
+    h[hl++] = 0x80 | opcode;
+    if (len < 126) h[hl++] = 0x80 | (uint8_t)len;
+    else if (len < 65536) { h[hl++] = 0x80 | 126; h[hl++] = (uint8_t)(len >> 8); h[hl++] = (uint8_t)len; }
+    else {
+        h[hl++] = 0x80 | 127;
+        for (int i = 7; i >= 0; i--) h[hl++] = (uint8_t)((uint64_t)len >> (8 * i));
+    }
+    memcpy(h + hl, key, 4);
+    return hl + 4;
+}
+
+/* Masks (or unmasks) len bytes in place with key. */
+static void mask_bytes(uint8_t *p, size_t len, const uint8_t key[4])
+{
+    for (size_t i = 0; i < len; i++) p[i] ^= key[i & 3];
 }
 
 /* Our own CPU seconds. */

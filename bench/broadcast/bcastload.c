@@ -75,6 +75,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#define LOADTOOL_NAME "bcastload"
+#include "../loadtool.h"
+
 #define RING            (1u << 16)      /* broadcasts remembered; ids map to id % RING */
 #define MAX_CONNECTING  256             /* handshakes in progress per thread */
 #define READ_CHUNK      (256 * 1024)
@@ -82,7 +85,6 @@
 #define PER_THREAD      19000           /* clients per thread when -t is not given */
 #define PER_SOURCE      10000           /* clients per source address by default */
 #define STALL_S         10.0            /* no progress for this long: the rest is lost */
-#define MAX_CPU         8
 #define DONE_RESULT     1u
 #define DONE_ALL        2u
 
@@ -143,7 +145,7 @@ static struct {
     enum limit_on on;
     char host[64], path[256];
     int port;
-    struct { char name[32]; int pid; } cpu[MAX_CPU];
+    struct watched_cpu cpu[MAX_CPU];
     int ncpu;
 } opt = { .initial = 1000, .step = 1000, .max = 19000, .conc = 4, .samples = 100, .threads = 0,
           .sources = 0, .padding = 0, .percentile = 95, .secs = 5, .guard = 3600, .rate = 0,
@@ -166,8 +168,6 @@ static struct worker *workers;
 static struct sockaddr_in dst;
 static char *pad_json;              /* ,"padding":"1234567890..." or "" */
 
-#define LOADTOOL_NAME "bcastload"
-#include "../loadtool.h"
 
 static void *xrealloc(void *p, size_t n)
 {
@@ -252,24 +252,13 @@ static void flush(struct worker *w, struct conn *c)
 /* A masked client frame, sent at once (what the socket does not take waits). */
 static void send_frame(struct worker *w, struct conn *c, uint8_t opcode, const void *payload, size_t len)
 {
-    uint8_t h[14];
-    size_t hl = 0;
-    h[hl++] = 0x80 | opcode;
-    if (len < 126) h[hl++] = 0x80 | (uint8_t)len;
-    else if (len < 65536) { h[hl++] = 0x80 | 126; h[hl++] = (uint8_t)(len >> 8); h[hl++] = (uint8_t)len; }
-    else {
-        h[hl++] = 0x80 | 127;
-        for (int i = 7; i >= 0; i--) h[hl++] = (uint8_t)((uint64_t)len >> (8 * i));
-    }
-    uint32_t key = (uint32_t)xorshift(&w->rng);
-    uint8_t k[4];
-    memcpy(k, &key, 4);
-    memcpy(h + hl, k, 4);
-    hl += 4;
-    buf_add(&c->out, h, hl);
+    uint32_t r = (uint32_t)xorshift(&w->rng);
+    uint8_t h[14], k[4];
+    memcpy(k, &r, 4);
+    buf_add(&c->out, h, client_frame_head(h, opcode, len, k));
     size_t base = c->out.len;
     buf_add(&c->out, payload, len);
-    for (size_t i = 0; i < len; i++) c->out.p[base + i] ^= k[i & 3];
+    mask_bytes((uint8_t *)c->out.p + base, len, k);
     flush(w, c);
 }
 
@@ -728,12 +717,6 @@ static void run_rate(double secs)
     set_phase(PH_IDLE);
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
 /* Nearest-rank percentile of a sorted array, in ms. */
 static double pct(const double *v, size_t n, double p)
 {
@@ -901,13 +884,9 @@ int main(int argc, char **argv)
         case 't': opt.threads = atoi(optarg); break;
         case 'K': opt.sources = atoi(optarg); break;
         case 'G': opt.guard = atoi(optarg); break;
-        case 'C': {
-            char *eq = strchr(optarg, '=');
-            if (!eq || opt.ncpu == MAX_CPU) usage();
-            snprintf(opt.cpu[opt.ncpu].name, sizeof opt.cpu[0].name, "%.*s", (int)(eq - optarg), optarg);
-            opt.cpu[opt.ncpu++].pid = atoi(eq + 1);
+        case 'C':
+            if (!add_cpu_opt(optarg, opt.cpu, &opt.ncpu)) usage();
             break;
-        }
         default: usage();
         }
     }

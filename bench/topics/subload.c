@@ -64,10 +64,12 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#define LOADTOOL_NAME "subload"
+#include "../loadtool.h"
+
 #define READ_CHUNK (256 * 1024)
 #define MAX_CONNECTING 256
 #define SEQ_DIGITS 10
-#define MAX_CPU 8
 
 enum cstate { CS_CONNECTING, CS_HANDSHAKE, CS_OPEN, CS_DEAD };
 
@@ -107,7 +109,7 @@ static struct {
     bool deflate;
     char host[64];
     int port;
-    struct { char name[32]; int pid; } cpu[MAX_CPU];
+    struct watched_cpu cpu[MAX_CPU];
     int ncpu;
 } opt = { .subs = 10000, .secs = 5, .size = 32, .window = 8, .sources = -1, .drain = 10 };
 
@@ -127,8 +129,6 @@ static size_t nlat, lat_cap;
 static bool measuring, publishing;
 static double t_start, t_end;
 
-#define LOADTOOL_NAME "subload"
-#include "../loadtool.h"
 
 
 /* ---- output ---- */
@@ -176,24 +176,13 @@ static void flush(struct conn *c)
 /* A masked client frame. */
 static void send_frame(struct conn *c, uint8_t opcode, const void *payload, size_t len)
 {
-    uint8_t h[14];
-    size_t hl = 0;
-    h[hl++] = 0x80 | opcode;
-    if (len < 126) h[hl++] = 0x80 | (uint8_t)len;
-    else if (len < 65536) { h[hl++] = 0x80 | 126; h[hl++] = (uint8_t)(len >> 8); h[hl++] = (uint8_t)len; }
-    else {
-        h[hl++] = 0x80 | 127;
-        for (int i = 7; i >= 0; i--) h[hl++] = (uint8_t)((uint64_t)len >> (8 * i));
-    }
-    uint32_t key = (uint32_t)random();
-    uint8_t k[4];
-    memcpy(k, &key, 4);
-    memcpy(h + hl, k, 4);
-    hl += 4;
-    out_append(c, h, hl);
+    uint32_t r = (uint32_t)random();
+    uint8_t h[14], k[4];
+    memcpy(k, &r, 4);
+    out_append(c, h, client_frame_head(h, opcode, len, k));
     size_t base = c->out_len;
     out_append(c, payload, len);
-    for (size_t i = 0; i < len; i++) c->out[base + i] ^= k[i & 3];
+    mask_bytes((uint8_t *)c->out + base, len, k);
 }
 
 /* ---- publishing and the window ---- */
@@ -567,12 +556,6 @@ static void loop_once(int timeout_ms)
     }
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
 static void usage(void)
 {
     fprintf(stderr,
@@ -609,13 +592,9 @@ int main(int argc, char **argv)
         case 'S': opt.sources = atoi(optarg); break;
         case 'Z': opt.deflate = true; break;
         case 'D': opt.drain = atoi(optarg); break;
-        case 'C': {
-            char *eq = strchr(optarg, '=');
-            if (!eq || opt.ncpu == MAX_CPU) usage();
-            snprintf(opt.cpu[opt.ncpu].name, sizeof opt.cpu[0].name, "%.*s", (int)(eq - optarg), optarg);
-            opt.cpu[opt.ncpu++].pid = atoi(eq + 1);
+        case 'C':
+            if (!add_cpu_opt(optarg, opt.cpu, &opt.ncpu)) usage();
             break;
-        }
         default: usage();
         }
     }
