@@ -256,16 +256,15 @@ static shared_frame **wreq_refs(wreq *w) { return (shared_frame **)(w + 1); }
  * whatever the batch holds in front of them, in one writev. */
 #define CORK_COPY_MAX (4 * 1024)
 
-size_t conn_backlog(const conn *c)
-{
-    const conn_out *o = c->out;
-    return c->queued + (o ? o->copy.len + o->wire + o->nrefs * REF_COST : 0);
-}
-
 size_t conn_unsent(const conn *c)
 {
     const conn_out *o = c->out;
     return o ? o->copy.len + o->wire : 0;
+}
+
+size_t conn_backlog(const conn *c)
+{
+    return c->queued + conn_unsent(c) + (c->out ? c->out->nrefs * REF_COST : 0);
 }
 
 static void on_write(uv_write_t *req, int status)
@@ -423,7 +422,7 @@ static void out_added(conn *c)
 {
     conn_out *o = c->out;
     server *s = c->srv;
-    if (o->copy.len + o->wire >= OUT_FLUSH_AT || uv_is_closing((uv_handle_t *)&s->flush_check)) {
+    if (conn_unsent(c) >= OUT_FLUSH_AT || uv_is_closing((uv_handle_t *)&s->flush_check)) {
         conn_uncork(c);   /* (or the server is stopping: no iteration end will come) */
         return;
     }
@@ -547,8 +546,8 @@ int conn_write_shared(conn *c, shared_frame *f)
 void conn_uncork(conn *c)
 {
     if (!c->out) return;
-    if (conn_is_dead(c)) out_free(c->srv, out_take(c));
-    else out_send(c, NULL, 0, NULL, 0, NULL, NULL);
+    assert(!conn_is_dead(c));   /* conn_close_now dropped the batch; nothing adds to a dead one */
+    out_send(c, NULL, 0, NULL, 0, NULL, NULL);
 }
 
 void conn_flush_all(server *s)
