@@ -97,12 +97,15 @@ end
 
 -- Reads from c until the peer closes TCP (EOF or reset); returns the
 -- messages read meanwhile (kind, data) and the error that ended it.
+-- Every message until TCP closes; a close frame is answered (as a client
+-- does), so the server closes TCP at once rather than after its close timeout.
 local function read_until_closed(c)
   local got = {}
   while true do
     local data, kind = c:read_message()
     if not data then return got, kind end
     got[#got + 1] = { kind, data }
+    if kind == "close" then c:send_frame { opcode = wsc.OP.close, payload = data } end
   end
 end
 

@@ -230,6 +230,18 @@ function Server:signal(sig)
   os.execute(string.format("kill -%s %d 2>/dev/null", sig or "TERM", self.pid))
 end
 
+-- Whether args give the server a drain delay on SIGTERM (--drain-delay, or
+-- --health with its default).
+local function drain_delay(args)
+  local health, delay = false, nil
+  for i, a in ipairs(args or {}) do
+    if a == "--health" then health = true end
+    if a == "--drain-delay" then delay = args[i + 1] end
+  end
+  if delay then return delay ~= "0" end
+  return health
+end
+
 -- SIGTERM and wait. Errors if the server had already died (crash) or wrote a
 -- sanitizer report; returns how, code. opts.keep keeps the temp directory.
 function Server:stop(opts)
@@ -237,8 +249,22 @@ function Server:stop(opts)
   if self.stopped then return self.exit.how, self.exit.code, self.final_log end
   self.stopped = true
   local died = not self.exit and not alive(self.pid)
+  local t0
   if not self.exit and not died then
+    -- What the spec left open to this server goes first (opts.keep_clients
+    -- keeps it, for a spec that reads the drain's close frames after stop).
+    t0 = socket.gettime()
+    if not opts.keep_clients and self.port then require("spec.support.wsclient").drop_to(self.port) end
+    local mark, draining = self:mark(), #self:grep("draining for", { plain = true }) > 0
     self:signal("TERM")
+    -- With a drain delay the server would serve on for it: once every worker
+    -- says it is draining, a second SIGTERM shuts it down at once
+    -- (opts.full_drain waits the delay out).
+    if drain_delay(self.opts.args) and not draining and not opts.full_drain then
+      if pcall(self.wait_log, self, "draining for", { plain = true, after = mark, count = self.opts.workers or 1 }) then
+        self:signal("TERM")
+      end
+    end
     -- The server may drain open connections for its close timeout (5 s by
     -- default) first, e.g. those a failed spec left open: wait longer than that.
     if not self:wait_exit(S.STOP_TIMEOUT) then
@@ -248,6 +274,12 @@ function Server:stop(opts)
     end
   end
   local how, code = self:reap()
+  -- LUAWS_SPEC_SLOW_STOP=1: say which stops took over a second (what makes
+  -- a suite slow is usually a server draining what a spec left open).
+  if os.getenv("LUAWS_SPEC_SLOW_STOP") and t0 and socket.gettime() - t0 > 1 then
+    io.stderr:write(string.format("slow stop: %.2f s: %s\n%s\n", socket.gettime() - t0, self.cmdline,
+      debug.traceback("", 2)))
+  end
   local log = self:log()
   self.final_log = log
   if not opts.keep and not os.getenv("LUAWS_SPEC_KEEP") then
@@ -266,6 +298,7 @@ function Server:stop(opts)
 end
 
 function S.stop_all()
+  require("spec.support.wsclient").drop_to(nil)   -- nothing is read after this
   for srv in pairs(running) do pcall(srv.stop, srv, { quiet = true }) end
 end
 

@@ -126,6 +126,19 @@ local Conn = {}
 Conn.__index = Conn
 M.Conn = Conn
 
+-- Every connection opened here, weakly: Server:stop drops the ones a spec left
+-- open to that server first (M.drop_to), so the server sees them go at once
+-- instead of draining them for its close timeout.
+local opened = setmetatable({}, { __mode = "k" })
+
+-- Close, without a close handshake, every connection still open to port
+-- (to any port when port is nil).
+function M.drop_to(port)
+  for c in pairs(opened) do
+    if (port == nil or c.port == port) and not c.closed then c:shutdown() end
+  end
+end
+
 -- Open a plain TCP connection (no handshake yet).
 function M.tcp(host, port, opts)
   opts = opts or {}
@@ -138,8 +151,10 @@ function M.tcp(host, port, opts)
   local ok, err = sock:connect(host or "127.0.0.1", port)
   if not ok then sock:close(); return nil, "connect: " .. tostring(err) end
   sock:setoption("tcp-nodelay", true)
-  return setmetatable({ sock = sock, host = host or "127.0.0.1", port = port,
-                        buf = "", frag = nil, timeout = opts.timeout or M.DEFAULT_TIMEOUT }, Conn)
+  local c = setmetatable({ sock = sock, host = host or "127.0.0.1", port = port,
+                          buf = "", frag = nil, timeout = opts.timeout or M.DEFAULT_TIMEOUT }, Conn)
+  opened[c] = true
+  return c
 end
 
 -- Raw bytes out; opts.chop = n delivers n bytes per write (opts.pause = seconds
