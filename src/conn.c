@@ -225,10 +225,9 @@ struct conn_out {
 /* What holding a frame by reference costs beyond its bytes: the pointer
  * here or in the write request, and libuv's copy of the buffer list. */
 #define REF_COST (sizeof(out_ref) + sizeof(uv_buf_t))
-/* A batch's room for frames at first; the most room, and the largest copy
- * buffer, of a batch kept for reuse. */
+/* A batch's room for frames at first, and the largest copy buffer the
+ * spare batch keeps. */
 #define OUT_REFS 4
-#define OUT_SPARE_REFS 64
 #define OUT_SPARE_COPY (16 * 1024)
 /* A batch this big is sent without waiting for the end of the iteration. */
 #define OUT_FLUSH_AT (64 * 1024)
@@ -399,27 +398,17 @@ static const conn_io plain_io = {
 
 /* ---- the batch ---- */
 
-/* c's batch, made on first use. The worker keeps the batches it sent (up to
- * OUT_SPARE_REFS frames of room) for the next ones, and a copy buffer, so
- * that neither echoing nor a fan-out allocates: the batch kept when none
- * was keeps its copy buffer (an echo reuses both at once); the others give
- * theirs to srv->spare_copy, which conn_write takes when it needs one. */
-static conn_out *out_alloc(void)
-{
-    conn_out *o = xcalloc(sizeof *o + OUT_REFS * sizeof(out_ref));
-    o->cap = OUT_REFS;
-    return o;
-}
-
-static inline conn_out *out_get(conn *c)
+/* c's batch, made on first use; the worker keeps one spare (the usual
+ * size, its copy buffer kept), so that echoing does not allocate. */
+static conn_out *out_get(conn *c)
 {
     if (!c->out) {
         server *s = c->srv;
-        if (s->nspare) {
-            c->out = s->spare[--s->nspare];
-            if (s->nspare < s->spare_low) s->spare_low = s->nspare;
-        } else {
-            c->out = out_alloc();
+        c->out = s->spare_out;
+        s->spare_out = NULL;
+        if (!c->out) {
+            c->out = xcalloc(sizeof *c->out + OUT_REFS * sizeof(out_ref));
+            c->out->cap = OUT_REFS;
         }
     }
     return c->out;
@@ -459,39 +448,20 @@ static conn_out *out_take(conn *c)
     return o;
 }
 
-static void out_destroy(conn_out *o)
-{
-    free(o->copy.data);
-    free(o);
-}
-
 static void out_free(server *s, conn_out *o)
 {
     if (!o) return;
     for (uint32_t i = 0; i < o->nrefs; i++) shared_frame_unref(o->ref[i].f);
-    if (uv_is_closing((uv_handle_t *)&s->flush_check)) {
-        out_destroy(o);   /* the worker stops: nothing is kept */
+    if (!s->spare_out && o->cap == OUT_REFS && o->copy.cap <= OUT_SPARE_COPY &&
+        !uv_is_closing((uv_handle_t *)&s->flush_check)) {
+        o->nrefs = 0;
+        o->wire = 0;
+        o->copy.len = 0;
+        s->spare_out = o;
         return;
     }
-    if (o->cap > OUT_SPARE_REFS || o->copy.cap > OUT_SPARE_COPY) {
-        out_destroy(o);
-        return;
-    }
-    if (o->copy.data && s->nspare) {
-        if (!s->spare_copy.data)
-            s->spare_copy = o->copy;
-        else
-            free(o->copy.data);
-        o->copy = (bytes){ 0 };
-    }
-    if (s->nspare == s->spare_cap) {
-        s->spare_cap = s->spare_cap ? 2 * s->spare_cap : 64;
-        s->spare = xrealloc(s->spare, s->spare_cap * sizeof *s->spare);
-    }
-    o->nrefs = 0;
-    o->wire = 0;
-    o->copy.len = 0;
-    s->spare[s->nspare++] = o;
+    free(o->copy.data);
+    free(o);
 }
 
 /* Sends c's batch, then hdr and data (either may be empty), in one writev
@@ -550,11 +520,6 @@ int conn_write(conn *c, const uint8_t *hdr, size_t hlen, const uint8_t *data, si
     }
     if (done || len >= CORK_COPY_MAX) return out_send(c, hdr, hlen, data, len, done, ud);
     conn_out *o = out_get(c);
-    if (!o->copy.data && c->srv->spare_copy.data) {
-        o->copy = c->srv->spare_copy;
-        o->copy.len = 0;
-        c->srv->spare_copy = (bytes){ 0 };
-    }
     bytes_reserve(&o->copy, hlen + len, 4096);
     memcpy(o->copy.data + o->copy.len, hdr, hlen);
     if (len) memcpy(o->copy.data + o->copy.len + hlen, data, len);
@@ -606,25 +571,10 @@ void conn_flush_end(server *s)
     free(s->dirty);
     s->dirty = NULL;
     s->ndirty = s->dirty_cap = 0;
-    while (s->nspare) out_destroy(s->spare[--s->nspare]);
-    free(s->spare_copy.data);
-    s->spare_copy = (bytes){ 0 };
-    free(s->spare);
-    s->spare = NULL;
-    s->spare_cap = s->spare_low = 0;
-}
-
-void conn_trim_spares(server *s)
-{
-    assert(s->spare_low <= s->nspare);   /* out_get lowers it with nspare */
-    uint32_t unused = s->spare_low;
-    if (unused >= s->nspare) unused = s->nspare ? s->nspare - 1 : 0;
-    while (unused--) out_destroy(s->spare[--s->nspare]);
-    if (s->spare_cap > 64 && s->nspare < s->spare_cap / 4) {
-        s->spare_cap = s->nspare > 64 ? s->nspare : 64;
-        s->spare = xrealloc(s->spare, s->spare_cap * sizeof *s->spare);
-    }
-    s->spare_low = s->nspare;
+    conn_out *o = s->spare_out;
+    s->spare_out = NULL;
+    if (o) free(o->copy.data);
+    free(o);
 }
 
 /* ---- closing ---- */

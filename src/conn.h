@@ -229,9 +229,6 @@ void conn_uncork(conn *c);
 void conn_flush_all(server *s);
 /* The worker stops: the last batches go, and what batching kept is freed. */
 void conn_flush_end(server *s);
-/* Housekeeping: frees the kept batches no connection took since the last
- * call (all but one, when sending has stopped). */
-void conn_trim_spares(server *s);
 /* Plain TCP's conn_io: the bytes read go to the phase (kept while paused),
  * bytes written go to the kernel (copied only if it does not take them). */
 void conn_feed_input(conn *c, uint8_t *data, size_t n);

@@ -189,7 +189,6 @@ static void on_housekeeping(wtimer *t)
         next = c->next;
         check_conn(c, now);
     }
-    conn_trim_spares(s);
     shrink_after_bursts(s);
 }
 

@@ -97,12 +97,7 @@ typedef struct server {
      * what timers sent, before the poll; check for what I/O sent, after it. */
     conn **dirty;
     uint32_t ndirty, dirty_cap;
-    /* Batches kept for the next connections that send (conn.c): one fan-out
-     * to N sockets needs N at once. spare_low is the fewest kept since the
-     * last housekeeping tick: that many went unused, and are freed then. */
-    struct conn_out **spare;
-    uint32_t nspare, spare_cap, spare_low;
-    bytes spare_copy;         /* a batch's copy buffer, kept for the next (echoes) */
+    struct conn_out *spare_out;  /* a batch kept for the next connection that sends */
     uv_prepare_t flush_prepare;
     uv_check_t flush_check;
     void (*on_empty)(struct server *s);  /* the last connection was freed */
