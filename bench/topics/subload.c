@@ -106,6 +106,7 @@ struct conn {
 
 static struct {
     int subs, secs, size, window, sources, drain;
+    double rate;                 /* messages per second; 0: as fast as the window allows */
     bool deflate;
     char host[64];
     int port;
@@ -218,10 +219,16 @@ static void publish_one(void)
     send_frame(pubc, 0x1, msgbuf, (size_t)opt.size);
 }
 
+/* Publishes what the window allows; with --rate, no more than are due
+ * since the window opened (one at once, then one every 1/rate s). */
+static uint32_t published_at_start;
 static void pump(void)
 {
     if (!publishing) return;
-    while (published - completed < (uint32_t)opt.window) publish_one();
+    while (published - completed < (uint32_t)opt.window) {
+        if (opt.rate > 0 && published - published_at_start >= (uint32_t)((now_s() - t_start) * opt.rate) + 1) break;
+        publish_one();
+    }
     flush(pubc);
 }
 
@@ -568,6 +575,8 @@ static void usage(void)
             "  --sources K    spread subscribers over 127.0.0.1..127.0.0.K (default SUBS/5000+1)\n"
             "  --deflate      offer permessage-deflate (no context takeover either way)\n"
             "  --drain SECS   after the window, wait this long for messages in flight (10)\n"
+            "  --rate R       publish R messages per second at most (still at most WINDOW in\n"
+            "                 flight): a fixed load, where the server's CPU says what it costs\n"
             "  --cpu NAME=PID report the CPU seconds of PID and its descendants in the window\n");
     exit(2);
 }
@@ -579,6 +588,7 @@ int main(int argc, char **argv)
         { "cpu", required_argument, NULL, 'C' },
         { "deflate", no_argument, NULL, 'Z' },
         { "drain", required_argument, NULL, 'D' },
+        { "rate", required_argument, NULL, 'R' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
@@ -592,6 +602,7 @@ int main(int argc, char **argv)
         case 'S': opt.sources = atoi(optarg); break;
         case 'Z': opt.deflate = true; break;
         case 'D': opt.drain = atoi(optarg); break;
+        case 'R': opt.rate = atof(optarg); break;
         case 'C':
             if (!add_cpu_opt(optarg, opt.cpu, &opt.ncpu)) usage();
             break;
@@ -678,8 +689,12 @@ int main(int argc, char **argv)
     measuring = publishing = true;
     compressed = 0;     /* the warm-up's do not count */
     t_start = now_s();
+    published_at_start = published;
     pump();
-    while ((t_end = now_s()) < t_start + opt.secs) loop_once(10);
+    while ((t_end = now_s()) < t_start + opt.secs) {
+        loop_once(opt.rate > 0 ? 1 : 10);
+        pump();
+    }
     publishing = false;
     measuring = false;
     deliveries_at_end = deliveries;
