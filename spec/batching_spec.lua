@@ -1,5 +1,6 @@
 -- batching_spec.lua — what a socket is sent outside its own events waits for
--- the end of the loop iteration and leaves in one writev (issue 17): publishes
+-- the end of the loop iteration and leaves in one writev (issue 17; a sweep of
+-- at most 1,024 connections per iteration): publishes
 -- and socket:send from other sockets' events and from timers, in order, with
 -- --max-backpressure counting what waits. spec/scripts/batching.lua is the
 -- script; luaws_socket_writes_total in /metrics counts the writes.
@@ -70,6 +71,35 @@ describe("batched sends", function()
     assert.equal("done big 400 3000", (H.read(ctl)))
     for _, c in ipairs(members) do expect_rounds(c, 400, 3000) end
     for _, c in ipairs(members) do c:close(1000) end
+    ctl:close(1000)
+  end)
+end)
+
+describe("batched sends to more sockets than one pass", function()
+  local srv
+  lazy_setup(function() srv = H.start { script = SCRIPT, args = { "--metrics" } } end)
+  lazy_teardown(function() if srv then srv:stop() end end)
+
+  -- A pass at the end of a loop iteration sends at most 1,024 batches; the
+  -- rest go in the next iterations. 2,000 members, rounds from this event,
+  -- then rounds from a timer (next iteration, after the first pass): the
+  -- first 1,024 members get two writes, the other 976 get both rounds in one
+  -- (without the sweep: 4,000 writes).
+  it("a fan-out wider than one pass goes over several iterations; what is sent meanwhile joins the batches not yet sent", function()
+    local members = {}
+    for i = 1, 2000 do members[i] = member(srv) end
+    local ctl = H.open(srv, "/ctl")
+    local before = writes(srv)
+    ctl:send_text("twice 8")
+    assert.equal("done twice 8", (H.read(ctl)))
+    for _, c in ipairs(members) do
+      expect_rounds(c, 8)
+      expect_rounds(c, 8)
+    end
+    local delta = writes(srv) - before
+    assert.is_true(delta >= 2000, "writes: " .. delta)
+    assert.is_true(delta <= 1024 * 2 + 976 + 3, "writes: " .. delta)
+    for _, c in ipairs(members) do c:shutdown() end
     ctl:close(1000)
   end)
 end)

@@ -207,7 +207,7 @@ void conn_tell_close(conn *c)
  * messages leave in one write when the batch is done) and, for what is
  * sent from anywhere else (timers, other sockets' events, publishes, the
  * topic links), until the end of the loop iteration: the connection is
- * then on the server's dirty list, which conn_flush_all empties. So a
+ * then on the server's dirty list, which conn_flush_pass sends. So a
  * subscriber sent 8 messages in one iteration gets one writev, not 8. */
 typedef struct out_ref {
     shared_frame *f;
@@ -231,6 +231,12 @@ struct conn_out {
 #define OUT_SPARE_COPY (16 * 1024)
 /* A batch this big is sent without waiting for the end of the iteration. */
 #define OUT_FLUSH_AT (64 * 1024)
+/* The most batches one pass at the end of a loop iteration sends. A fan-out
+ * to more sockets goes over several iterations, a sweep through the dirty
+ * list: what is published meanwhile joins the batches not yet sent (one
+ * writev carries it too), and the loop reads other sockets between passes
+ * instead of after the whole fan-out. */
+#define FLUSH_PASS 1024
 
 /* A queued write, with what it holds right behind the request: the
  * published frames its buffers point into (by reference), then the bytes
@@ -414,6 +420,22 @@ static conn_out *out_get(conn *c)
     return c->out;
 }
 
+/* Moves what the dirty list still holds (from dirty_head on, sent slots
+ * dropped) to its front, and tells each batch its new place. */
+static void dirty_compact(server *s)
+{
+    uint32_t n = 0;
+    for (uint32_t i = s->dirty_head; i < s->ndirty; i++) {
+        conn *c = s->dirty[i];
+        if (!c) continue;
+        assert(c->out && c->out->dirty == i + 1);
+        s->dirty[n++] = c;
+        c->out->dirty = n;
+    }
+    s->dirty_head = 0;
+    s->ndirty = n;
+}
+
 /* Something was added to c's batch. Outside a batch of its own input (which
  * sends it when done), it goes at the end of this loop iteration; a batch
  * past OUT_FLUSH_AT goes at once, so that a burst of sends in one iteration
@@ -427,6 +449,7 @@ static void out_added(conn *c)
         return;
     }
     if (c->corked || o->dirty) return;
+    if (s->ndirty == s->dirty_cap && s->dirty_head) dirty_compact(s);
     if (s->ndirty == s->dirty_cap) {
         s->dirty_cap = s->dirty_cap ? 2 * s->dirty_cap : 64;
         s->dirty = xrealloc(s->dirty, s->dirty_cap * sizeof *s->dirty);
@@ -550,27 +573,35 @@ void conn_uncork(conn *c)
     out_send(c, NULL, 0, NULL, 0, NULL, NULL);
 }
 
-void conn_flush_all(server *s)
+/* Sends up to budget batches from the head of the dirty list. Sending may
+ * list more (a failed write's callback runs the host, which may send and
+ * even compact the list): they join the sweep at its end. */
+static void flush_batches(server *s, uint32_t budget)
 {
-    bool any = false;
-    /* Sending may list more (a failed write's callback runs the host):
-     * they are sent in this pass too. */
-    for (uint32_t i = 0; i < s->ndirty; i++) {
-        conn *c = s->dirty[i];
-        if (!c) continue;
-        any = true;
-        conn_uncork(c);
+    uint32_t sent = 0;
+    while (s->dirty_head < s->ndirty && sent < budget) {
+        conn *c = s->dirty[s->dirty_head++];
+        if (!c) continue;   /* sent or dropped since it was listed */
+        sent++;
+        conn_uncork(c);     /* (out_take clears its slot) */
     }
-    s->ndirty = 0;
-    if (any) s->activity++;
+    if (s->dirty_head == s->ndirty) s->dirty_head = s->ndirty = 0;
+    if (sent) s->activity++;
+}
+
+bool conn_flush_pass(server *s)
+{
+    flush_batches(s, FLUSH_PASS);
+    return s->ndirty > s->dirty_head;
 }
 
 void conn_flush_end(server *s)
 {
-    conn_flush_all(s);
+    flush_batches(s, UINT32_MAX);
+    assert(!s->ndirty);
     free(s->dirty);
     s->dirty = NULL;
-    s->ndirty = s->dirty_cap = 0;
+    s->dirty_head = s->ndirty = s->dirty_cap = 0;
     conn_out *o = s->spare_out;
     s->spare_out = NULL;
     if (o) free(o->copy.data);

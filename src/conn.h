@@ -225,8 +225,10 @@ void conn_close_now(conn *c);
  * elsewhere in this loop iteration). */
 void conn_uncork(conn *c);
 /* End of a loop iteration (server.c's check and prepare handles): writes
- * every batch still waiting, one writev per connection. */
-void conn_flush_all(server *s);
+ * the batches waiting, one writev per connection, up to a pass's worth (see
+ * FLUSH_PASS). True when more wait: the caller keeps the next poll from
+ * blocking, and the next pass goes on where this one stopped. */
+bool conn_flush_pass(server *s);
 /* The worker stops: the last batches go, and what batching kept is freed. */
 void conn_flush_end(server *s);
 /* Plain TCP's conn_io: the bytes read go to the phase (kept while paused),

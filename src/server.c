@@ -227,6 +227,7 @@ void server_stop(server *s)
     if (s->flush_check.loop && !uv_is_closing((uv_handle_t *)&s->flush_check)) {
         uv_close((uv_handle_t *)&s->flush_prepare, NULL);
         uv_close((uv_handle_t *)&s->flush_check, NULL);
+        uv_close((uv_handle_t *)&s->flush_idle, NULL);
         conn_flush_end(s);
     }
     if (s->shutdown_timer.loop && !uv_is_closing((uv_handle_t *)&s->shutdown_timer))
@@ -379,21 +380,38 @@ uint32_t *server_ip_counts;
 
 /* What a worker and a test run share: the loop, the clock, deflate, the
  * host. Returns false (logged) if the host cannot be created. */
-static void on_flush_prepare(uv_prepare_t *h) { conn_flush_all(h->data); }
-static void on_flush_check(uv_check_t *h) { conn_flush_all(h->data); }
+/* An active idle handle only makes the poll return at once. */
+static void on_flush_idle(uv_idle_t *h) { (void)h; }
+
+static void flush_pass(server *s)
+{
+    bool more = conn_flush_pass(s);
+    if (more != (bool)uv_is_active((uv_handle_t *)&s->flush_idle)) {
+        if (more)
+            uv_idle_start(&s->flush_idle, on_flush_idle);
+        else
+            uv_idle_stop(&s->flush_idle);
+    }
+}
+
+static void on_flush_prepare(uv_prepare_t *h) { flush_pass(h->data); }
+static void on_flush_check(uv_check_t *h) { flush_pass(h->data); }
 
 /* What connections are sent from timers, other sockets' events and
- * publishes goes out once per loop iteration (conn_flush_all). The handles
- * do not keep the loop alive. */
+ * publishes goes out at the end of the loop iteration (conn_flush_pass; a
+ * fan-out to thousands over a few iterations). The handles do not keep the
+ * loop alive. */
 static void flush_start(server *s)
 {
     uv_prepare_init(s->loop, &s->flush_prepare);
     uv_check_init(s->loop, &s->flush_check);
-    s->flush_prepare.data = s->flush_check.data = s;
+    uv_idle_init(s->loop, &s->flush_idle);
+    s->flush_prepare.data = s->flush_check.data = s->flush_idle.data = s;
     uv_prepare_start(&s->flush_prepare, on_flush_prepare);
     uv_check_start(&s->flush_check, on_flush_check);
     uv_unref((uv_handle_t *)&s->flush_prepare);
     uv_unref((uv_handle_t *)&s->flush_check);
+    uv_unref((uv_handle_t *)&s->flush_idle);
 }
 
 static bool server_init(server *s, const config *cfg, const host_ops *host, const char *script, bool manual_clock)

@@ -93,13 +93,16 @@ typedef struct server {
     size_t buffered_total;    /* bytes held in message buffers of every session (--max-buffered-total) */
     uint64_t activity;        /* reads, writes and closes done: luaws test waits until it stops */
     /* Connections with a batch to send at the end of this loop iteration
-     * (conn.c; NULL: taken off), written by these two handles: prepare for
-     * what timers sent, before the poll; check for what I/O sent, after it. */
+     * (conn.c; NULL: taken off; sent from dirty_head on, a pass at a time),
+     * written by these two handles: prepare for what timers sent, before
+     * the poll; check for what I/O sent, after it. flush_idle is active
+     * while a pass left some: the poll then does not block. */
     conn **dirty;
-    uint32_t ndirty, dirty_cap;
+    uint32_t dirty_head, ndirty, dirty_cap;
     struct conn_out *spare_out;  /* a batch kept for the next connection that sends */
     uv_prepare_t flush_prepare;
     uv_check_t flush_check;
+    uv_idle_t flush_idle;
     void (*on_empty)(struct server *s);  /* the last connection was freed */
     /* One read buffer serves every connection: libuv calls alloc and read
      * back to back, and a connection that cannot consume all it read keeps

@@ -7,6 +7,8 @@
 --   burst N    in this event: N rounds of publish("room", "p<i>") then
 --              member:send("s<i>") to every member
 --   later N    the same from a luaws.after(0) timer (no socket's event)
+--   twice N    burst N, then later N (the timer fires in the next loop
+--              iteration: while a fan-out wider than one pass is being sent)
 --   big N SIZE N rounds of a SIZE-byte publish then a SIZE-byte send; each
 --              message starts with its round number (%08d) and its kind
 --   pubs N SIZE N SIZE-byte publishes only (publish never waits: a member
@@ -45,7 +47,8 @@ local controller = {
     if verb == "burst" then
       rounds(n)
       socket:send("done " .. msg)
-    elseif verb == "later" then
+    elseif verb == "later" or verb == "twice" then
+      if verb == "twice" then rounds(n) end
       ws.after(0, function()
         rounds(n)
         socket:send("done " .. msg)
