@@ -96,9 +96,9 @@ local function fd_count(pid)
 end
 
 -- Reads from c until the peer closes TCP (EOF or reset); returns the
--- messages read meanwhile (kind, data) and the error that ended it.
--- Every message until TCP closes; a close frame is answered (as a client
--- does), so the server closes TCP at once rather than after its close timeout.
+-- messages read meanwhile (kind, data) and the error that ended it. A close
+-- frame is answered (as a client does), so the server closes TCP at once
+-- rather than after its close timeout.
 local function read_until_closed(c)
   local got = {}
   while true do

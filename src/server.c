@@ -378,8 +378,6 @@ int server_nslots;
 int server_broker_fd = -1;
 uint32_t *server_ip_counts;
 
-/* What a worker and a test run share: the loop, the clock, deflate, the
- * host. Returns false (logged) if the host cannot be created. */
 /* An active idle handle only makes the poll return at once. */
 static void on_flush_idle(uv_idle_t *h) { (void)h; }
 
@@ -414,6 +412,8 @@ static void flush_start(server *s)
     uv_unref((uv_handle_t *)&s->flush_idle);
 }
 
+/* What a worker and a test run share: the loop, the clock, deflate, the
+ * host. Returns false (logged) if the host cannot be created. */
 static bool server_init(server *s, const config *cfg, const host_ops *host, const char *script, bool manual_clock)
 {
     s->cfg = cfg;

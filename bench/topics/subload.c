@@ -130,8 +130,6 @@ static size_t nlat, lat_cap;
 static bool measuring, publishing;
 static double t_start, t_end;
 
-
-
 /* ---- output ---- */
 
 static void out_append(struct conn *c, const void *p, size_t n)

@@ -252,7 +252,7 @@ function Server:stop(opts)
   local t0
   if not self.exit and not died then
     -- What the spec left open to this server goes first (opts.keep_clients
-    -- keeps it, for a spec that reads the drain's close frames after stop).
+    -- keeps it, for a spec whose scenario is a shutdown with clients open).
     t0 = socket.gettime()
     if not opts.keep_clients and self.port then require("spec.support.wsclient").drop_to(self.port) end
     local mark, draining = self:mark(), #self:grep("draining for", { plain = true }) > 0
